@@ -1,0 +1,314 @@
+"""Typed configuration for Uni-Code pre-training: dataclasses, named presets and ``key=value`` overrides.
+
+The field names use the paper's words (``beta``, ``ema_decay``, ``codebook_size``, ``reset_window``) and the
+Table 2/3 switch names (``club``, ``cross_cpc``, ``mm_ema``, ``reset_code``, ``cmcm``). Where the paper and the
+authors' released code disagree, a string field selects the behaviour; the default is the released code's
+(``../shared/reference/upstream_spec.md`` section 3), and each choice is documented where it is implemented.
+
+A config round-trips through plain dicts (``to_dict`` / ``from_dict``) so checkpoints and results store it as JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+MODALITY_KINDS = ("vector", "grid", "tokens")
+KNOWN_MODALITIES = ("audio", "video", "text")
+ALIGNMENTS = ("none", "smit", "mst", "codis", "turn")
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One input modality.
+
+    ``kind`` selects the encoder family: ``vector`` = one feature vector per segment, ``(T, F)`` (VGGish audio);
+    ``grid`` = a spatial feature map per segment, ``(T, H, W, C)`` (VGG19 pool5 video); ``tokens`` = one token
+    embedding per slot, ``(T, F)``, passed through a 2-layer BiLSTM front-end first (BERT text, released code
+    section 1.2). ``specific_dim`` is the width of the modality-specific encoder Psi (released: 256 audio/text,
+    2048 video); ``club_dim`` the width of the Psi feature that CLUB sees (released: 512 for video, else = specific).
+    """
+
+    name: str
+    kind: str
+    feature_shape: tuple[int, ...]
+    specific_dim: int = 256
+    club_dim: int = 256
+
+    def __post_init__(self):
+        if self.name not in KNOWN_MODALITIES:
+            raise ValueError(f"unknown modality {self.name!r}; expected one of {KNOWN_MODALITIES}")
+        if self.kind not in MODALITY_KINDS:
+            raise ValueError(f"unknown modality kind {self.kind!r} for {self.name!r}; expected one of {MODALITY_KINDS}")
+        object.__setattr__(self, "feature_shape", tuple(int(s) for s in self.feature_shape))
+        want = 3 if self.kind == "grid" else 1
+        if len(self.feature_shape) != want:
+            raise ValueError(f"modality {self.name!r} of kind {self.kind!r} needs a feature_shape of {want} dims "
+                             f"(per segment), got {self.feature_shape}")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture, codebook and objective switches (paper Sec. 4; released defaults in upstream_spec section 1)."""
+
+    modalities: tuple[ModalitySpec, ...] = ()
+    segments: int = 10                 # T: 1-s segments (text: token slots)
+    hidden_dim: int = 256              # D: semantic width = code dim
+    codebook_size: int = 400           # L
+    n_heads: int = 4
+    n_layers: int = 2
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    text_lstm_hidden: int = 128        # BiLSTM front-end for ``tokens`` modalities -> 2*128 = 256
+    # --- codebook (Eq. 2, 3, 7, 8) ---
+    beta: float = 0.25
+    ema_decay: float = 0.99
+    ema_eps: float = 1e-5
+    reset_window: int = 300            # N_re
+    ema_teacher: str = "paired"        # "paired" (released: other modality's z at same (b,t)) | "cross_attention" (paper)
+    ema_form: str = "sequential"       # "sequential" (released per-modality sub-updates) | "joint" (paper Eq. 7)
+    commit_weights: str = "released"   # "released" (2*beta self term) | "paper" (Eq. 8: beta self, beta/2 teachers)
+    reset_rule: str = "released"       # "released" (reset if unused by all) | "paper" (keep only if used by every modality)
+    released_quirks: bool = False      # reproduce released defects: EMA counts start at 0; degenerate spatial softmax
+    # --- DCID (Eq. 4-6) ---
+    club_hidden: int = 256
+    club_steps: int = 5
+    club_lr: float = 1e-3
+    club_negatives: str = "sampled"    # "sampled" (released CLUBSample, one permutation) | "all" (paper Eq. 5)
+    cpc_steps: int = 1                 # K
+    cpc_layers: int = 2                # released 2-layer LSTM; paper says single layer
+    cpc_context: int = 256
+    cpc_softmax: str = "predictions"   # "predictions" (released LogSoftmax dim=1) | "targets" (paper Eq. 6)
+    cpc_self_weight: float = 0.1       # released intra-modal CPC pairs; 0 drops them (paper)
+    # --- Table 2/3 switches ---
+    club: bool = True
+    cross_cpc: bool = True
+    mm_ema: bool = True
+    reset_code: bool = True
+    cmcm: bool = True
+    alignment: str = "none"            # extra compared method of Table 1: none | smit | mst | codis | turn
+    alignment_weight: float = 1.0
+
+    def __post_init__(self):
+        self.modalities = tuple(m if isinstance(m, ModalitySpec) else ModalitySpec(**m) for m in self.modalities)
+        names = [m.name for m in self.modalities]
+        if len(names) != len(set(names)):
+            raise ValueError(f"duplicate modality names: {names}")
+        if self.modalities and not 2 <= len(names) <= 3:
+            raise ValueError(f"Uni-Code pairs 2 or 3 modalities, got {names}")
+        choices = {"ema_teacher": ("paired", "cross_attention"), "ema_form": ("sequential", "joint"),
+                   "commit_weights": ("released", "paper"), "reset_rule": ("released", "paper"),
+                   "club_negatives": ("sampled", "all"), "cpc_softmax": ("predictions", "targets"),
+                   "alignment": ALIGNMENTS}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not one of {allowed}")
+        if self.hidden_dim % self.n_heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} must be divisible by n_heads {self.n_heads}")
+        if not 1 <= self.cpc_steps < self.segments:
+            raise ValueError(f"cpc_steps must be in [1, segments-1], got {self.cpc_steps}")
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.modalities)
+
+    def spec(self, name: str) -> ModalitySpec:
+        for m in self.modalities:
+            if m.name == name:
+                return m
+        raise ValueError(f"modality {name!r} is not in this model; it has {self.modality_names}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (released pretrain.py / pretrain.sh, upstream_spec section 2.3)."""
+
+    lr: float = 4e-4
+    milestones: tuple[int, ...] = (10, 20, 30)   # epochs; MultiStepLR gamma below
+    lr_gamma: float = 0.5
+    grad_clip: float = 0.5                       # per module, as released
+    batch_size: int = 80
+    epochs: int = 6
+    max_steps: int | None = None                 # overrides epochs when set
+    seed: int = 43
+    device: str = "cpu"
+    precision: str = "fp32"                      # "fp32" | "bf16" (autocast, CUDA only)
+    log_every: int = 20
+    ckpt_every: int = 0                          # steps; 0 = only at the end of each epoch
+    num_workers: int = 0
+
+    def __post_init__(self):
+        self.milestones = tuple(int(m) for m in self.milestones)
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (contrastive terms need negatives)")
+
+
+@dataclass
+class DataConfig:
+    """Which pre-training data: ``source`` is ``"avdigits"`` (embedded) or a folder of official features."""
+
+    source: str = "avdigits"
+    scale: str = "default"          # avdigits build scale: smoke | default | full
+    pretrain_size: str = "40k"      # 24k | 40k | 81k (paper sizes; avdigits keeps the ratio)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preset: str = "custom"
+    method: str = "unicode"
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        d = dict(d)
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown top-level config keys {sorted(unknown)}; expected {[f.name for f in fields(cls)]}")
+        sub = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+        kwargs = {}
+        for key, val in d.items():
+            if key in sub:
+                kwargs[key] = _build(sub[key], val, key)
+            else:
+                kwargs[key] = val
+        return cls(**kwargs)
+
+    def key(self) -> str:
+        """Stable short hash of the whole config: the results-cache key."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def override(self, *assignments: str) -> "Config":
+        """Return a copy with ``section.field=value`` (or a unique bare ``field=value``) assignments applied."""
+        d = self.to_dict()
+        for a in assignments:
+            if "=" not in a:
+                raise ValueError(f"override {a!r} must look like key=value")
+            key, raw = a.split("=", 1)
+            section, name = _locate(d, key.strip())
+            d[section][name] = _parse_value(raw, d[section][name], key)
+        return Config.from_dict(d)
+
+
+def _build(cls, val, where):
+    if isinstance(val, cls):
+        return val
+    known = {f.name for f in fields(cls)}
+    unknown = set(val) - known
+    if unknown:
+        raise ValueError(f"unknown {where} config keys {sorted(unknown)}; known keys: {sorted(known)}")
+    val = dict(val)
+    if "modalities" in val:
+        val["modalities"] = tuple(ModalitySpec(**m) if isinstance(m, dict) else m for m in val["modalities"])
+    return cls(**val)
+
+
+def _locate(d: dict, key: str) -> tuple[str, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in ("model", "train", "data") or name not in d[section]:
+            raise ValueError(f"unknown config key {key!r}")
+        return section, name
+    hits = [s for s in ("model", "train", "data") if key in d[s]]
+    if len(hits) != 1:
+        raise ValueError(f"unknown or ambiguous config key {key!r}; use section.field, e.g. model.beta")
+    return hits[0], key
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+    raw = raw.strip()
+    if isinstance(current, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key} expects a boolean, got {raw!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if isinstance(current, float) and isinstance(value, int):
+        value = float(value)
+    if current is not None and isinstance(current, (int, float, str)) and not isinstance(value, type(current)):
+        raise ValueError(f"{key} expects {type(current).__name__}, got {raw!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modalities at the released shapes and at the embedded AV-Digits shapes.
+
+PAPER_MODALITIES = {
+    "audio": ModalitySpec("audio", "vector", (128,), specific_dim=256, club_dim=256),
+    "video": ModalitySpec("video", "grid", (7, 7, 512), specific_dim=2048, club_dim=512),
+    "text": ModalitySpec("text", "tokens", (768,), specific_dim=256, club_dim=256),
+}
+# AV-Digits (cmg_lib.data.avdigits): 128-d log-mel summary per second, a 5x5x64 patch grid per 40x40 frame,
+# 384-d MiniLM token embeddings in 10 slots.
+AVDIGITS_MODALITIES = {
+    "audio": ModalitySpec("audio", "vector", (128,), specific_dim=64, club_dim=64),
+    "video": ModalitySpec("video", "grid", (5, 5, 64), specific_dim=128, club_dim=64),
+    "text": ModalitySpec("text", "tokens", (384,), specific_dim=64, club_dim=64),
+}
+
+# Methods of Table 1 as switch settings. "dcid+X" = CLUB + Cross-CPC + X. Uni-Code = DCID + MM-EMA + reset + CMCM.
+_OFF = dict(club=False, cross_cpc=False, mm_ema=False, reset_code=False, cmcm=False, alignment="none")
+_DCID = dict(club=True, cross_cpc=True)
+METHODS: dict[str, dict[str, Any]] = {
+    "baseline": dict(_OFF),
+    "smit": {**_OFF, "alignment": "smit"},
+    "mst": {**_OFF, "alignment": "mst"},
+    "codis": {**_OFF, "alignment": "codis"},
+    "turn": {**_OFF, "alignment": "turn"},
+    "cmcm": {**_OFF, "cmcm": True},
+    "dcid+smit": {**_OFF, **_DCID, "alignment": "smit"},
+    "dcid+mst": {**_OFF, **_DCID, "alignment": "mst"},
+    "dcid+codis": {**_OFF, **_DCID, "alignment": "codis"},
+    "dcid+turn": {**_OFF, **_DCID, "alignment": "turn"},
+    "dcid+cmcm": {**_OFF, **_DCID, "cmcm": True},
+    "unicode": dict(club=True, cross_cpc=True, mm_ema=True, reset_code=True, cmcm=True, alignment="none"),
+}
+
+
+def _paper(names: tuple[str, ...]) -> Config:
+    return Config(model=ModelConfig(modalities=tuple(PAPER_MODALITIES[n] for n in names)), train=TrainConfig())
+
+
+def _tiny(names: tuple[str, ...]) -> Config:
+    model = ModelConfig(modalities=tuple(AVDIGITS_MODALITIES[n] for n in names), hidden_dim=64, codebook_size=64,
+                        n_heads=4, n_layers=1, ffn_dim=128, text_lstm_hidden=32, club_hidden=64, cpc_context=64,
+                        reset_window=60)
+    train = TrainConfig(batch_size=64, epochs=3, lr=1e-3, milestones=(), log_every=10)
+    return Config(model=model, train=train)
+
+
+PRESETS = {
+    "paper_av": lambda: _paper(("audio", "video")),
+    "paper_at": lambda: _paper(("audio", "text")),
+    "paper_vt": lambda: _paper(("video", "text")),
+    "paper_avt": lambda: _paper(("audio", "video", "text")),
+    "tiny": lambda: _tiny(("audio", "video", "text")),
+    "tiny_av": lambda: _tiny(("audio", "video")),
+    "tiny_at": lambda: _tiny(("audio", "text")),
+    "tiny_vt": lambda: _tiny(("video", "text")),
+}
+
+
+def preset(name: str, method: str = "unicode", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a named preset, apply a Table 1 method's switches, then ``key=value`` overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+    cfg = PRESETS[name]()
+    for k, v in METHODS[method].items():
+        setattr(cfg.model, k, v)
+    cfg.preset, cfg.method = name, method
+    return cfg.override(*overrides) if overrides else Config.from_dict(cfg.to_dict())

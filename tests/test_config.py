@@ -1,0 +1,57 @@
+import pytest
+
+from cmg_lib.config import METHODS, PRESETS, Config, ModalitySpec, preset
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_round_trips_through_a_dict(name):
+    cfg = preset(name)
+    again = Config.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert again.key() == cfg.key()
+    assert 2 <= len(cfg.model.modalities) <= 3
+
+
+def test_paper_avt_uses_the_released_shapes_and_hyper_parameters():
+    cfg = preset("paper_avt")
+    m, t = cfg.model, cfg.train
+    assert m.modality_names == ("audio", "video", "text")
+    assert m.spec("audio").feature_shape == (128,)
+    assert m.spec("video").feature_shape == (7, 7, 512) and m.spec("video").specific_dim == 2048
+    assert m.spec("text").feature_shape == (768,)
+    assert (m.hidden_dim, m.codebook_size, m.beta, m.ema_decay) == (256, 400, 0.25, 0.99)
+    assert (m.club_hidden, m.club_steps, m.cpc_context, m.text_lstm_hidden) == (256, 5, 256, 128)
+    assert (t.lr, t.milestones, t.lr_gamma, t.grad_clip, t.batch_size) == (4e-4, (10, 20, 30), 0.5, 0.5, 80)
+
+
+def test_methods_set_the_table_switches():
+    base = preset("tiny", "baseline").model
+    assert not any([base.club, base.cross_cpc, base.mm_ema, base.reset_code, base.cmcm]) and base.alignment == "none"
+    uni = preset("tiny", "unicode").model
+    assert all([uni.club, uni.cross_cpc, uni.mm_ema, uni.reset_code, uni.cmcm])
+    d = preset("tiny", "dcid+codis").model
+    assert d.club and d.cross_cpc and not d.cmcm and d.alignment == "codis"
+    assert set(METHODS) >= {"baseline", "smit", "mst", "codis", "turn", "cmcm", "unicode"}
+
+
+def test_overrides_parse_types_and_reject_unknown_keys():
+    cfg = preset("tiny", overrides=["model.beta=0.5", "club=false", "train.batch_size=8", "ema_form=joint"])
+    assert cfg.model.beta == 0.5 and cfg.model.club is False and cfg.train.batch_size == 8
+    assert cfg.model.ema_form == "joint"
+    with pytest.raises(ValueError, match="unknown or ambiguous"):
+        preset("tiny", overrides=["nope=1"])
+    with pytest.raises(ValueError, match="expects a boolean"):
+        preset("tiny", overrides=["club=maybe"])
+    with pytest.raises(ValueError, match="is not one of"):
+        preset("tiny", overrides=["ema_form=sideways"])
+
+
+def test_bad_names_raise_value_errors_that_list_the_choices():
+    with pytest.raises(ValueError, match="paper_avt"):
+        preset("paper_xyz")
+    with pytest.raises(ValueError, match="unicode"):
+        preset("tiny", method="magic")
+    with pytest.raises(ValueError, match="unknown modality"):
+        ModalitySpec("smell", "vector", (3,))
+    with pytest.raises(ValueError, match="feature_shape"):
+        ModalitySpec("video", "grid", (512,))
