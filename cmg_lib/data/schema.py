@@ -8,8 +8,9 @@ them into a batch ``dict[str, Tensor]`` with a leading batch axis B. Keys:
 * ``"label"`` int64 ``()``: the clip's event class (0..C-1), where the subset has one.
 * ``"segment_label/<modality>"`` float32 ``(T, C+1)``: multi-hot per segment, last column = background (1 exactly
   where no event is present in that modality). AVE (one event per clip) and AVVP (several) share this form.
-* AVS: ``"frames"`` float32 ``(F, H, W, 3)`` in [0, 1], ``"mask"`` float32 ``(F, H, W)`` in {0, 1} (the sounding
-  object), plus the query modalities ``"audio"`` and ``"text"``.
+* AVS: ``"frames"`` float32 ``(F, H, W, C)`` in [0, 1] (C = 3 official RGB, 1 on AV-Digits), ``"mask"`` float32
+  ``(F, H, W)`` in {0, 1} (the sounding object), plus ``"video"`` features of those frames where available and the
+  query modalities ``"audio"`` and ``"text"``.
 * ``"index"`` int64 ``()``: the row's position in its split (stable across runs; for bookkeeping and figures).
 
 Subsets and splits (``load_dataset(data, subset, split)``) mirror the paper's data (Sec. 5.1):
