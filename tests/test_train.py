@@ -1,0 +1,167 @@
+"""Pre-training loop: one step per preset, exact resume, checkpoint round trip and atomic writes, CLI."""
+import os
+
+import pytest
+import torch
+
+import cmg_lib.data
+from cmg_lib.config import PRESETS, preset
+from cmg_lib.model import build_model
+from cmg_lib.train import EpochSampler, load_checkpoint, pretrain, read_checkpoint
+
+TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads; one thread keeps the suite fast on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny(name="tiny", *overrides):
+    return preset(name, overrides=["train.batch_size=4", "train.log_every=2", "model.reset_window=3", *overrides])
+
+
+def _states_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_one_training_step_per_preset_changes_the_parameters(name, make_dataset):
+    cfg = _tiny(name)
+    torch.manual_seed(cfg.train.seed)
+    fresh = build_model(cfg)
+    model, history = pretrain(cfg, make_dataset(cfg, n=8), steps=1, progress=False)
+    assert model.step == 1 and len(history) == 1
+    entry = history[0]
+    for m in cfg.model.modality_names:
+        assert {f"recon/{m}", f"commit/{m}", f"mi/{m}", f"perplexity/{m}", f"active_codes/{m}"} <= set(entry)
+        assert 1.0 <= entry[f"perplexity/{m}"] <= entry[f"active_codes/{m}"] + 1e-6
+    assert {"cpc", "cmcm", "loss", "club_nll", "shared_codes", "mode_agreement", "lr"} <= set(entry)
+    assert 0.0 <= entry["shared_codes"] <= 1.0 and 0.0 <= entry["mode_agreement"] <= 1.0
+    changed = [not torch.equal(p, q) for p, q in zip(fresh.main_parameters(), model.main_parameters())]
+    assert all(changed[:4]) and sum(changed) > 0.9 * len(changed)
+    assert not torch.equal(fresh.codebook.embedding, model.codebook.embedding)      # the EMA ran
+
+
+def test_resume_continues_exactly(tmp_path, make_dataset):
+    cfg = _tiny("tiny", "train.ckpt_every=2")
+    data = make_dataset(cfg, n=12)                       # 3 batches per epoch: resume mid-epoch, cross epochs
+    straight, hist_a = pretrain(cfg, data, out_dir=tmp_path / "a", steps=8, progress=False)
+    pretrain(cfg, data, out_dir=tmp_path / "b", steps=4, progress=False)
+    assert sorted(os.listdir(tmp_path / "b")) == ["epoch-0.pt", "final.pt", "step-0000002.pt", "step-0000004.pt"]
+    resumed, hist_b = pretrain(cfg, data, out_dir=tmp_path / "c", steps=8, resume=tmp_path / "b" / "epoch-0.pt",
+                               progress=False)             # step 3: inside a logging window (log_every=2)
+    assert _states_equal(straight, resumed)
+    assert torch.equal(straight.codebook.embedding, resumed.codebook.embedding)
+    assert hist_a == hist_b
+    other, _ = pretrain(_tiny("tiny", "train.seed=7"), data, steps=2, progress=False)
+    assert not torch.equal(other.codebook.embedding, straight.codebook.embedding)
+
+
+def test_checkpoint_round_trip(tmp_path, make_dataset, make_batch):
+    cfg = _tiny("tiny_vt", "train.milestones=[1]", "train.lr_gamma=0.5")
+    model, history = pretrain(cfg, make_dataset(cfg, n=8), out_dir=tmp_path, steps=4, progress=False)
+    assert [h["lr"] for h in history] == [cfg.train.lr, cfg.train.lr * 0.5]      # MultiStepLR per epoch
+    ckpt = read_checkpoint(tmp_path / "final.pt")
+    assert ckpt["format"] == "cmg-checkpoint/1" and ckpt["step"] == 4 and ckpt["epoch"] == 2
+    loaded = load_checkpoint(tmp_path / "final.pt")
+    assert not loaded.training and loaded.step == 4 and loaded.metrics == history[-1]
+    assert loaded.config == cfg and _states_equal(model, loaded)
+    batch = make_batch(cfg, batch=2)
+    model.eval()
+    for m in cfg.model.modality_names:
+        assert torch.equal(model.quantize(batch[m], m)[0], loaded.quantize(batch[m], m)[0])
+
+
+def test_load_checkpoint_errors_name_the_problem(tmp_path, make_dataset):
+    cfg = _tiny("tiny_av")
+    pretrain(cfg, make_dataset(cfg, n=4), out_dir=tmp_path, steps=1, progress=False)
+    ckpt = torch.load(tmp_path / "final.pt", weights_only=True)
+    broken = dict(ckpt)
+    del broken["optimizers"]
+    torch.save(broken, tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="optimizers"):
+        load_checkpoint(tmp_path / "missing.pt")
+    unknown = dict(ckpt, config={**ckpt["config"], "model": {**ckpt["config"]["model"], "warp_factor": 9}})
+    torch.save(unknown, tmp_path / "unknown.pt")
+    with pytest.raises(ValueError, match="warp_factor"):
+        load_checkpoint(tmp_path / "unknown.pt")
+    torch.save(dict(ckpt, format="other/2"), tmp_path / "format.pt")
+    with pytest.raises(ValueError, match="cmg-checkpoint/1"):
+        load_checkpoint(tmp_path / "format.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path, make_dataset, monkeypatch):
+    cfg = _tiny("tiny_av")
+    data = make_dataset(cfg, n=4)
+    pretrain(cfg, data, out_dir=tmp_path, steps=1, progress=False)
+    good = (tmp_path / "final.pt").read_bytes()
+
+    def failing_save(obj, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        pretrain(cfg, data, out_dir=tmp_path, steps=1, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["epoch-0.pt", "final.pt"]  # from the first run; no .tmp left behind
+    assert (tmp_path / "final.pt").read_bytes() == good                  # the old file is intact
+
+
+def test_bad_settings_raise(make_dataset):
+    cfg = _tiny("tiny_av", "train.precision=bf16")
+    with pytest.raises(ValueError, match="bf16"):
+        pretrain(cfg, make_dataset(cfg, n=4), steps=1, progress=False)
+    cfg = _tiny("tiny_av")
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        pretrain(cfg, make_dataset(cfg, n=3), steps=1, progress=False)
+
+
+def test_epoch_sampler_shards_one_permutation():
+    full = EpochSampler(10, seed=3)
+    full.start(epoch=1)
+    order = list(full)
+    shards = [EpochSampler(10, seed=3, rank=r, world=2) for r in range(2)]
+    for s in shards:
+        s.start(epoch=1)
+    assert sorted(order) == list(range(10))
+    assert list(shards[0]) == order[0::2] and list(shards[1]) == order[1::2]
+    shards[1].start(epoch=1, skip=2)
+    assert list(shards[1]) == order[1::2][2:] and len(shards[1]) == 3
+    full.start(epoch=2)
+    assert list(full) != order
+
+
+def test_cli_pretrain_writes_a_checkpoint(tmp_path, make_dataset, monkeypatch, capsys):
+    import argparse
+
+    from cmg_lib.train import register
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+
+    def main(argv):
+        args = parser.parse_args(argv)
+        return args.func(args)
+
+    calls = {}
+
+    def fake_load(data, subset, split, scale="default", **kwargs):
+        calls.update(data=data, subset=subset, split=split, scale=scale)
+        return make_dataset(preset("tiny_av"), n=8)
+
+    monkeypatch.setattr(cmg_lib.data, "load_dataset", fake_load, raising=False)
+    rc = main(["pretrain", "--preset", "tiny_av", "--method", "dcid+cmcm", "--out", str(tmp_path), "--steps", "2",
+               "--seed", "5", "--set", "train.batch_size=4", "--scale", "smoke", "--pretrain-size", "24k"])
+    assert rc == 0
+    assert calls == {"data": "avdigits", "subset": "pretrain", "split": "24k", "scale": "smoke"}
+    assert str(tmp_path / "final.pt") in capsys.readouterr().out
+    loaded = load_checkpoint(tmp_path / "final.pt")
+    assert loaded.config.method == "dcid+cmcm" and loaded.config.train.seed == 5 and loaded.step == 2
