@@ -41,8 +41,8 @@ serve:
 	$(PY) -m http.server 8000 -d _build/html
 
 bench: $(STAMP)
-	$(PY) benchmarks/pretrain_step.py --preset tiny --batch 64
-	$(PY) benchmarks/pretrain_step.py --preset paper_avt --batch 8
+	$(PY) benchmarks/pretrain_step.py --preset tiny --batch 64 --steps 5
+	$(PY) benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 2
 
 clean:
 	rm -rf _build book/executed

@@ -21,6 +21,7 @@ from .codebook import SharedCodebook
 from .config import KNOWN_MODALITIES, Config
 from .modalities import Decoder, build_modality
 from .objectives import AlignmentContext, ClubEstimator, CrossCPC, build_alignment
+from .objectives.cmcm import cmcm_loss
 
 LABEL_KEYS = frozenset({"label", "index", "mask", "frames"})
 
@@ -150,6 +151,9 @@ class UniCode(nn.Module):
         feats = {m: self._features(m, inputs[m]) for m in self.modalities}
         z = {m: self.semantic[m](feats[m]) for m in self.modalities}
         specific = {m: self.specific[m](feats[m]) for m in self.modalities}        # (specific, club_feature)
+        # The released quantizer computes CMCM and returns the codes with the codebook as it was BEFORE this
+        # forward's EMA update (upstream_spec 1.5 steps 1-3), so the snapshot is taken first.
+        embedding_before = self.codebook.embedding.detach().clone()
         vq = self.codebook(z)
 
         losses: dict[str, Tensor] = {}
@@ -163,10 +167,9 @@ class UniCode(nn.Module):
             losses["cpc"], cpc_stats = self.cpc(z)
             stats.update(cpc_stats)
         if cfg.cmcm:
-            from .objectives.cmcm import cmcm_loss
-            losses["cmcm"] = cmcm_loss(z, self.codebook.embedding)
+            losses["cmcm"] = cmcm_loss(z, embedding_before)
         if self.alignment is not None:
-            ctx = AlignmentContext(z=z, quantized=vq.quantized, indices=vq.indices, embedding=self.codebook.embedding)
+            ctx = AlignmentContext(z=z, quantized=vq.quantized, indices=vq.indices, embedding=embedding_before)
             losses["align"] = cfg.alignment_weight * self.alignment(ctx)
         mi_inputs, club_inputs = {}, {}
         if self.club is not None:
