@@ -250,7 +250,7 @@ PAPER_MODALITIES = {
     "video": ModalitySpec("video", "grid", (7, 7, 512), specific_dim=2048, club_dim=512),
     "text": ModalitySpec("text", "tokens", (768,), specific_dim=256, club_dim=256),
 }
-# AV-Digits (cmg_lib.data.avdigits): 128-d log-mel summary per second, a 5x5x64 patch grid per 40x40 frame,
+# AV-Digits (cmg_lib.data.avdigits): 128-d log-mel summary per second, a frozen small-CNN 5x5x64 grid per 40x40 frame,
 # 384-d MiniLM token embeddings in 10 slots.
 AVDIGITS_MODALITIES = {
     "audio": ModalitySpec("audio", "vector", (128,), specific_dim=64, club_dim=64),

@@ -1,0 +1,52 @@
+"""AV-Digits: the embedded audio-visual-text dataset, built offline from real signals (see ``build.py``).
+
+Audio = digit words spoken by espeak-ng voices (speaker = nuisance), vision = real handwritten MNIST digits on
+cluttered canvases (writer, position, clutter = nuisance), text = template sentences embedded by MiniLM. Events are
+shared across modalities only on part of each clip (unconstrained pairing, paper Sec. 1).
+
+* ``load(subset, split, scale, seed, cache_dir)`` -> ``ArrayDataset`` (items per ``schema.py``)
+* ``sample(subset, split, i, ...)`` -> waveform, frames, masks, sentence, labels of one clip (for the book)
+* ``build_dataset(scale, seed, cache_dir)`` -> the build folder; its ``manifest.json`` holds the content hash
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import common, schema
+from .build import SCALES, dataset_dir, ensure_built
+from .store import CLASS_NAMES, FEATURE_SHAPES, NUM_CLASSES, Store
+
+__all__ = ["load", "sample", "build_dataset", "manifest", "SCALES", "CLASS_NAMES", "FEATURE_SHAPES", "NUM_CLASSES"]
+
+
+def build_dataset(scale: str = "default", seed: int = 0, cache_dir=None) -> Path:
+    """Build (or find) the cache folder of this scale and seed."""
+    return ensure_built(scale, seed, cache_dir)
+
+
+def manifest(scale: str = "default", seed: int = 0, cache_dir=None) -> dict:
+    """The manifest of a build (building it first if needed)."""
+    return json.loads((build_dataset(scale, seed, cache_dir) / "manifest.json").read_text())
+
+
+def load(subset: str, split: str, scale: str = "default", seed: int = 0, cache_dir=None) -> common.ArrayDataset:
+    """One split of AV-Digits as a Dataset of float32 tensor dicts (built on first use)."""
+    schema.check_subset(subset, split)
+    store = Store.open(build_dataset(scale, seed, cache_dir))
+    return common.ArrayDataset(
+        store.size(subset, split), lambda rows: store.gather(subset, split, rows),
+        name=f"avdigits/{subset}/{split}", modalities=("audio", "video", "text"),
+        feature_shapes=dict(FEATURE_SHAPES), num_classes=NUM_CLASSES, class_names=CLASS_NAMES,
+        subset=subset, split=split, scale=scale, seed=int(seed), manifest_hash=store.manifest["hash"])
+
+
+def sample(subset: str, split: str, i: int, scale: str = "default", seed: int = 0, cache_dir=None) -> dict:
+    """One clip for viewing and listening: 16 kHz waveform, uint8 frames (+ masks on AVS), sentence, labels."""
+    schema.check_subset(subset, split)
+    return Store.open(build_dataset(scale, seed, cache_dir)).sample(subset, split, i)
+
+
+def folder(scale: str = "default", seed: int = 0, cache_dir=None) -> Path:
+    """Where a build of this scale and seed lives (whether or not it exists yet)."""
+    return dataset_dir(scale, seed, cache_dir)

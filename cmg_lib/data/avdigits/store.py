@@ -1,0 +1,169 @@
+"""A built AV-Digits folder opened for reading: materialises rows of any split as float32 arrays, vectorised.
+
+Stored: float16 banks and integer indices. Per request: audio rows are gathered from the feature bank, frames are
+rendered from their parameters (clutter field, two fragments, the event digit) in one fancy-indexing pass per layer
+and featurised by the frozen 5x5x64 CNN stored in the bank, text rows are gathered from the token bank, labels become multi-hot
+``(T, C+1)`` with background last (schema.py).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import schema
+from . import audio, build, vision
+
+NUM_CLASSES = 10
+CLASS_NAMES = list(audio.DIGIT_WORDS)
+FEATURE_SHAPES = {"audio": (2 * audio.N_MELS,), "video": (vision.GRID, vision.GRID, vision.PATCH ** 2),
+                  "text": (384,)}
+_OPEN: dict[str, "Store"] = {}
+
+
+def one_hot_with_background(classes: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Per-segment classes (..., T) with -1 = background -> multi-hot (..., T, C+1) float32, background last."""
+    classes = np.asarray(classes, np.int64)
+    if classes.size and (classes.max() >= num_classes or classes.min() < -1):
+        raise ValueError(f"segment classes must lie in [-1, {num_classes - 1}]")
+    out = np.zeros(classes.shape + (num_classes + 1,), np.float32)
+    np.put_along_axis(out, np.where(classes < 0, num_classes, classes)[..., None], 1.0, axis=-1)
+    return out
+
+
+class Store:
+    """Banks and clip tables of one build folder (see ``build.py`` for the layout)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.manifest = json.loads((self.folder / "manifest.json").read_text())
+        with np.load(self.folder / "banks.npz") as f:
+            self.bank = {k: f[k] for k in f.files}
+        self._clips: dict[str, dict[str, np.ndarray]] = {}
+        self._extractor = None
+
+    @classmethod
+    def open(cls, folder: Path) -> "Store":
+        key = str(Path(folder).resolve())
+        if key not in _OPEN:
+            _OPEN[key] = cls(Path(folder))
+        return _OPEN[key]
+
+    # ----------------------------------------------------------------------------------------------- tables
+    def clips(self, subset: str, split: str) -> dict[str, np.ndarray]:
+        schema.check_subset(subset, split)
+        name = "pretrain" if subset == "pretrain" else f"{subset}_{split}"
+        if name not in self._clips:
+            with np.load(self.folder / "clips" / f"{name}.npz") as f:
+                self._clips[name] = {k: f[k] for k in f.files}
+        table = self._clips[name]
+        if subset == "pretrain":                  # the three sizes are prefixes of one clip table
+            n = self.manifest["sizes"][f"pretrain/{split}"]
+            return {k: v[:n] for k, v in table.items()}
+        return table
+
+    def size(self, subset: str, split: str) -> int:
+        schema.check_subset(subset, split)
+        return int(self.manifest["sizes"][f"{subset}/{split}"])
+
+    # ----------------------------------------------------------------------------------------------- rendering
+    def render_segments(self, c: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """Frames (len(rows), T, 40, 40) float32 in [0, 1] of clip rows (AVE-like layouts)."""
+        return vision.render_clips(self.bank, c, rows)
+
+    def video_features(self, frames: np.ndarray) -> np.ndarray:
+        """(..., 40, 40) frames -> (..., 5, 5, 64) features of the frozen extractor stored in the bank."""
+        if self._extractor is None:
+            self._extractor = vision.load_extractor(self.bank)
+        lead = frames.shape[:-2]
+        flat = frames.reshape((-1, vision.CANVAS, vision.CANVAS))
+        return vision.extract(self._extractor, flat).reshape(lead + FEATURE_SHAPES["video"])
+
+    def render_avs(self, c: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """AVS frames (n, F, 40, 40), sounding-digit masks (n, F, 40, 40) and per-digit masks (n, F, 3, 40, 40)."""
+        b = self.bank
+        n, f, k = len(rows), build.AVS_FRAMES, c["s_image"].shape[1]
+        image = np.repeat(c["s_image"][rows][:, None, :], f, 1)                   # (n, F, k)
+        quad = np.repeat(c["s_quadrant"][rows][:, None, :].astype(np.int64), f, 1)
+        half = vision.CANVAS // 2
+        y = (quad // 2) * half + c["s_y"][rows]
+        x = (quad % 2) * half + c["s_x"][rows]
+        gain = c["s_gain"][rows]
+        canvas = b["field"][c["s_field"][rows].reshape(-1)].astype(np.float32)
+        digit_masks = np.zeros((n * f, k, vision.CANVAS, vision.CANVAS), np.float32)
+        for j in range(k):                                                       # k = 3 layers, each vectorised
+            sel = (image[..., j].reshape(-1), y[..., j].reshape(-1), x[..., j].reshape(-1))
+            vision.paste(canvas, b["image_small"], *sel, gain[..., j].reshape(-1))
+            vision.paste(digit_masks[:, j], b["image_small"], *sel, np.ones(n * f, np.float32))
+        digit_masks = (digit_masks > 0.5).reshape(n, f, k, vision.CANVAS, vision.CANVAS)
+        frames = np.clip(canvas, 0.0, 1.0).reshape(n, f, vision.CANVAS, vision.CANVAS)
+        return frames, digit_masks[:, :, 0].astype(np.float32), digit_masks
+
+    # ----------------------------------------------------------------------------------------------- items
+    def gather(self, subset: str, split: str, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows of a split as arrays per the batch contract (float32 features, labels, index)."""
+        c = self.clips(subset, split)
+        b = self.bank
+        rows = np.asarray(rows, np.int64)
+        out = {"audio": b["audio_feat"][c["a_idx"][rows]].astype(np.float32),
+               "text": b["text_feat"][c["t_idx"][rows]].astype(np.float32),
+               "label": c["label"][rows].astype(np.int64), "index": rows.copy()}
+        if subset == "avs":
+            frames, mask, _ = self.render_avs(c, rows)
+            n, f = frames.shape[:2]
+            out["frames"] = frames[..., None]
+            out["mask"] = mask
+            out["video"] = self.video_features(frames)
+            return out
+        out["video"] = self.video_features(self.render_segments(c, rows))
+        out[schema.segment_key("audio")] = one_hot_with_background(c["a_class"][rows])
+        out[schema.segment_key("video")] = one_hot_with_background(c["v_class"][rows])
+        out[schema.segment_key("text")] = one_hot_with_background(b["text_token_label"][c["t_idx"][rows]])
+        return out
+
+    def waveform(self, entries: np.ndarray) -> np.ndarray:
+        """The 16 kHz audio of bank entries, one second each, concatenated (float32): exactly what was featurised."""
+        b = self.bank
+        seed = int(self.manifest["seed"])
+        segs = []
+        for e in np.asarray(entries, np.int64).reshape(-1):       # a handful of seconds, for listening only
+            if b["audio_word"][e] >= 0:
+                start, length = b["audio_wave_start"][e], b["audio_wave_len"][e]
+                utt = b["audio_wave"][start: start + length]
+            else:
+                utt = None
+            segs.append(build._segment(seed, e, utt, b["audio_offset"][e], b["audio_gain"][e],
+                                       b["audio_noise_kind"][e], b["audio_noise_level"][e]))
+        return np.concatenate(segs).astype(np.float32)
+
+    def sample(self, subset: str, split: str, i: int) -> dict:
+        """One clip to look at and listen to: waveform, uint8 frames (and masks), sentence, labels, voice."""
+        n = self.size(subset, split)
+        if not -n <= i < n:
+            raise IndexError(f"clip {i} out of range for {subset}/{split} with {n} clips")
+        i = i % n
+        c = self.clips(subset, split)
+        b = self.bank
+        rows = np.asarray([i])
+        t_idx = int(c["t_idx"][i])
+        words = self.manifest["sources"]["audio"]["words"]
+        entries = c["a_idx"][i]
+        out = {"subset": subset, "split": split, "index": i, "sample_rate": audio.SAMPLE_RATE,
+               "waveform": self.waveform(entries), "label": int(c["label"][i]),
+               "class_name": CLASS_NAMES[int(c["label"][i])],
+               "voice": self.manifest["voices"][int(c["voice"][i])],
+               "spoken": [words[w] if w >= 0 else "(noise)" for w in b["audio_word"][entries]],
+               "sentence": self.manifest["sources"]["text"]["sentences"][t_idx],
+               "text_token_labels": b["text_token_label"][t_idx].astype(np.int64)}
+        if subset == "avs":
+            frames, mask, digit_masks = self.render_avs(c, rows)
+            out.update(frames=np.rint(frames[0] * 255).astype(np.uint8), mask=mask[0].astype(bool),
+                       digit_masks=digit_masks[0], digit_classes=c["s_class"][i].astype(np.int64),
+                       digit_present=c["s_image"][i] >= 0)
+        else:
+            frames = self.render_segments(c, rows)
+            out.update(frames=np.rint(frames[0] * 255).astype(np.uint8),
+                       audio_labels=c["a_class"][i].astype(np.int64), video_labels=c["v_class"][i].astype(np.int64),
+                       digit_images=c["v_digit"][i].astype(np.int64))
+        return out

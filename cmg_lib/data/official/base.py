@@ -1,0 +1,75 @@
+"""The Dataset behind every official-format reader: ``common.ArrayDataset`` fed by per-row file reads.
+
+Items follow ``schema.py`` (float32 features and labels, int64 ``label`` and ``index``); ``ArrayDataset`` does the
+tensor conversion, batched ``__getitems__`` and ``as_tensors`` support.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..common import ArrayDataset
+
+
+class OfficialDataset(ArrayDataset):
+    """Base class: subclasses implement ``_read(i) -> dict[str, np.ndarray | int]`` for row ``i`` of the split.
+
+    Rows are read lazily from the files when gathered (one file read per row); ``preload()`` reads every row once,
+    stacks them in memory (all files closed afterwards) and serves later gathers by plain indexing. Attributes (the
+    ``load_dataset`` contract): ``name``, ``modalities``, ``feature_shapes``, ``num_classes``, ``class_names``.
+    """
+
+    def __init__(self, *, name: str, modalities: Sequence[str], feature_shapes: dict[str, tuple[int, ...]],
+                 class_names: Sequence[str], length: int):
+        modalities = tuple(modalities)
+        super().__init__(int(length), self._gather_rows, name=name, modalities=modalities,
+                         feature_shapes={m: tuple(feature_shapes[m]) for m in modalities},
+                         num_classes=len(class_names), class_names=list(class_names))
+        self._preloaded: dict[str, np.ndarray] | None = None
+
+    def _read(self, i: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _gather_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        if self._preloaded is not None:
+            return {k: v[rows] for k, v in self._preloaded.items()}
+        reads = [self._read(int(i)) for i in rows]
+        if not reads:
+            raise ValueError(f"{self.name}: no rows requested")
+        out = {}
+        for key in reads[0]:
+            stacked = np.stack([np.asarray(r[key]) for r in reads])
+            out[key] = stacked.astype(np.float32, copy=False) if stacked.dtype.kind == "f" else stacked
+        out["index"] = np.asarray(rows, dtype=np.int64)
+        return out
+
+    def preload(self) -> "OfficialDataset":
+        """Read every row into memory now (e.g. before forking DataLoader workers); returns ``self``."""
+        if self._length:
+            self._preloaded = self._gather_rows(np.arange(self._length))
+        self.close()
+        return self
+
+    def close(self) -> None:
+        """Close cached file handles (reopened on demand)."""
+
+
+AUDIO_ROW = (128,)          # VGGish embedding per ~1 s segment
+VIDEO_ROW = (7, 7, 512)     # VGG19 pool5 map per 1 s segment
+TEXT_DIM = 768              # BERT-base token embedding
+
+
+def resolve_modalities(requested: Sequence[str] | None, available: Sequence[str], text_folder_exists: bool,
+                       where: str) -> tuple[str, ...]:
+    """The modalities to read: ``requested`` (checked against ``available``), or by default all of ``available``
+    with ``text`` only when a ``text_embeddings`` folder exists (asking for text explicitly without it raises a
+    FileNotFoundError from the embedding reader)."""
+    if requested is None:
+        return tuple(m for m in available if m != "text" or text_folder_exists)
+    requested = tuple(requested)
+    bad = [m for m in requested if m not in available]
+    if bad or not requested:
+        raise ValueError(f"{where}: modalities {list(requested)} not available; expected a non-empty subset of "
+                         f"{list(available)}")
+    return requested

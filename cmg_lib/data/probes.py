@@ -1,0 +1,115 @@
+"""Linear-probe quality check of the dataset's features: is each modality informative, is there a cross-modal gap?
+
+"Raw" below means the features exactly as the dataset delivers them (log-mel summary, frozen-CNN grid, MiniLM
+tokens), before any pre-training or alignment.
+
+Per-segment probes on the AVE-like split (11 classes: 10 digits + background, labels from ``segment_label/*``):
+
+* within a modality: logistic regression trained on the train split's raw features, tested on the test split
+  (unseen voices and images) of the same modality; should be well above the majority-class rate;
+* across modalities without alignment: each modality is mapped to a common width by its own fixed random Gaussian
+  projection, the probe is trained on the source modality and tested on the target modality; should be near
+  chance. This is the gap a unified representation (Uni-Code) has to close.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import schema
+from .common import as_tensors
+
+MODALITIES = ("audio", "video", "text")
+
+
+def segment_table(dataset, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten a split to per-segment rows: features (N*T, F) float32 and class (N*T,), background = C.
+
+    The whole split is materialised once per dataset object and kept on it (``_probe_tables``).
+    """
+    if getattr(dataset, "_probe_tables", None) is None:
+        dataset._probe_tables = as_tensors(dataset)
+    batch = dataset._probe_tables
+    x = batch[modality].flatten(2).flatten(0, 1).numpy()
+    y = batch[schema.segment_key(modality)].argmax(-1).flatten().numpy()
+    return x, y
+
+
+class _LinearProbe:
+    """Multinomial logistic regression on standardised features, full-batch Adam in torch (fast, seeded)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int, steps: int = 300, weight_decay: float = 1e-4):
+        x = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-6
+        target = torch.from_numpy(np.asarray(y, np.int64))
+        gen = torch.Generator().manual_seed(seed)
+        n_cls = int(target.max()) + 1
+        self.weight = (0.01 * torch.randn(x.shape[1], n_cls, generator=gen)).requires_grad_(True)
+        self.bias = torch.zeros(n_cls, requires_grad=True)
+        opt = torch.optim.Adam([self.weight, self.bias], lr=0.01, weight_decay=weight_decay)
+        z = (x - self.mean) / self.std
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(z @ self.weight + self.bias, target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            z = (torch.from_numpy(np.ascontiguousarray(x, np.float32)) - self.mean) / self.std
+            return (z @ self.weight + self.bias).argmax(1).numpy()
+
+
+def _fit(x: np.ndarray, y: np.ndarray, seed: int) -> _LinearProbe:
+    return _LinearProbe(x, y, seed)
+
+
+def majority_rate(y: np.ndarray) -> float:
+    return float(np.bincount(y).max() / len(y))
+
+
+def within_modality(train, test, modality: str, seed: int = 0) -> dict:
+    """Per-segment accuracy of a linear probe on one modality's raw features (train split -> test split)."""
+    xtr, ytr = segment_table(train, modality)
+    xte, yte = segment_table(test, modality)
+    model = _fit(xtr, ytr, seed)
+    pred = model.predict(xte)
+    event = yte < train.num_classes
+    return {"accuracy": float((pred == yte).mean()), "event_accuracy": float((pred[event] == yte[event]).mean()),
+            "majority": majority_rate(yte), "chance_event": 1.0 / train.num_classes, "segments": int(len(yte))}
+
+
+def cross_modality(train, test, source: str, target: str, width: int = 128, seed: int = 0) -> dict:
+    """Train on ``source`` features, test on ``target`` features, both through fixed random projections to ``width``.
+
+    Only event segments are used (10 digit classes, chance = 0.1), so background cannot inflate the score.
+    """
+    rng = np.random.default_rng(seed)
+    xs, ys = segment_table(train, source)
+    xt, yt = segment_table(test, target)
+    keep_s, keep_t = ys < train.num_classes, yt < train.num_classes
+    xs, ys, xt, yt = xs[keep_s], ys[keep_s], xt[keep_t], yt[keep_t]
+    proj_s = rng.standard_normal((xs.shape[1], width)).astype(np.float32) / np.sqrt(xs.shape[1])
+    proj_t = rng.standard_normal((xt.shape[1], width)).astype(np.float32) / np.sqrt(xt.shape[1])
+    model = _fit(xs @ proj_s, ys, seed)
+    xss, yss = segment_table(test, source)
+    keep_ss = yss < train.num_classes
+    source_acc = float((model.predict(xss[keep_ss] @ proj_s) == yss[keep_ss]).mean())
+    pred = model.predict(xt @ proj_t)
+    return {"accuracy": float((pred == yt).mean()), "source_accuracy": source_acc,
+            "chance": 1.0 / train.num_classes, "majority": majority_rate(yt), "segments": int(len(yt))}
+
+
+def run_probes(scale: str = "default", seed: int = 0, cache_dir=None, subset: str = "ave") -> dict:
+    """All probes on ``subset`` (train -> test): within each modality and for every ordered modality pair."""
+    from . import load_dataset
+
+    splits = schema.SUBSETS[subset]
+    train = load_dataset("avdigits", subset, splits[0], scale=scale, seed=seed, cache_dir=cache_dir)
+    test = load_dataset("avdigits", subset, splits[-1], scale=scale, seed=seed, cache_dir=cache_dir)
+    out = {"within": {m: within_modality(train, test, m, seed) for m in MODALITIES}, "cross": {}}
+    for s in MODALITIES:
+        for t in MODALITIES:
+            if s != t:
+                out["cross"][f"{s}->{t}"] = cross_modality(train, test, s, t, seed=seed)
+    return out
