@@ -1,0 +1,22 @@
+"""Figures and the interactive explorer of the book.
+
+``plots``: training curves, codebook health, Fig. 4 code maps (colour rule of the paper's caption), UMAP of code
+vectors, the Fig. 3 codebook-size sweep. ``explorer``: the code-distribution explorer whose views switch in the
+static book without a kernel (pre-rendered images in jslinked ``widgets.Stack``s). ``segmentation``: AVS overlays.
+"""
+from __future__ import annotations
+
+from .plots import (CATEGORY_COLORS, category_fractions, code_categories, code_map, codebook_health,
+                    codebook_size_sweep, embed_codes, history_frame, training_curves, usage_summary)
+
+__all__ = ["CATEGORY_COLORS", "category_fractions", "code_categories", "code_map", "codebook_health",
+           "codebook_size_sweep", "embed_codes", "history_frame", "training_curves", "usage_summary",
+           "build_explorer", "live_explorer"]
+
+
+def __getattr__(name: str):
+    if name in ("build_explorer", "live_explorer"):      # ipywidgets is imported only when the explorer is used
+        from . import explorer
+
+        return getattr(explorer, name)
+    raise AttributeError(f"module 'cmg_lib.viz' has no attribute {name!r}")

@@ -1,0 +1,236 @@
+"""Figures of the book: training curves, codebook health, Fig. 4 code maps, Fig. 3 codebook-size sweep.
+
+Inputs are plain structures so every function is testable without a model:
+
+* a training history is a list of per-log-step dicts (``{"step": 20, "loss": 3.1, "commit": ...}``) or a dict of
+  lists (``cmg_lib.experiments.run_history``);
+* code usage is ``{modality: counts (L,)}`` (``cmg_lib.experiments.code_usage`` gives one per class).
+
+Fig. 4 colour rule (paper caption): a code is **blue** when video makes up more than 80 % of the audio + video
+quantisations that picked it, **red** when audio does, **green** when each modality accounts for at least 20 %
+(the caption says "more than 20 %"; the shares 0.2 / 0.8 themselves, which neither rule covers, count as green),
+and grey when neither modality used it.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+CATEGORY_COLORS = {"video": "#1f5fbf", "audio": "#d62728", "shared": "#2ca02c", "unused": "#c7c7c7"}
+MODALITY_COLORS = {"audio": "#d62728", "video": "#1f5fbf", "text": "#9467bd"}
+DOMINANCE = 0.8          # Fig. 4: more than 80 % from one modality -> that modality's colour
+
+
+def _pyplot():
+    import matplotlib.pyplot as plt   # headless: matplotlib picks Agg itself; in a kernel, the inline backend
+
+    return plt
+
+
+def history_frame(history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> "pd.DataFrame":
+    """A training history as a DataFrame indexed by ``step`` (the row number when no ``step`` field exists)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(dict(history) if isinstance(history, Mapping) else list(history))
+    if frame.empty:
+        raise ValueError("the training history is empty; was the run trained with log_every larger than its steps?")
+    if "step" in frame:
+        frame = frame.set_index("step")
+    return frame.apply(pd.to_numeric, errors="coerce")
+
+
+def training_curves(history, keys: Sequence[str] | None = None, ax=None, title: str | None = None,
+                    logy: bool = False):
+    """Loss terms against optimiser step; ``keys`` defaults to every numeric column with ``loss`` or a known term.
+
+    Returns the matplotlib Figure.
+    """
+    plt = _pyplot()
+    frame = history_frame(history)
+    if keys is None:
+        keys = [c for c in frame.columns if frame[c].notna().any() and c not in ("epoch", "lr", "time")]
+    missing = [k for k in keys if k not in frame.columns]
+    if missing:
+        raise ValueError(f"history has no column(s) {missing}; available: {list(frame.columns)}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+    else:
+        fig = ax.figure
+    for k in keys:
+        ax.plot(frame.index, frame[k], label=k, lw=1.4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("value")
+    if logy:
+        ax.set_yscale("symlog", linthresh=1e-2)
+    ax.legend(fontsize=7, ncol=max(1, len(keys) // 6 + 1), frameon=False)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def usage_summary(counts: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per modality: number of codes used, perplexity ``exp(H)`` of the usage distribution, top-code share."""
+    out = {}
+    for m, c in counts.items():
+        c = np.asarray(c, dtype=np.float64)
+        total = c.sum()
+        if total <= 0:
+            out[m] = {"used": 0.0, "perplexity": 0.0, "top_share": 0.0}
+            continue
+        p = c / total
+        nz = p[p > 0]
+        out[m] = {"used": float((c > 0).sum()), "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
+                  "top_share": float(p.max())}
+    return out
+
+
+def codebook_health(counts: Mapping[str, np.ndarray], ax=None, title: str | None = None):
+    """Sorted code-usage curves per modality (a collapsed codebook is a cliff), with used codes and perplexity."""
+    plt = _pyplot()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3))
+    else:
+        fig = ax.figure
+    summary = usage_summary(counts)
+    for m, c in counts.items():
+        c = np.sort(np.asarray(c, dtype=np.float64))[::-1]
+        share = c / max(c.sum(), 1.0)
+        s = summary[m]
+        ax.plot(np.arange(1, c.size + 1), share, color=MODALITY_COLORS.get(m), lw=1.6,
+                label=f"{m}: {s['used']:.0f} codes used, perplexity {s['perplexity']:.1f}")
+    ax.set_xlabel("code rank")
+    ax.set_ylabel("share of quantisations")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def code_categories(counts: Mapping[str, np.ndarray], pair: tuple[str, str] = ("video", "audio")) -> np.ndarray:
+    """Fig. 4 category of every code from the usage counts of a modality pair ``(first, second)``.
+
+    Returns an array of strings: ``pair[0]`` (share of ``pair[0]`` > 0.8), ``pair[1]`` (share of ``pair[1]`` > 0.8),
+    ``"shared"`` (each share >= 0.2) or ``"unused"`` (neither modality picked the code).
+    """
+    first, second = pair
+    if first not in counts or second not in counts:
+        raise ValueError(f"code_categories needs counts for {pair}, got modalities {list(counts)}")
+    a = np.asarray(counts[first], dtype=np.float64)
+    b = np.asarray(counts[second], dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"counts must be 1-D arrays of equal length, got {a.shape} and {b.shape}")
+    if (a < 0).any() or (b < 0).any():
+        raise ValueError("usage counts must be non-negative")
+    total = a + b
+    share = np.divide(a, total, out=np.zeros_like(a), where=total > 0)
+    cats = np.full(a.shape, "shared", dtype=object)
+    cats[share > DOMINANCE] = first
+    cats[(total > 0) & (share < 1 - DOMINANCE)] = second
+    cats[total == 0] = "unused"
+    return cats
+
+
+def category_fractions(counts: Mapping[str, np.ndarray], pair: tuple[str, str] = ("video", "audio")) -> dict:
+    """Fraction of the *used* codes in each Fig. 4 category (the quantity the paper's caption talks about)."""
+    cats = code_categories(counts, pair)
+    used = cats != "unused"
+    n = max(int(used.sum()), 1)
+    return {c: float((cats == c).sum() / n) for c in (pair[0], pair[1], "shared")} | {"used": int(used.sum())}
+
+
+def _category_color(cat: str, pair: tuple[str, str]) -> str:
+    if cat == "shared" or cat == "unused":
+        return CATEGORY_COLORS[cat]
+    # blue for the first (video in Fig. 4), red for the second (audio)
+    return CATEGORY_COLORS["video"] if cat == pair[0] else CATEGORY_COLORS["audio"]
+
+
+def code_map(counts: Mapping[str, np.ndarray], pair: tuple[str, str] = ("video", "audio"),
+             coords: np.ndarray | None = None, ax=None, title: str | None = None, show_unused: bool = False):
+    """Fig. 4: one dot per code coloured by the category rule, sized by total use.
+
+    ``coords`` (L, 2) places the codes (e.g. :func:`embed_codes` of the code vectors); without it codes sit on a
+    square grid in index order. Returns the Figure.
+    """
+    plt = _pyplot()
+    cats = code_categories(counts, pair)
+    total = np.asarray(counts[pair[0]], dtype=np.float64) + np.asarray(counts[pair[1]], dtype=np.float64)
+    n = cats.size
+    if coords is None:
+        side = int(np.ceil(np.sqrt(n)))
+        coords = np.stack([np.arange(n) % side, -(np.arange(n) // side)], axis=1).astype(float)
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.shape != (n, 2):
+        raise ValueError(f"coords must have shape ({n}, 2), got {coords.shape}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    else:
+        fig = ax.figure
+    keep = np.ones(n, bool) if show_unused else cats != "unused"
+    size = 12 + 120 * np.sqrt(total / max(total.max(), 1.0))
+    colors = [_category_color(c, pair) for c in cats]
+    ax.scatter(coords[keep, 0], coords[keep, 1], s=size[keep], c=[colors[i] for i in np.flatnonzero(keep)],
+               alpha=0.85, linewidths=0)
+    frac = category_fractions(counts, pair)
+    label = (f"{frac['used']} codes used: {100 * frac['shared']:.0f}% shared, "
+             f"{100 * frac[pair[0]]:.0f}% {pair[0]}-only, {100 * frac[pair[1]]:.0f}% {pair[1]}-only")
+    ax.set_title(f"{title}\n{label}" if title else label, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def embed_codes(vectors: np.ndarray, seed: int = 0, n_neighbors: int = 10) -> np.ndarray:
+    """2-D UMAP of code vectors (L, D) -> (L, 2). Costs ~25 s of numba compilation per fresh process: call it
+    in one notebook only."""
+    import warnings
+
+    import umap
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] < 4:
+        raise ValueError(f"embed_codes needs (L >= 4, D) code vectors, got {vectors.shape}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reducer = umap.UMAP(n_neighbors=min(n_neighbors, vectors.shape[0] - 1), random_state=seed, init="random")
+        return reducer.fit_transform(vectors)
+
+
+def codebook_size_sweep(frame: "pd.DataFrame", x: str = "codebook_size", y: str = "mean", err: str = "std",
+                        hue: str = "direction", ax=None, title: str | None = None, ylabel: str = "accuracy (%)"):
+    """Fig. 3: a metric against codebook size, one line per ``hue`` value, error bars = std over seeds.
+
+    ``frame`` is long-form, e.g. ``cmg_lib.experiments.aggregate(records, rows="codebook_size",
+    cols="direction", value="metric")``.
+    """
+    plt = _pyplot()
+    for col in (x, y, hue):
+        if col not in frame.columns:
+            raise ValueError(f"sweep frame has no column {col!r}; columns: {list(frame.columns)}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+    else:
+        fig = ax.figure
+    for name, group in frame.groupby(hue, sort=False):
+        group = group.sort_values(x)
+        yerr = group[err] if err in group else None
+        ax.errorbar(group[x], group[y], yerr=yerr, marker="o", capsize=3, lw=1.5, label=str(name))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(frame[x].unique()))
+    ax.set_xticklabels([str(int(v)) for v in sorted(frame[x].unique())])
+    ax.set_xlabel("codebook size L")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

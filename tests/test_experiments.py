@@ -1,0 +1,236 @@
+"""Results cache (pretrained / downstream), tables and budgets of cmg_lib.experiments, on toy trainers and records."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from cmg_lib.config import preset
+from cmg_lib.experiments import (ABLATIONS, ablation_overrides, aggregate, budget, code_usage, direction_label,
+                                 downstream, load_results, paper_table, pretrained, results_table, run_history,
+                                 run_key, side_by_side)
+
+
+class CountingTrainer:
+    """Stands in for cmg_lib.train.pretrain: writes final.pt and returns a small history."""
+
+    def __init__(self, fail: bool = False, sleep: float = 0.0):
+        self.calls, self.fail, self.sleep = 0, fail, sleep
+
+    def __call__(self, config, dataset, out_dir, steps, progress):
+        self.calls += 1
+        time.sleep(self.sleep)
+        (open(os.path.join(out_dir, "final.pt"), "wb")).write(b"weights")
+        if self.fail:
+            raise RuntimeError("boom in the middle of training")
+        return None, [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+
+
+@pytest.fixture
+def cfg():
+    return preset("tiny_av", "unicode")
+
+
+def test_pretrained_trains_once_then_reuses(cfg, tmp_path):
+    trainer = CountingTrainer()
+    first = pretrained(cfg, "avdigits", steps=5, cache_dir=tmp_path, trainer=trainer, dataset=[])
+    second = pretrained(cfg, "avdigits", steps=5, cache_dir=tmp_path, trainer=trainer, dataset=[])
+    assert first == second and first.read_bytes() == b"weights"
+    assert trainer.calls == 1
+    assert first.parent.name == run_key(cfg, "avdigits", 5)[1]
+    stored = json.loads((first.parent / "config.json").read_text())
+    assert stored["train"]["max_steps"] == 5 and stored["data"]["source"] == "avdigits"
+    assert [h["loss"] for h in run_history(first)] == [2.0, 1.5]
+
+
+def test_crash_leaves_no_entry_and_releases_lock(cfg, tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        pretrained(cfg, steps=5, cache_dir=tmp_path, trainer=CountingTrainer(fail=True), dataset=[])
+    runs = tmp_path / "runs"
+    assert list(runs.iterdir()) == []          # no run dir, no temp dir, no lock
+    ok = CountingTrainer()
+    path = pretrained(cfg, steps=5, cache_dir=tmp_path, trainer=ok, dataset=[])
+    assert ok.calls == 1 and path.exists()
+
+
+def test_trainer_that_writes_no_checkpoint_is_an_error(cfg, tmp_path):
+    def lazy(config, dataset, out_dir, steps, progress):
+        return None, []
+    with pytest.raises(RuntimeError, match="without writing"):
+        pretrained(cfg, steps=3, cache_dir=tmp_path, trainer=lazy, dataset=[])
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_key_changes_with_any_config_field(cfg):
+    base = run_key(cfg)[1]
+    changed = [cfg.override("model.beta=0.3"), cfg.override("train.seed=1"), cfg.override("data.scale=smoke"),
+               cfg.override("model.ema_form=joint"), cfg.override("model.codebook_size=32")]
+    keys = {run_key(c)[1] for c in changed}
+    assert base not in keys and len(keys) == len(changed)
+    assert run_key(cfg, steps=10)[1] != run_key(cfg, steps=11)[1]
+    assert run_key(cfg, data="/data/cmg")[1] != base
+    assert run_key(cfg)[1] == run_key(preset("tiny_av", "unicode"))[1]     # deterministic
+
+
+def test_two_threads_train_the_same_config_once(cfg, tmp_path):
+    trainer = CountingTrainer(sleep=0.5)
+    paths = []
+
+    def work():
+        paths.append(pretrained(cfg, steps=7, cache_dir=tmp_path, trainer=trainer, dataset=[], lock_timeout=30))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert trainer.calls == 1 and paths[0] == paths[1]
+
+
+def test_stale_lock_of_dead_process_is_taken_over(cfg, tmp_path):
+    key = run_key(cfg, steps=4)[1]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    import socket
+    (runs / f"{key}.lock").write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": socket.gethostname()}))
+    path = pretrained(cfg, steps=4, cache_dir=tmp_path, trainer=CountingTrainer(), dataset=[], lock_timeout=5)
+    assert path.exists() and not (runs / f"{key}.lock").exists()
+
+
+def test_downstream_caches_by_task_direction_seed_protocol(cfg, tmp_path):
+    ckpt = pretrained(cfg, steps=2, cache_dir=tmp_path, trainer=CountingTrainer(), dataset=[])
+    calls = []
+
+    def runner(task, ckpt, **kw):
+        calls.append((task, kw))
+        return {"metric": 10.0 + kw["seed"], "metrics": {"acc": 0.5}}
+
+    r1 = downstream("ave", ckpt, train_modality="video", test_modality="audio", seed=0, cache_dir=tmp_path,
+                    runner=runner)
+    r2 = downstream("ave", ckpt, train_modality="video", test_modality="audio", seed=0, cache_dir=tmp_path,
+                    runner=runner)
+    assert r1 == r2 and len(calls) == 1
+    assert r1["direction"] == "V→A" and r1["metric"] == 10.0 and r1["pretrain"]["method"] == "unicode"
+    downstream("ave", ckpt, train_modality="audio", test_modality="video", seed=0, cache_dir=tmp_path, runner=runner)
+    downstream("ave", ckpt, train_modality="video", test_modality="audio", seed=1, cache_dir=tmp_path, runner=runner)
+    downstream("ave", ckpt, train_modality="video", test_modality="audio", seed=0, protocol="released",
+               cache_dir=tmp_path, runner=runner)
+    assert len(calls) == 4 and calls[-1][1]["protocol"] == "released" and "protocol" not in calls[0][1]
+    assert len(load_results(tmp_path, task="ave")) == 4
+
+
+def test_downstream_crash_leaves_no_record(cfg, tmp_path):
+    ckpt = pretrained(cfg, steps=2, cache_dir=tmp_path, trainer=CountingTrainer(), dataset=[])
+
+    def broken(task, ckpt, **kw):
+        raise ValueError("head diverged")
+    with pytest.raises(ValueError):
+        downstream("avvp", ckpt, train_modality="audio", test_modality="video", cache_dir=tmp_path, runner=broken)
+    assert load_results(tmp_path) == []
+
+
+def _toy_records():
+    recs = []
+    for method, vals in {"baseline": [1.0, 2.0, 3.0], "unicode": [10.0, 10.0, 13.0]}.items():
+        for seed, v in enumerate(vals):
+            recs.append({"method": method, "task": "ave", "direction": "V→A", "seed": seed, "metric": v})
+    recs.append({"method": "unicode", "task": "avvp", "direction": "A→V", "seed": 0, "metric": 7.25})
+    return recs
+
+
+def test_results_table_mean_std_over_seeds():
+    table = results_table(_toy_records(), rows="method", cols=("task", "direction"), value="metric")
+    assert list(table.index) == ["baseline", "unicode"]
+    assert table.loc["baseline", ("ave", "V→A")] == "2.0 ± 1.0"           # mean 2, sample std 1
+    assert table.loc["unicode", ("ave", "V→A")] == f"11.0 ± {math.sqrt(3):.1f}"
+    assert table.loc["unicode", ("avvp", "A→V")] == "7.2"                  # one seed: mean only (7.25 -> 7.2)
+    assert table.loc["baseline", ("avvp", "A→V")] == "–"
+    agg = aggregate(_toy_records(), "method", "task", "metric")
+    row = agg[(agg.method == "unicode") & (agg.task == "ave")].iloc[0]
+    assert row["n"] == 3 and row["mean"] == pytest.approx(11.0) and row["std"] == pytest.approx(math.sqrt(3))
+
+
+def test_results_table_nested_fields_and_missing_field():
+    recs = [{"pretrain": {"model": {"codebook_size": 16}}, "metric": 0.5, "direction": "V→A"},
+            {"pretrain": {"model": {"codebook_size": 16}}, "metric": 0.7, "direction": "V→A"}]
+    table = results_table(recs, rows="pretrain.model.codebook_size", cols="direction", scale=100, fmt="{:.0f}")
+    assert table.loc[16, "V→A"] == "60 ± 14"
+    with pytest.raises(KeyError, match="seed"):
+        results_table(recs, rows="seed", cols="direction")
+
+
+def test_paper_tables_and_side_by_side():
+    t1 = paper_table("table1")
+    assert t1.shape == (12, 12)
+    assert t1.loc["unicode", ("24k", "ave", "V→A")] == 44.0 and t1.loc["baseline", ("24k", "ave", "A→V")] == 5.9
+    assert t1.loc["unicode", ("40k", "avvp", "A→V")] == 65.6
+    assert paper_table("table4").loc["unicode", ("A→T", "miou")] == 78.0
+    assert paper_table("table5").loc["baseline", ("V→T", "R@10")] == 1.03
+    assert math.isnan(paper_table("table3").loc["labeled modality", ("ave_avvp", "V→A")])
+    assert set(paper_table("table2").index) == set(ABLATIONS)
+    with pytest.raises(ValueError, match="table1"):
+        paper_table("table9")
+    recs = [dict(r, pretrain_size="24k") for r in _toy_records()]
+    ours = results_table(recs, rows="method", cols=("pretrain_size", "task", "direction"))
+    both = side_by_side(ours, t1)
+    assert both.loc["unicode", ("24k", "ave", "V→A", "ours")] == "11.0 ± 1.7"
+    assert both.loc["unicode", ("24k", "ave", "V→A", "paper")] == "44.0"
+    assert both.loc["baseline", ("24k", "avvp", "A→V", "paper")] == "8.4"
+
+
+def test_budget_and_ablations():
+    smoke, default = budget("smoke"), budget("default")
+    assert len(smoke["seeds"]) == 1 and smoke["pretrain_steps"] < default["pretrain_steps"]
+    assert set(default["methods"]) >= {"baseline", "cmcm", "dcid+cmcm", "unicode"}
+    with pytest.raises(ValueError, match="smoke"):
+        budget("huge")
+    cfg = preset("tiny_av", "unicode", overrides=ablation_overrides("w/o DCID"))
+    assert not cfg.model.club and not cfg.model.cross_cpc and cfg.model.mm_ema
+    assert ablation_overrides("full") == []
+    assert direction_label("audio", "video") == "A→V"
+
+
+class FakeModel:
+    """quantize picks code = class label for audio and (label + segment) % L for video."""
+
+    def __init__(self, size=8):
+        import torch
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(model=SimpleNamespace(codebook_size=size, modality_names=("audio", "video")))
+        self.p = torch.nn.Parameter(torch.zeros(1))
+        self.training = False
+
+    def parameters(self):
+        return iter([self.p])
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def quantize(self, x, modality):
+        import torch
+
+        lab = x[:, :, 0].long()
+        if modality == "video":
+            lab = (lab + torch.arange(x.shape[1])) % 8
+        return lab, x
+
+
+def test_code_usage_counts_per_class():
+    import torch
+
+    items = [{"audio": torch.full((3, 2), float(c)), "video": torch.full((3, 2), float(c)),
+              "label": torch.tensor(c)} for c in (0, 1, 1, 2)]
+    usage = code_usage(FakeModel(), items, batch_size=3)
+    assert usage["all"]["audio"].tolist() == [3, 6, 3, 0, 0, 0, 0, 0]
+    assert usage[1]["audio"].tolist() == [0, 6, 0, 0, 0, 0, 0, 0]
+    assert usage[2]["video"].tolist() == [0, 0, 1, 1, 1, 0, 0, 0]
+    assert sum(int(v["video"].sum()) for k, v in usage.items() if k != "all") == 12

@@ -1,0 +1,73 @@
+"""Every notebook is valid nbformat, runs on kernel python3 and has one papermill ``parameters`` cell declaring the
+parameters tools/build_book.py injects. (Executing the notebooks is `make book`'s job, not the unit tests'.)"""
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from IPython.core.inputtransformer2 import TransformerManager
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+sys.path.insert(0, str(ROOT / "tools"))
+from build_book import notebook_parameters  # noqa: E402
+
+BOOK_PARAMETERS = set(notebook_parameters("smoke", None, "cpu", ".cache"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no .ipynb"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_valid_and_parameterised(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    assert BOOK_PARAMETERS <= assigned, f"parameters cell lacks {BOOK_PARAMETERS - assigned}"
+    for cell in nb.cells:                 # sources are clean: outputs only ever come from papermill
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+            ast.parse(TransformerManager().transform_cell(cell.source))   # magics become plain Python
+
+
+def test_toc_lists_only_existing_notebooks():
+    toc = (ROOT / "_toc.yml").read_text()
+    for name in re.findall(r"file:\s*book/executed/([\w.-]+)", toc):
+        assert (ROOT / "notebooks" / f"{name}.ipynb").exists(), name
+
+
+def test_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path, monkeypatch):
+    import build_book
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("scale = 'x'"), new_code_cell("ok = 1"),
+                             new_code_cell("raise ValueError('broken on purpose')")])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "bad.ipynb")
+    monkeypatch.setattr(build_book, "NOTEBOOK_DIR", tmp_path / "nb")
+    monkeypatch.setattr(build_book, "EXECUTED_DIR", tmp_path / "out")
+    with pytest.raises(build_book.BuildError) as err:
+        build_book.execute_notebooks(["bad"], {"scale": "smoke"}, timeout=120)
+    text = str(err.value)
+    assert "notebooks/bad.ipynb failed in cell" in text and "ValueError: broken on purpose" in text
+    assert (tmp_path / "out" / "bad.ipynb").exists()         # the partial copy is kept for inspection
+
+
+def test_toc_naming_a_missing_notebook_is_a_clear_error(tmp_path):
+    import build_book
+
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("root: book/intro\nparts:\n  - chapters:\n      - file: book/executed/99_missing\n")
+    with pytest.raises(build_book.BuildError, match="notebooks/99_missing.ipynb does not exist"):
+        build_book.toc_notebooks(toc)
