@@ -46,3 +46,12 @@ def avdigits_smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("avdigits_cache")
     ensure_built("smoke", 0, root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test models are tiny: intra-op threads only add oversubscription on a 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

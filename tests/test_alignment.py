@@ -13,14 +13,6 @@ METHODS = [a for a in ALIGNMENTS if a != "none"]
 B, T = 16, 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small modules: one thread avoids oversubscription on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _context(names, dim, codebook, shuffled, seed=0):
     """z^a random; the other modalities are the same clips (paired) or the clips in another order (shuffled)."""

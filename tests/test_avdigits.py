@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cmg_lib.data import as_tensors, load_dataset, schema
-from cmg_lib.data.avdigits import audio, build, sample, store, vision
+from cmg_lib.data.avdigits import audio, build, sample, vision
 from cmg_lib.data.avdigits.store import Store, one_hot_with_background
 
 

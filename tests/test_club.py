@@ -15,14 +15,6 @@ def _pairs(gen, batch, length, dim, dependent):
     return x, y
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small MLPs: one thread avoids oversubscription on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @functools.lru_cache(maxsize=None)
 def _fit(dim, dependent, steps=250):

@@ -3,20 +3,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from cmg_lib.objectives import CrossCPC
 
 AV, AVT = ("audio", "video"), ("audio", "video", "text")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small LSTMs: one thread avoids oversubscription on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _random_z(names, batch=32, length=10, dim=16, seed=0):

@@ -14,14 +14,6 @@ from cmg_lib.model import UniCode, build_model
 TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; one thread keeps the suite fast on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())

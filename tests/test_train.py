@@ -12,14 +12,6 @@ from cmg_lib.train import EpochSampler, load_checkpoint, pretrain, read_checkpoi
 TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; one thread keeps the suite fast on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _tiny(name="tiny", *overrides):
     return preset(name, overrides=["train.batch_size=4", "train.log_every=2", "model.reset_window=3", *overrides])

@@ -13,7 +13,6 @@ voices, 80/10/10 of the images); the ``ucf`` domain uses the odd (whispered, rob
 from __future__ import annotations
 
 import json
-import os
 import time
 import zlib
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from .. import common, schema
 from . import audio, sequences, text, vision
 
-FORMAT = 1
+FORMAT = 2
 T = schema.SEGMENTS
 AVS_FRAMES = 5
 POOLS = ("train", "val", "test", "b")
@@ -361,6 +360,7 @@ def _build_into(folder: Path, scale: str, seed: int, sources_dir: Path, prefer: 
                                                                                          vision.CANVAS)
     targets = np.where(fit["v_class"] < 0, 10, fit["v_class"]).reshape(-1)
     bank.update(vision.train_extractor(canvases, targets, seed, epochs=cfg["extractor_epochs"]))
+    bank.update(vision.feature_statistics(vision.load_extractor(bank), canvases))
     timings["extractor_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     files = {"banks.npz": bank}

@@ -2,7 +2,7 @@
 
 Stored: float16 banks and integer indices. Per request: audio rows are gathered from the feature bank, frames are
 rendered from their parameters (clutter field, two fragments, the event digit) in one fancy-indexing pass per layer
-and featurised by the frozen 5x5x64 CNN stored in the bank, text rows are gathered from the token bank, labels become multi-hot
+and featurised by the frozen 5x5x64 CNN stored in the bank (standardised per channel with its training statistics), text rows are gathered from the token bank, labels become multi-hot
 ``(T, C+1)`` with background last (schema.py).
 """
 from __future__ import annotations
@@ -79,7 +79,8 @@ class Store:
             self._extractor = vision.load_extractor(self.bank)
         lead = frames.shape[:-2]
         flat = frames.reshape((-1, vision.CANVAS, vision.CANVAS))
-        return vision.extract(self._extractor, flat).reshape(lead + FEATURE_SHAPES["video"])
+        feats = (vision.extract(self._extractor, flat) - self.bank["cnn_stats/mean"]) / self.bank["cnn_stats/std"]
+        return feats.reshape(lead + FEATURE_SHAPES["video"])
 
     def split_video_features(self, subset: str, split: str, chunk: int = 256) -> np.ndarray:
         """Float16 ``(n, T, 5, 5, 64)`` features of every clip of a (non-AVS) split, computed once per process.

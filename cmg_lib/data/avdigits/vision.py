@@ -255,6 +255,17 @@ def load_extractor(bank: dict) -> DigitExtractor:
     return model.eval().requires_grad_(False)
 
 
+def feature_statistics(model: DigitExtractor, canvases: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel mean and standard deviation of the extractor's grid features on its own training canvases.
+
+    ReLU features are all positive with a large shared mean; ``Store.video_features`` standardises with these, as
+    the audio features are standardised with training statistics, so no modality enters the model off-centre.
+    """
+    feats = extract(model, canvases).reshape(-1, 64)
+    return {"cnn_stats/mean": feats.mean(0).astype(np.float32),
+            "cnn_stats/std": np.maximum(feats.std(0), 1e-3).astype(np.float32)}
+
+
 def extract(model: DigitExtractor, canvases: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """(N, 40, 40) canvases -> (N, 5, 5, 64) float32 features of the frozen extractor."""
     out = np.empty((len(canvases), GRID, GRID, 64), np.float32)
