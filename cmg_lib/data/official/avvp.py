@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from ..schema import SEGMENTS, segment_key
-from .base import AUDIO_ROW, VIDEO_ROW, OfficialDataset, resolve_modalities
-from .files import column, fit_rows, index_of, read_feature_zip, read_lines, read_table
+from .base import AUDIO_ROW, VIDEO_ROW, OfficialDataset, read_av_clip, resolve_modalities
+from .files import column, index_of, read_lines, read_table
 
 _COLUMNS = ("filename", "onset", "offset", "event_labels")
 
@@ -85,13 +85,7 @@ class AVVPVideos(OfficialDataset):
 
     def _read(self, i: int) -> dict:
         vid, out = self.filenames[i][:11], {}
-        if "audio" in self.modalities:
-            path = self.audio_dir / f"{vid}.zip"
-            out["audio"] = fit_rows(read_feature_zip(path, (None, *AUDIO_ROW), "VGGish audio features (T, 128)"),
-                                    SEGMENTS, str(path))
-        if "video" in self.modalities:
-            out["video"] = read_feature_zip(self.video_dir / f"{vid}.zip", (SEGMENTS, *VIDEO_ROW),
-                                            "VGG19 pool5 video features (10, 7, 7, 512)")
+        out.update(read_av_clip(vid, self.modalities, self.audio_dir, self.video_dir))
         for m in ("audio", "video"):
             out[segment_key(m)] = self.segment_labels[m][i]
         return out

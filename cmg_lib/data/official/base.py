@@ -5,11 +5,14 @@ tensor conversion, batched ``__getitems__`` and ``as_tensors`` support.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..common import ArrayDataset
+from ..schema import SEGMENTS
+from .files import fit_rows, read_feature_zip
 
 
 class OfficialDataset(ArrayDataset):
@@ -58,6 +61,19 @@ class OfficialDataset(ArrayDataset):
 AUDIO_ROW = (128,)          # VGGish embedding per ~1 s segment
 VIDEO_ROW = (7, 7, 512)     # VGG19 pool5 map per 1 s segment
 TEXT_DIM = 768              # BERT-base token embedding
+
+
+def read_av_clip(video_id: str, modalities: Sequence[str], audio_dir: Path, video_dir: Path) -> dict[str, np.ndarray]:
+    """The zip-of-pickle VGGish audio (padded/truncated to 10 rows) and VGG19 video features of one clip."""
+    out = {}
+    if "audio" in modalities:
+        path = Path(audio_dir) / f"{video_id}.zip"
+        out["audio"] = fit_rows(read_feature_zip(path, (None, *AUDIO_ROW), "VGGish audio features (T, 128)"),
+                                SEGMENTS, str(path))
+    if "video" in modalities:
+        out["video"] = read_feature_zip(Path(video_dir) / f"{video_id}.zip", (SEGMENTS, *VIDEO_ROW),
+                                        "VGG19 pool5 video features (10, 7, 7, 512)")
+    return out
 
 
 def resolve_modalities(requested: Sequence[str] | None, available: Sequence[str], text_folder_exists: bool,

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..schema import SEGMENTS
-from .base import AUDIO_ROW, TEXT_DIM, VIDEO_ROW, OfficialDataset, resolve_modalities
-from .files import column, fit_rows, index_of, read_feature_zip, read_lines, read_table
+from .base import AUDIO_ROW, TEXT_DIM, VIDEO_ROW, OfficialDataset, read_av_clip, resolve_modalities
+from .files import column, index_of, read_lines, read_table
 from .layout import Paths
 from .text import TokenEmbeddings, read_prompts
 
@@ -64,13 +63,7 @@ class VGGSoundPretrain(OfficialDataset):
 
     def _read(self, i: int) -> dict:
         vid, out = self.video_ids[i], {}
-        if "audio" in self.modalities:
-            path = self.audio_dir / f"{vid}.zip"
-            out["audio"] = fit_rows(read_feature_zip(path, (None, *AUDIO_ROW), "VGGish audio features (T, 128)"),
-                                    SEGMENTS, str(path))
-        if "video" in self.modalities:
-            out["video"] = read_feature_zip(self.video_dir / f"{vid}.zip", (SEGMENTS, *VIDEO_ROW),
-                                            "VGG19 pool5 video features (10, 7, 7, 512)")
+        out.update(read_av_clip(vid, self.modalities, self.audio_dir, self.video_dir))
         if self.text is not None:
             out["text"] = self.text(self.categories[i])
         if self.labels is not None:
