@@ -254,7 +254,7 @@ PAPER_MODALITIES = {
 # 384-d MiniLM token embeddings in 10 slots.
 AVDIGITS_MODALITIES = {
     "audio": ModalitySpec("audio", "vector", (128,), specific_dim=64, club_dim=64),
-    "video": ModalitySpec("video", "grid", (5, 5, 64), specific_dim=128, club_dim=64),
+    "video": ModalitySpec("video", "grid", (5, 5, 64), specific_dim=64, club_dim=64),
     "text": ModalitySpec("text", "tokens", (384,), specific_dim=64, club_dim=64),
 }
 
