@@ -151,9 +151,11 @@ class UniCode(nn.Module):
         feats = {m: self._features(m, inputs[m]) for m in self.modalities}
         z = {m: self.semantic[m](feats[m]) for m in self.modalities}
         specific = {m: self.specific[m](feats[m]) for m in self.modalities}        # (specific, club_feature)
-        # The released quantizer computes CMCM and returns the codes with the codebook as it was BEFORE this
-        # forward's EMA update (upstream_spec 1.5 steps 1-3), so the snapshot is taken first.
-        embedding_before = self.codebook.embedding.detach().clone()
+        # The released quantizer computes CMCM with the codebook as it was BEFORE this forward's EMA update
+        # (upstream_spec 1.5 steps 1-3): CMCM is evaluated first (cmcm_loss keeps its own copy of the codes), and the
+        # compared methods get a snapshot taken before the update.
+        cmcm = cmcm_loss(z, self.codebook.embedding) if cfg.cmcm else None
+        embedding_before = self.codebook.embedding.detach().clone() if self.alignment is not None else None
         vq = self.codebook(z)
 
         losses: dict[str, Tensor] = {}
@@ -167,7 +169,7 @@ class UniCode(nn.Module):
             losses["cpc"], cpc_stats = self.cpc(z)
             stats.update(cpc_stats)
         if cfg.cmcm:
-            losses["cmcm"] = cmcm_loss(z, embedding_before)
+            losses["cmcm"] = cmcm
         if self.alignment is not None:
             ctx = AlignmentContext(z=z, quantized=vq.quantized, indices=vq.indices, embedding=embedding_before)
             losses["align"] = cfg.alignment_weight * self.alignment(ctx)
