@@ -23,6 +23,8 @@ from cmg_lib.config import preset
 from cmg_lib.model import build_model
 from cmg_lib.train import make_optimizers, seed_everything, train_step
 
+RELEASED_AVT_BATCH8_S = 42.6     # shared/reference/anchors.md: released AVT step, paper shapes, batch 8, float64
+
 
 def peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
     mean = sum(times) / len(times)
+    median = sorted(times)[len(times) // 2] if len(times) % 2 else sum(sorted(times)[len(times) // 2 - 1:][:2]) / 2
     n_params = sum(p.numel() for p in model.parameters())
     print(f"preset={args.preset} method={args.method} batch={args.batch} device={args.device} "
           f"precision={'bf16' if args.bf16 else 'fp32'} threads={torch.get_num_threads()}")
@@ -78,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"step: {mean * 1e3:.1f} ms (mean of {len(times)}; each: {', '.join(f'{t * 1e3:.0f}' for t in times)})")
     print(f"process CPU time: {sum(cpu_times) / len(cpu_times) * 1e3:.1f} ms/step (all threads; on a loaded machine "
           f"wall time exceeds CPU time / threads)")
-    print(f"throughput: {args.batch / mean:.2f} samples/s")
+    print(f"median {median * 1e3:.1f} ms, min {min(times) * 1e3:.1f} ms (a shared host's neighbours add noise: "
+          f"prefer the median over several steps)")
+    print(f"throughput: {args.batch / mean:.2f} samples/s (median step: {args.batch / median:.2f} samples/s)")
+    if args.preset == "paper_avt" and args.device == "cpu" and args.method == "unicode":
+        released = 8 / RELEASED_AVT_BATCH8_S
+        print(f"vs the released AVT step ({RELEASED_AVT_BATCH8_S} s per batch-8 step = {released:.2f} samples/s, "
+              f"anchors.md): {args.batch / median / released:.1f}x by the median step (target >= 8x)")
     print(f"peak memory: {peak_memory_mib(device):.0f} MiB ({'CUDA allocated' if device.type == 'cuda' else 'RSS'})")
     print(f"final loss: {terms['loss']:.4f}")
     return 0

@@ -213,19 +213,20 @@ def test_every_main_parameter_gets_a_gradient(method, make_batch):
 @pytest.mark.parametrize("path", ["gemm", "torch"])
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 0), (3, 1), (3, 2)])
-def test_small_map_conv_equals_torch_convolutions(transposed, kernel, padding, path, monkeypatch):
+@pytest.mark.parametrize("side", [3, 5])
+def test_small_map_conv_equals_torch_convolutions(transposed, kernel, padding, side, path, monkeypatch):
     import cmg_lib.modalities
     monkeypatch.setattr(cmg_lib.modalities, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
     torch.manual_seed(0)
     conv = SmallMapConv(6, 5, kernel, padding=padding, transposed=transposed)
-    x = torch.randn(4, 5, 5, 6, requires_grad=True)
+    x = torch.randn(4, side, side, 6, requires_grad=True)
     nchw = x.detach().permute(0, 3, 1, 2).requires_grad_()
     if transposed:     # stored (Cin, k, k, Cout) -> torch (Cin, Cout, k, k)
         ref = F.conv_transpose2d(nchw, conv.weight.permute(0, 3, 1, 2), conv.bias, padding=padding)
     else:              # stored (k, k, Cin, Cout) -> torch (Cout, Cin, k, k)
         ref = F.conv2d(nchw, conv.weight.permute(3, 2, 0, 1), conv.bias, padding=padding)
     out = conv(x)
-    assert out.shape[1:3] == (conv.out_size(5),) * 2 == ref.shape[2:]
+    assert out.shape[1:3] == (conv.out_size(side),) * 2 == ref.shape[2:]
     assert torch.allclose(out, ref.permute(0, 2, 3, 1), atol=1e-5)
     grad = torch.randn_like(out)
     out.backward(grad)
@@ -233,3 +234,23 @@ def test_small_map_conv_equals_torch_convolutions(transposed, kernel, padding, p
     assert torch.allclose(x.grad, nchw.grad.permute(0, 2, 3, 1), atol=1e-5)
     with pytest.raises(ValueError, match="6 input channels"):
         conv(torch.randn(1, 5, 5, 7))
+
+
+@pytest.mark.parametrize("path", ["gemm", "torch"])
+@pytest.mark.parametrize("transposed, padding", [(True, 0), (True, 1), (False, 1)])
+def test_small_map_conv_constant_channels_equal_broadcast_concatenation(transposed, padding, path, monkeypatch):
+    """The decoder's code enters as constant channels; the GEMM shortcut must equal concatenating it everywhere."""
+    import cmg_lib.modalities
+    monkeypatch.setattr(cmg_lib.modalities, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
+    torch.manual_seed(0)
+    conv = SmallMapConv(2 + 4, 5, 3, padding=padding, transposed=transposed)
+    x = torch.randn(3, 3, 3, 4, requires_grad=True)
+    code = torch.randn(3, 2, requires_grad=True)
+    out = conv(x, constant=code)
+    ref = conv(torch.cat([code[:, None, None].expand(-1, 3, 3, -1), x], dim=-1))
+    assert torch.allclose(out, ref, atol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), (x, code, conv.weight))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (x, code, conv.weight))
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, ref_grads))
+    with pytest.raises(ValueError, match="6 input channels"):
+        conv(x, constant=torch.randn(3, 3))
