@@ -137,10 +137,23 @@ class TrainConfig:
     precision: str = "fp32"                      # "fp32" | "bf16" (autocast, CUDA only)
     log_every: int = 20
     ckpt_every: int = 0                          # steps; 0 = only at the end of each epoch
+    snapshot_steps: tuple[int, ...] = ()         # also save step-<s>.pt at exactly these steps
+    epoch_ckpts: bool = True                     # save epoch-<e>.pt after each epoch (the book's cached runs: off)
     num_workers: int = 0
 
     def __post_init__(self):
         self.milestones = tuple(int(m) for m in self.milestones)
+        steps = self.snapshot_steps
+        if isinstance(steps, str):                   # "--set train.snapshot_steps=30,100"
+            steps = [s for s in steps.replace("[", "").replace("]", "").split(",") if s.strip()]
+        elif isinstance(steps, int):
+            steps = [steps]
+        try:
+            self.snapshot_steps = tuple(sorted({int(s) for s in steps}))
+        except (TypeError, ValueError):
+            raise ValueError(f"snapshot_steps must be a list of step numbers, got {self.snapshot_steps!r}") from None
+        if any(s < 1 for s in self.snapshot_steps):
+            raise ValueError(f"snapshot_steps must be positive step numbers, got {self.snapshot_steps}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.batch_size < 2:

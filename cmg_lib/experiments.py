@@ -35,32 +35,47 @@ from .config import Config
 ABLATIONS_ORDER = ("w/o CLUB", "w/o Cross-CPC", "w/o DCID", "w/o MM-EMA", "w/o reset", "w/o CMCM",
                    "w/o MM-EMA, reset", "full")
 
+_ALL_METHODS = ("baseline", "smit", "mst", "codis", "turn", "cmcm", "dcid+smit", "dcid+mst", "dcid+turn",
+                "dcid+codis", "dcid+cmcm", "unicode")
 _BUDGETS: dict[str, dict[str, Any]] = {
     # CI: every code path with tiny runs; the whole book must stay under 10 minutes on 2 cores.
     "smoke": dict(seeds=(0,), pretrain_steps=4, pretrain_sizes=("40k",), downstream_epochs=2,
-                  methods=("baseline", "cmcm", "unicode"), codebook_sizes=(16, 64), explorer_steps=(2, 4),
-                  batch_size=16, ablations=("w/o DCID", "full"), explorer_classes=2),
-    # The published book: all rows, three seeds, under 45 minutes on 2 cores.
+                  methods=("baseline", "cmcm", "unicode"), size_sweep_methods=("baseline", "cmcm", "unicode"),
+                  ablation_sizes=("40k",), codebook_sizes=(16, 64), explorer_steps=(2, 4), batch_size=16,
+                  ablations=("w/o DCID", "full"), explorer_classes=2, avs_seeds=(0,), avs_epochs=1),
+    # The published book on 2 CPU cores in under 45 minutes (measured; see book/reproduce.md): every Table 1
+    # method at the first size (24k), the baseline and Uni-Code at every size; the AV ablations at 24k; every AVT
+    # ablation; AVS heads (trained from scratch, the costliest downstream task) with one seed.
     "default": dict(seeds=(0, 1, 2), pretrain_steps=300, pretrain_sizes=("24k", "40k", "81k"), downstream_epochs=15,
-                    methods=("baseline", "smit", "mst", "codis", "turn", "cmcm", "dcid+smit", "dcid+mst",
-                             "dcid+turn", "dcid+codis", "dcid+cmcm", "unicode"),
-                    codebook_sizes=(16, 32, 64, 128, 256), explorer_steps=(30, 100, 300), batch_size=64,
-                    ablations=tuple(ABLATIONS_ORDER), explorer_classes=3),
-    # Longer training and more seeds (GPU or a long CPU run).
+                    methods=_ALL_METHODS, size_sweep_methods=("baseline", "unicode"), ablation_sizes=("24k",),
+                    codebook_sizes=(16, 64, 256), explorer_steps=(30, 100, 300), batch_size=64,
+                    ablations=tuple(ABLATIONS_ORDER), explorer_classes=3, avs_seeds=(0,), avs_epochs=6),
+    # Everything: all methods at all sizes, both ablation sizes, longer training, more seeds (GPU or a long CPU run).
     "full": dict(seeds=(0, 1, 2, 3, 4), pretrain_steps=2000, pretrain_sizes=("24k", "40k", "81k"),
-                 downstream_epochs=30,
-                 methods=("baseline", "smit", "mst", "codis", "turn", "cmcm", "dcid+smit", "dcid+mst",
-                          "dcid+turn", "dcid+codis", "dcid+cmcm", "unicode"),
-                 codebook_sizes=(16, 32, 64, 128, 256, 512), explorer_steps=(100, 500, 2000), batch_size=64,
-                 ablations=tuple(ABLATIONS_ORDER), explorer_classes=3),
+                 downstream_epochs=30, methods=_ALL_METHODS, size_sweep_methods=_ALL_METHODS,
+                 ablation_sizes=("24k", "40k"), codebook_sizes=(16, 32, 64, 128, 256, 512),
+                 explorer_steps=(100, 500, 2000), batch_size=64, ablations=tuple(ABLATIONS_ORDER),
+                 explorer_classes=3, avs_seeds=(0, 1, 2), avs_epochs=10),
 }
 
 
 def budget(scale: str) -> dict[str, Any]:
-    """Steps, seeds, pre-training sizes, methods and sweep values for a book scale (a fresh copy)."""
+    """Steps, seeds, pre-training sizes, methods and sweep values for a book scale (a fresh copy).
+
+    ``pretrain_sizes[0]`` is the main size (every notebook's default pre-training set, so their runs are shared);
+    ``size_sweep_methods`` are also pre-trained at the other sizes; ``ablation_sizes`` are Table 2's sizes.
+    """
     if scale not in _BUDGETS:
         raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(_BUDGETS)}")
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in _BUDGETS[scale].items()}
+
+
+def table1_grid(scale: str) -> list[tuple[str, str]]:
+    """``(pretrain_size, method)`` pairs of Table 1 at a scale: every method at the main size, the
+    ``size_sweep_methods`` at every size."""
+    b = budget(scale)
+    return [(size, m) for i, size in enumerate(b["pretrain_sizes"]) for m in b["methods"]
+            if i == 0 or m in b["size_sweep_methods"]]
 
 
 # Ablation rows of Tables 2 and 3: switches turned off on top of the full Uni-Code method (paper Sec. 5.4).
@@ -246,7 +261,7 @@ def checkpoint_key(ckpt: str | os.PathLike) -> str:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.parent.parent.name == "runs" and (path.parent / "config.json").exists():
-        return path.parent.name
+        return path.parent.name if path.name == "final.pt" else f"{path.parent.name}-{path.stem}"   # snapshots
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -327,14 +342,18 @@ def experiment_config(preset_name: str, method: str = "unicode", *, scale: str, 
                       pretrain_size: str = "40k", overrides: Sequence[str] = ()) -> Config:
     """A preset sized by the scale's budget: batch size, data scale, pre-training size, seed, device, logging.
 
-    Every notebook builds its configurations here, so equal rows of different tables share one cached run.
+    Every notebook builds its configurations here, so equal rows of different tables share one cached run. Runs
+    keep no per-epoch checkpoints, only ``final.pt`` and the snapshots at the scale's ``explorer_steps`` (see
+    :func:`snapshot`).
     """
     from .config import preset
 
     b = budget(scale)
     log_every = max(1, b["pretrain_steps"] // 15)
+    snapshots = ",".join(str(s) for s in b["explorer_steps"] if s < b["pretrain_steps"])
     base = [f"train.batch_size={b['batch_size']}", f"train.seed={int(seed)}", f"train.device={device}",
-            f"train.log_every={log_every}", f"data.scale={scale}", f"data.pretrain_size={pretrain_size}"]
+            f"train.log_every={log_every}", f"data.scale={scale}", f"data.pretrain_size={pretrain_size}",
+            "train.epoch_ckpts=false", f"train.snapshot_steps=[{snapshots}]"]
     return preset(preset_name, method, overrides=base + list(overrides))
 
 
@@ -345,6 +364,25 @@ def pretrain_run(preset_name: str, method: str = "unicode", *, scale: str, data:
     cfg = experiment_config(preset_name, method, scale=scale, seed=seed, device=device, pretrain_size=pretrain_size,
                             overrides=overrides)
     return pretrained(cfg, data, steps=steps or budget(scale)["pretrain_steps"], cache_dir=cache_dir)
+
+
+def snapshot(ckpt: str | os.PathLike, step: int) -> Path:
+    """The checkpoint of the same cached run at optimiser step ``step``: ``final.pt`` itself when that is the run's
+    last step, else its ``step-<s>.pt`` snapshot (``train.snapshot_steps``), identical to a ``step``-step run."""
+    from .train import read_checkpoint, snapshot_name
+
+    ckpt = Path(ckpt)
+    path = ckpt.parent / snapshot_name(step)
+    if path.exists():
+        return path
+    config = run_config(ckpt)
+    if config is not None and config["train"].get("max_steps") == int(step):
+        return ckpt
+    if config is None and int(read_checkpoint(ckpt)["step"]) == int(step):
+        return ckpt
+    kept = sorted(p.name for p in ckpt.parent.glob("step-*.pt"))
+    raise FileNotFoundError(f"no snapshot at step {step} beside {ckpt}; it has {kept or 'none'} (set "
+                            f"train.snapshot_steps before pre-training)")
 
 
 def evaluate(ckpt: str | os.PathLike, task: str, directions: Sequence[tuple[str, str]], seeds: Sequence[int], *,

@@ -236,14 +236,20 @@ def _move(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def snapshot_name(step: int) -> str:
+    """File name of the checkpoint saved at optimiser step ``step`` (``ckpt_every`` / ``snapshot_steps``)."""
+    return f"step-{int(step):07d}.pt"
+
+
 def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None = None, steps: int | None = None,
              resume: str | os.PathLike | None = None, progress: bool = True,
              log_fn: Callable[[dict], None] | None = None) -> tuple[UniCode, list[dict]]:
     """Pre-train Uni-Code on ``dataset`` (items: dicts with the configured modalities); return ``(model, history)``.
 
     ``steps`` (or ``config.train.max_steps``) stops after that many optimiser steps in total, else after
-    ``config.train.epochs`` epochs. ``out_dir``: checkpoints ``epoch-<e>.pt`` after each epoch, ``step-<s>.pt``
-    every ``ckpt_every`` steps and ``final.pt`` (rank 0 only). ``resume``: a checkpoint to continue exactly from
+    ``config.train.epochs`` epochs. ``out_dir``: checkpoints ``epoch-<e>.pt`` after each epoch (unless
+    ``epoch_ckpts`` is off), ``step-<s>.pt`` every ``ckpt_every`` steps and at each of ``snapshot_steps``, and
+    ``final.pt`` (rank 0 only). ``resume``: a checkpoint to continue exactly from
     (parameters, codebook, optimisers, scheduler, RNG states and data position). ``history``: one dict per
     ``log_every`` steps with the window means of every term and the codebook health (per-modality perplexity and
     active codes, ``shared_codes`` = fraction of used codes that every modality chose, ``mode_agreement`` = share of
@@ -347,9 +353,10 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
                 if in_epoch == per_epoch:
                     scheduler.step()
                     epoch, in_epoch = epoch + 1, 0
-                    save(f"epoch-{epoch - 1}.pt")
-                if tc.ckpt_every and step % tc.ckpt_every == 0:
-                    save(f"step-{step:07d}.pt")
+                    if tc.epoch_ckpts:
+                        save(f"epoch-{epoch - 1}.pt")
+                if (tc.ckpt_every and step % tc.ckpt_every == 0) or step in tc.snapshot_steps:
+                    save(snapshot_name(step))
                 if step >= total:
                     break
         save("final.pt")

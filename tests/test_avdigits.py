@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -258,3 +259,24 @@ def test_raw_audio_is_informative_and_unaligned_transfer_is_not(avdigits_smoke):
     cross = probes.cross_modality(train, test, "audio", "video")
     assert cross["source_accuracy"] > 0.3
     assert cross["accuracy"] < cross["source_accuracy"] - 0.15
+
+
+def test_split_video_features_are_saved_once_and_reused_by_a_new_process(avdigits_smoke):
+    folder = build.dataset_dir("smoke", 0, avdigits_smoke)
+    first = Store(folder)                           # a fresh instance: what a new process would open
+    feats = first.split_video_features("ave", "val")
+    saved = sorted((folder / "derived").glob("video-ave_val-*.npy"))
+    assert [p.name for p in saved] == [f"video-ave_val-{len(feats)}.npy"]
+    assert not list((folder / "derived").glob(".*tmp*"))
+    second = Store(folder)
+    second.video_features = None                    # the second process must not run the CNN again
+    again = second.split_video_features("ave", "val")
+    assert isinstance(again, np.memmap) or isinstance(again.base, np.memmap)
+    np.testing.assert_array_equal(np.asarray(again), feats)
+    del again, second                               # (truncating a still-mapped file in place would be SIGBUS)
+    # a truncated file is ignored and recomputed, not trusted
+    broken = saved[0].with_suffix(".broken")
+    broken.write_bytes(saved[0].read_bytes()[:200])
+    os.replace(broken, saved[0])
+    third = Store(folder)
+    np.testing.assert_array_equal(third.split_video_features("ave", "val"), feats)

@@ -10,9 +10,10 @@ import time
 import pytest
 
 from cmg_lib.config import preset
-from cmg_lib.experiments import (ABLATIONS, ablation_overrides, aggregate, budget, code_usage, direction_label,
-                                 downstream, load_results, paper_table, pretrained, results_table, run_history,
-                                 run_key, side_by_side)
+from cmg_lib.experiments import (ABLATIONS, ablation_overrides, aggregate, budget, checkpoint_key, code_usage,
+                                 direction_label, downstream, experiment_config, load_results, paper_table,
+                                 pretrained, results_table, run_history, run_key, side_by_side, snapshot,
+                                 table1_grid)
 
 
 class CountingTrainer:
@@ -192,6 +193,22 @@ def test_budget_and_ablations():
     assert not cfg.model.club and not cfg.model.cross_cpc and cfg.model.mm_ema
     assert ablation_overrides("full") == []
     assert direction_label("audio", "video") == "A→V"
+    grid = table1_grid("default")
+    assert [m for size, m in grid if size == "24k"] == default["methods"]           # every method at the main size
+    assert sorted(m for size, m in grid if size == "81k") == sorted(default["size_sweep_methods"])
+    assert len(table1_grid("full")) == 3 * len(budget("full")["methods"])
+    book = experiment_config("tiny_av", "unicode", scale="default")
+    assert book.train.snapshot_steps == (30, 100) and not book.train.epoch_ckpts    # 300 = final.pt itself
+
+
+def test_snapshot_paths_and_their_own_cache_keys(cfg, tmp_path):
+    final = pretrained(cfg, "avdigits", steps=5, cache_dir=tmp_path, trainer=CountingTrainer(), dataset=[])
+    (final.parent / "step-0000002.pt").write_bytes(b"early weights")
+    assert snapshot(final, 2).name == "step-0000002.pt"
+    assert snapshot(final, 5) == final                                             # the run's last step
+    with pytest.raises(FileNotFoundError, match="step-0000002.pt"):
+        snapshot(final, 3)
+    assert checkpoint_key(final) == final.parent.name != checkpoint_key(snapshot(final, 2))
 
 
 class FakeModel:

@@ -157,3 +157,16 @@ def test_cli_pretrain_writes_a_checkpoint(tmp_path, make_dataset, monkeypatch, c
     assert str(tmp_path / "final.pt") in capsys.readouterr().out
     loaded = load_checkpoint(tmp_path / "final.pt")
     assert loaded.config.method == "dcid+cmcm" and loaded.config.train.seed == 5 and loaded.step == 2
+
+
+def test_snapshot_steps_without_epoch_checkpoints_equal_shorter_runs(tmp_path, make_dataset):
+    """What the book's explorer relies on: the snapshot at step s of a longer run IS an s-step run."""
+    from cmg_lib.train import load_checkpoint, snapshot_name
+    cfg = _tiny("tiny", "train.snapshot_steps=[2,3]", "train.epoch_ckpts=false")
+    data = make_dataset(cfg, n=12)
+    pretrain(cfg, data, out_dir=tmp_path / "long", steps=5, progress=False)
+    assert sorted(os.listdir(tmp_path / "long")) == ["final.pt", snapshot_name(2), snapshot_name(3)]
+    short, _ = pretrain(cfg, data, steps=3, progress=False)
+    assert _states_equal(load_checkpoint(tmp_path / "long" / snapshot_name(3)), short)
+    with pytest.raises(ValueError, match="snapshot_steps"):
+        _tiny("tiny", "train.snapshot_steps=[0]")
