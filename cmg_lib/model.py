@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from .codebook import SharedCodebook
@@ -74,6 +75,10 @@ class UniCode(nn.Module):
         self.alignment = build_alignment(cfg.alignment, cfg)
         self.step = 0
         self.metrics: dict = {}
+        # Set by ``pretrain`` under DDP: the in-batch contrastive terms (Cross-CPC, CMCM, CLUB, compared methods)
+        # then see the rows of every rank (see ``gather_rows``), so the objective is that of one process on the
+        # concatenated batch. Every rank must run ``forward`` in lockstep while it is on.
+        self.global_batch = False
 
     # ------------------------------------------------------------------------------------------------ validation
     def _expected(self, name: str) -> str:
@@ -154,7 +159,9 @@ class UniCode(nn.Module):
         # The released quantizer computes CMCM with the codebook as it was BEFORE this forward's EMA update
         # (upstream_spec 1.5 steps 1-3): CMCM is evaluated first (cmcm_loss keeps its own copy of the codes), and the
         # compared methods get a snapshot taken before the update.
-        cmcm = cmcm_loss(z, self.codebook.embedding) if cfg.cmcm else None
+        gather = gather_rows if self.global_batch else _identity
+        z_all = {m: gather(v) for m, v in z.items()}                # all ranks' rows for the contrastive terms
+        cmcm = cmcm_loss(z_all, self.codebook.embedding) if cfg.cmcm else None
         embedding_before = self.codebook.embedding.detach().clone() if self.alignment is not None else None
         vq = self.codebook(z)
 
@@ -166,16 +173,17 @@ class UniCode(nn.Module):
             losses[f"commit/{m}"] = vq.commitment[m]
         stats = {k: float(v) for k, v in vq.stats.items()}
         if self.cpc is not None:
-            losses["cpc"], cpc_stats = self.cpc(z)
+            losses["cpc"], cpc_stats = self.cpc(z_all)
             stats.update(cpc_stats)
         if cfg.cmcm:
             losses["cmcm"] = cmcm
         if self.alignment is not None:
-            ctx = AlignmentContext(z=z, quantized=vq.quantized, indices=vq.indices, embedding=embedding_before)
+            ctx = AlignmentContext(z=z_all, quantized={m: gather(v) for m, v in vq.quantized.items()},
+                                   indices={m: gather(v) for m, v in vq.indices.items()}, embedding=embedding_before)
             losses["align"] = cfg.alignment_weight * self.alignment(ctx)
         mi_inputs, club_inputs = {}, {}
         if self.club is not None:
-            mi_inputs = {m: (vq.quantized[m], specific[m][1]) for m in self.modalities}
+            mi_inputs = {m: (gather(vq.quantized[m]), gather(specific[m][1])) for m in self.modalities}
             club_inputs = {m: (q.detach(), y.detach()) for m, (q, y) in mi_inputs.items()}
         out = ModelOutput(loss=_total(losses), terms={}, indices=vq.indices, stats=stats,
                           club_inputs=club_inputs, mi_inputs=mi_inputs)
@@ -218,6 +226,28 @@ class UniCode(nn.Module):
                   "cpc": [] if self.cpc is None else list(self.cpc.parameters()),
                   "alignment": [] if self.alignment is None else list(self.alignment.parameters())}
         return {k: v for k, v in groups.items() if v}
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def gather_rows(x: Tensor) -> Tensor:
+    """Rows of ``x`` from every rank, concatenated in rank order (identity without an initialised process group).
+
+    Differentiable: ``torch.distributed.nn.functional.all_gather`` sums the gradients of every rank's copy of the
+    global loss into each rank's own rows in backward, i.e. ``world`` times the single-process gradient, which
+    DDP's averaging over ``world`` ranks turns back into exactly the single-process gradient. Integer tensors (code
+    indices) are gathered without autograd. Needs equal row counts on every rank (``pretrain`` drops last batches).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    if x.requires_grad:
+        import torch.distributed.nn.functional as dist_fn
+        return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
 
 
 def _total(losses: dict[str, Tensor]) -> Tensor:

@@ -302,6 +302,7 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
     total = total if total is not None else tc.epochs * per_epoch
 
     net = model
+    model.global_batch = d.active              # contrastive terms over every rank's rows (UniCode.global_batch)
     if d.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
         ignore = [f"club.{n}" for n, _ in (model.club.named_parameters() if model.club is not None else [])]
@@ -362,6 +363,7 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
         save("final.pt")
     finally:
         bar.close()
+        model.global_batch = False             # a model used after training runs on one process's rows
         if d.owned:
             dist.destroy_process_group()
     model.step, model.metrics = step, history[-1] if history else {}
