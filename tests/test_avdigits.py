@@ -280,3 +280,18 @@ def test_split_video_features_are_saved_once_and_reused_by_a_new_process(avdigit
     os.replace(broken, saved[0])
     third = Store(folder)
     np.testing.assert_array_equal(third.split_video_features("ave", "val"), feats)
+
+
+def test_segment_agreement_matches_the_loaded_segment_labels(avdigits_smoke):
+    from cmg_lib.data.avdigits import segment_agreement
+    shares = segment_agreement("ave", "val", scale="smoke", cache_dir=avdigits_smoke)
+    assert abs(sum(shares.values()) - 1.0) < 1e-9
+    data = load_dataset("avdigits", "ave", "val", scale="smoke", cache_dir=avdigits_smoke)
+    batch = as_tensors(data)
+    a = batch[schema.segment_key("audio")].argmax(-1).numpy()           # background = class 10 (last)
+    v = batch[schema.segment_key("video")].argmax(-1).numpy()
+    bg = data.num_classes
+    assert shares["both, same event"] == pytest.approx(((a < bg) & (a == v)).mean())
+    assert shares["audio only"] == pytest.approx(((a < bg) & (v == bg)).mean())
+    assert shares["neither"] == pytest.approx(((a == bg) & (v == bg)).mean())
+    assert 0 < shares["both, same event"] < 1

@@ -198,7 +198,7 @@ def test_budget_and_ablations():
     assert sorted(m for size, m in grid if size == "81k") == sorted(default["size_sweep_methods"])
     assert len(table1_grid("full")) == 3 * len(budget("full")["methods"])
     book = experiment_config("tiny_av", "unicode", scale="default")
-    assert book.train.snapshot_steps == (30, 100) and not book.train.epoch_ckpts    # 300 = final.pt itself
+    assert book.train.snapshot_steps == (20, 60) and not book.train.epoch_ckpts     # 200 = final.pt itself
 
 
 def test_snapshot_paths_and_their_own_cache_keys(cfg, tmp_path):
@@ -250,3 +250,32 @@ def test_code_usage_counts_per_class():
     assert usage[1]["audio"].tolist() == [0, 6, 0, 0, 0, 0, 0, 0]
     assert usage[2]["video"].tolist() == [0, 0, 1, 1, 1, 0, 0, 0]
     assert sum(int(v["video"].sum()) for k, v in usage.items() if k != "all") == 12
+
+
+def test_avs_overlays_share_the_cached_head_run_with_the_table(cfg, tmp_path, monkeypatch):
+    import numpy as np
+
+    import cmg_lib.downstream.tasks as tasks
+    calls = []
+
+    def fake_predictions(ckpt=None, count=4, progress=True, **kwargs):
+        calls.append(kwargs)
+        n = count
+        return {"frames": np.zeros((n, 4, 4, 1)), "masks": np.ones((n, 4, 4)), "prob": np.full((n, 4, 4), 0.7),
+                "pred": np.ones((n, 4, 4), bool), "index": np.arange(n),
+                "result": {"task": "avs", "metrics": {"miou": 50.0, "f_score": 60.0}}}
+
+    monkeypatch.setattr(tasks, "avs_predictions", fake_predictions)
+    ckpt = pretrained(cfg, "avdigits", steps=5, cache_dir=tmp_path, trainer=CountingTrainer(), dataset=[])
+    from cmg_lib.experiments import avs_overlays
+    args = dict(train_modality="text", test_modality="audio", seed=0, scale="smoke", cache_dir=tmp_path, count=3)
+    first = avs_overlays(ckpt, **args)
+    assert len(calls) == 1 and calls[0]["epochs"] == budget("smoke")["avs_epochs"]
+    assert first["pred"].shape == (3, 4, 4) and first["result"]["metrics"]["miou"] == 50.0
+    again = avs_overlays(ckpt, **args)
+    assert len(calls) == 1 and np.array_equal(again["prob"], first["prob"])
+    # the table's evaluate() of the same run finds the record: no second head training
+    table = downstream("avs", ckpt, train_modality="text", test_modality="audio", seed=0, cache_dir=tmp_path,
+                       runner=lambda *a, **k: pytest.fail("trained again"), scale="smoke",
+                       epochs=budget("smoke")["avs_epochs"])
+    assert table["cache_key"] == first["result"]["cache_key"]

@@ -7,6 +7,7 @@ shared across modalities only on part of each clip (unconstrained pairing, paper
 * ``load(subset, split, scale, seed, cache_dir)`` -> ``ArrayDataset`` (items per ``schema.py``)
 * ``sample(subset, split, i, ...)`` -> waveform, frames, masks, sentence, labels of one clip (for the book)
 * ``build_dataset(scale, seed, cache_dir)`` -> the build folder; its ``manifest.json`` holds the content hash
+* ``segment_agreement(subset, split, ...)`` -> how often audio and video carry the same event per segment
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .. import common, schema
 from .build import SCALES, dataset_dir, ensure_built
 from .store import CLASS_NAMES, FEATURE_SHAPES, NUM_CLASSES, Store
 
-__all__ = ["load", "sample", "build_dataset", "manifest", "SCALES", "CLASS_NAMES", "FEATURE_SHAPES", "NUM_CLASSES"]
+__all__ = ["load", "sample", "segment_agreement", "build_dataset", "manifest", "SCALES", "CLASS_NAMES", "FEATURE_SHAPES", "NUM_CLASSES"]
 
 
 def build_dataset(scale: str = "default", seed: int = 0, cache_dir=None) -> Path:
@@ -45,6 +46,22 @@ def sample(subset: str, split: str, i: int, scale: str = "default", seed: int = 
     """One clip for viewing and listening: 16 kHz waveform, uint8 frames (+ masks on AVS), sentence, labels."""
     schema.check_subset(subset, split)
     return Store.open(build_dataset(scale, seed, cache_dir)).sample(subset, split, i)
+
+
+def segment_agreement(subset: str = "pretrain", split: str = "40k", scale: str = "default", seed: int = 0,
+                      cache_dir=None) -> dict[str, float]:
+    """Share of all segments of a split where audio and video both carry the same event, both carry different
+    events, only audio, only video or neither does (the unconstrained pairing of paper Sec. 1); sums to 1.
+    From the clip tables' per-segment classes, without rendering or synthesising anything."""
+    schema.check_subset(subset, split)
+    c = Store.open(build_dataset(scale, seed, cache_dir)).clips(subset, split)
+    if "a_class" not in c or "v_class" not in c:
+        raise ValueError(f"{subset}/{split} has no per-segment audio and video classes")
+    a, v = c["a_class"], c["v_class"]
+    return {"both, same event": float(((a >= 0) & (a == v)).mean()),
+            "both, different": float(((a >= 0) & (v >= 0) & (a != v)).mean()),
+            "audio only": float(((a >= 0) & (v < 0)).mean()), "video only": float(((a < 0) & (v >= 0)).mean()),
+            "neither": float(((a < 0) & (v < 0)).mean())}
 
 
 def folder(scale: str = "default", seed: int = 0, cache_dir=None) -> Path:
