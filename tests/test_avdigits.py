@@ -295,3 +295,15 @@ def test_segment_agreement_matches_the_loaded_segment_labels(avdigits_smoke):
     assert shares["audio only"] == pytest.approx(((a < bg) & (v == bg)).mean())
     assert shares["neither"] == pytest.approx(((a == bg) & (v == bg)).mean())
     assert 0 < shares["both, same event"] < 1
+
+
+def test_linear_probe_separates_gaussian_blobs_with_minibatches():
+    from cmg_lib.data.probes import _LinearProbe
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((3, 20)) * 3
+    y = rng.integers(0, 3, 6000)
+    x = centers[y] + rng.standard_normal((6000, 20))
+    probe = _LinearProbe(x[:5000], y[:5000], seed=0, steps=100, batch=512)      # minibatch path: 5000 > 512
+    assert (probe.predict(x[5000:]) == y[5000:]).mean() > 0.97
+    shuffled = _LinearProbe(x[:5000], rng.permutation(y[:5000]), seed=0, steps=100, batch=512)
+    assert (shuffled.predict(x[5000:]) == y[5000:]).mean() < 0.5                 # no signal -> near chance (1/3)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import schema
 from .common import as_tensors
@@ -36,20 +37,25 @@ def segment_table(dataset, modality: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _LinearProbe:
-    """Multinomial logistic regression on standardised features, full-batch Adam in torch (fast, seeded)."""
+    """Multinomial logistic regression on standardised features: Adam on seeded minibatches of ``batch`` rows (the
+    whole table when smaller), in torch. Minibatches because the full-batch skinny GEMMs (20000 x 1600 video rows,
+    11 classes) cost 0.46 s per step on 2 cores: 300 of them were 2.5 minutes of the data tour."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int, steps: int = 300, weight_decay: float = 1e-4):
+    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int, steps: int = 300, weight_decay: float = 1e-4,
+                 batch: int = 4096):
         x = torch.from_numpy(np.ascontiguousarray(x, np.float32))
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
         target = torch.from_numpy(np.asarray(y, np.int64))
         gen = torch.Generator().manual_seed(seed)
         n_cls = int(target.max()) + 1
-        self.weight = (0.01 * torch.randn(x.shape[1], n_cls, generator=gen)).requires_grad_(True)
+        self.weight = (0.01 * torch.randn(n_cls, x.shape[1], generator=gen)).requires_grad_(True)
         self.bias = torch.zeros(n_cls, requires_grad=True)
         opt = torch.optim.Adam([self.weight, self.bias], lr=0.01, weight_decay=weight_decay)
         z = (x - self.mean) / self.std
+        n = z.shape[0]
         for _ in range(steps):
-            loss = torch.nn.functional.cross_entropy(z @ self.weight + self.bias, target)
+            rows = torch.randint(n, (batch,), generator=gen) if n > batch else slice(None)
+            loss = F.cross_entropy(F.linear(z[rows], self.weight, self.bias), target[rows])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -57,7 +63,7 @@ class _LinearProbe:
     def predict(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             z = (torch.from_numpy(np.ascontiguousarray(x, np.float32)) - self.mean) / self.std
-            return (z @ self.weight + self.bias).argmax(1).numpy()
+            return F.linear(z, self.weight, self.bias).argmax(1).numpy()
 
 
 def _fit(x: np.ndarray, y: np.ndarray, seed: int) -> _LinearProbe:
