@@ -356,10 +356,11 @@ def avs_overlays(ckpt: str | os.PathLike, *, train_modality: str, test_modality:
         fresh.update(avs_predictions(ckpt=str(ckpt), data=data, train_modality=train_modality,
                                      test_modality=test_modality, seed=seed, scale=scale, count=count,
                                      progress=False, **options))
+    arrays = {k: np.asarray(fresh[k]) for k in keys}
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **{k: np.asarray(fresh[k]) for k in keys})
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)
-    return {**{k: np.asarray(fresh[k]) for k in keys}, "result": record}
+    return {**arrays, "result": record}
 
 
 def load_results(cache_dir: str | os.PathLike | None = None, task: str | None = None) -> list[dict]:
