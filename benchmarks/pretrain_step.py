@@ -3,12 +3,20 @@
 One step = what ``cmg_lib.train.pretrain`` runs per batch: model forward (with the MM-EMA update), ``club_steps``
 CLUB inner steps, the mi terms, main backward, per-module gradient clipping and Adam. One warm-up step is excluded.
 
-    python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --device cpu --steps 2
+    python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --device cpu --steps 5
+    python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 5 --released-replay 2
+    python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 5 --bf16    # CPU with native bf16
     python benchmarks/pretrain_step.py --preset tiny --batch 64 --device cpu --steps 10
     python benchmarks/pretrain_step.py --preset paper_avt --batch 80 --device cuda --steps 10 --bf16
 
-Reference (shared/reference/anchors.md): the released AVT step at paper shapes, batch 8, float64 on this 2-core CPU
-takes 42.6 s (0.19 samples/s); the target is <= 5.3 s.
+Reference (shared/reference/anchors.md): the released AVT step at paper shapes, batch 8, float64 on a 2-core CPU
+of the anchors' machine takes 42.6 s (0.19 samples/s); the target is 8x its samples/s. CPUs differ between machines
+(the 2-core machines of this project have ranged from ~110 to ~220 GFLOP/s in float32 GEMMs), so
+``--released-replay N`` also times N steps of a released-equivalent step ON THIS MACHINE: the same architecture and
+loop in float64 (the released code runs in float64 and crashes in float32), torch's own convolutions
+(``model.conv_impl=torch``) instead of our GEMM formulation, the released quirks, and plain (unfused, per-tensor)
+Adam as in torch 1.13. It is our code, not the released one (it leaves out the released data path, which runs BERT
+in the collate function), so it measures the cost of the computation the released step performs.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import torch
 
 from cmg_lib.config import preset
 from cmg_lib.model import build_model
-from cmg_lib.train import make_optimizers, seed_everything, train_step
+from cmg_lib.train import cpu_has_native_bf16, make_optimizers, seed_everything, train_step
 
 RELEASED_AVT_BATCH8_S = 42.6     # shared/reference/anchors.md: released AVT step, paper shapes, batch 8, float64
 
@@ -33,6 +41,50 @@ def peak_memory_mib(device: torch.device) -> float:
     return rss_kib / 1024
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def time_steps(model, batch, main_opt, club_opt, config, steps: int, device: torch.device) -> tuple[list, list, dict]:
+    """Wall and process-CPU seconds of ``steps`` training steps after one warm-up step; the last step's terms."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    train_step(model, batch, main_opt, club_opt, config)               # warm-up (allocations, kernel choice)
+    sync()
+    times, cpu_times, terms = [], [], {}
+    for _ in range(steps):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        terms = train_step(model, batch, main_opt, club_opt, config)
+        sync()
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    return times, cpu_times, terms
+
+
+def random_batch(config, batch: int, device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {s.name: torch.randn(batch, config.model.segments, *s.feature_shape, generator=g, dtype=dtype).to(device)
+            for s in config.model.modalities}
+
+
+def released_replay(args) -> list[float]:
+    """Seconds per released-equivalent step on this CPU (see the module docstring)."""
+    config = preset(args.preset, args.method, [f"train.batch_size={args.batch}", "model.conv_impl=torch",
+                                               "model.released_quirks=true"])
+    seed_everything(config.train.seed)
+    model = build_model(config).double()
+    main_opt = torch.optim.Adam(model.main_parameters(), lr=config.train.lr, foreach=False)
+    club_params = model.club_parameters()
+    club_opt = torch.optim.Adam(club_params, lr=config.model.club_lr, foreach=False) if club_params else None
+    times, _, _ = time_steps(model, random_batch(config, args.batch, torch.device("cpu"), torch.float64), main_opt,
+                             club_opt, config, args.released_replay, torch.device("cpu"))
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="paper_avt")
@@ -40,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA, or a CPU with native bf16)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--released-replay", type=int, default=0, metavar="N",
+                        help="also time N released-equivalent float64 steps on this machine (CPU; ~15-45 s each)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,47 +103,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.bf16:
         overrides.append("train.precision=bf16")
     config = preset(args.preset, args.method, overrides)
-    if args.bf16 and args.device != "cuda":
-        raise SystemExit("--bf16 needs --device cuda")
     device = torch.device(args.device)
     seed_everything(config.train.seed)
     model = build_model(config).to(device)
     main_opt, club_opt, _ = make_optimizers(model, config)
-    g = torch.Generator().manual_seed(0)
-    batch = {s.name: torch.randn(args.batch, config.model.segments, *s.feature_shape, generator=g).to(device)
-             for s in config.model.modalities}
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    train_step(model, batch, main_opt, club_opt, config)               # warm-up (allocations, kernel choice)
-    sync()
-    times, cpu_times = [], []
-    for _ in range(args.steps):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        terms = train_step(model, batch, main_opt, club_opt, config)
-        sync()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-    mean = sum(times) / len(times)
-    median = sorted(times)[len(times) // 2] if len(times) % 2 else sum(sorted(times)[len(times) // 2 - 1:][:2]) / 2
+    times, cpu_times, terms = time_steps(model, random_batch(config, args.batch, device), main_opt, club_opt, config,
+                                         args.steps, device)
+    mean, med = sum(times) / len(times), median(times)
     n_params = sum(p.numel() for p in model.parameters())
+    cpu_note = f" native_bf16={cpu_has_native_bf16()}" if device.type == "cpu" else ""
     print(f"preset={args.preset} method={args.method} batch={args.batch} device={args.device} "
-          f"precision={'bf16' if args.bf16 else 'fp32'} threads={torch.get_num_threads()}")
+          f"precision={'bf16' if args.bf16 else 'fp32'} threads={torch.get_num_threads()}{cpu_note}")
     print(f"params: {n_params / 1e6:.2f} M ({sum(p.numel() for p in model.main_parameters()) / 1e6:.2f} M main)")
     print(f"step: {mean * 1e3:.1f} ms (mean of {len(times)}; each: {', '.join(f'{t * 1e3:.0f}' for t in times)})")
     print(f"process CPU time: {sum(cpu_times) / len(cpu_times) * 1e3:.1f} ms/step (all threads; on a loaded machine "
           f"wall time exceeds CPU time / threads)")
-    print(f"median {median * 1e3:.1f} ms, min {min(times) * 1e3:.1f} ms (a shared host's neighbours add noise: "
+    print(f"median {med * 1e3:.1f} ms, min {min(times) * 1e3:.1f} ms (a shared host's neighbours add noise: "
           f"prefer the median over several steps)")
-    print(f"throughput: {args.batch / mean:.2f} samples/s (median step: {args.batch / median:.2f} samples/s)")
-    if args.preset == "paper_avt" and args.device == "cpu" and args.method == "unicode":
-        released = 8 / RELEASED_AVT_BATCH8_S
-        print(f"vs the released AVT step ({RELEASED_AVT_BATCH8_S} s per batch-8 step = {released:.2f} samples/s, "
-              f"anchors.md): {args.batch / median / released:.1f}x by the median step (target >= 8x)")
+    print(f"throughput: {args.batch / mean:.2f} samples/s (median step: {args.batch / med:.2f} samples/s)")
     print(f"peak memory: {peak_memory_mib(device):.0f} MiB ({'CUDA allocated' if device.type == 'cuda' else 'RSS'})")
     print(f"final loss: {terms['loss']:.4f}")
+    if args.preset == "paper_avt" and args.device == "cpu" and args.batch == 8:
+        print(f"vs the released AVT step on the anchors' machine ({RELEASED_AVT_BATCH8_S} s per batch-8 step, "
+              f"anchors.md): {RELEASED_AVT_BATCH8_S / med:.1f}x by the median step (target >= 8x)")
+    if args.released_replay:
+        if args.device != "cpu":
+            raise SystemExit("--released-replay times the float64 CPU step; use --device cpu")
+        replay = released_replay(args)
+        print(f"released-equivalent float64 step on this machine: median {median(replay):.2f} s "
+              f"(each: {', '.join(f'{t:.1f}' for t in replay)}); ours is {median(replay) / med:.1f}x faster "
+              f"(target >= 8x)")
     return 0
 
 

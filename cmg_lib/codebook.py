@@ -163,7 +163,7 @@ class SharedCodebook(nn.Module):
             raise ValueError(f"nearest expects a float tensor (..., {self.dim}), got "
                              f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}")
         with torch.autocast(device_type=z.device.type, enabled=False):
-            flat = z.detach().reshape(-1, self.dim).float()
+            flat = z.detach().reshape(-1, self.dim).to(self.embedding.dtype)
             codes = self.embedding
             distance = torch.addmm((codes * codes).sum(1)[None, :] + (flat * flat).sum(1, keepdim=True),
                                    flat, codes.t(), beta=1.0, alpha=-2.0)
@@ -179,7 +179,7 @@ class SharedCodebook(nn.Module):
         self._check_inputs(z)
         names = self.modality_names
         with torch.autocast(device_type=self.embedding.device.type, enabled=False):
-            features = {m: z[m].float() for m in names}
+            features = {m: z[m].to(self.embedding.dtype) for m in names}
             stacked = torch.stack([features[m] for m in names])                      # (M, B, T, D)
             flat_indices, flat_codes = self.nearest(stacked)
             indices = {m: flat_indices[i] for i, m in enumerate(names)}
@@ -275,8 +275,8 @@ class SharedCodebook(nn.Module):
         mix = self.ema_inputs(z)                                                         # (M, N, D)
         idx = torch.stack([indices[m].reshape(-1) for m in self.modality_names])          # (M, N)
         flat = (idx + L * torch.arange(M, device=idx.device)[:, None]).reshape(-1)
-        counts = torch.zeros(M * L, device=mix.device).index_add_(0, flat, torch.ones_like(flat, dtype=mix.dtype))
-        sums = torch.zeros(M * L, D, device=mix.device).index_add_(0, flat, mix.reshape(-1, D))
+        counts = torch.zeros(M * L, device=mix.device, dtype=mix.dtype).index_add_(0, flat, torch.ones_like(flat, dtype=mix.dtype))
+        sums = torch.zeros(M * L, D, device=mix.device, dtype=mix.dtype).index_add_(0, flat, mix.reshape(-1, D))
         return counts.view(M, L), sums.view(M, L, D)
 
     def _ema_update(self, z: dict[str, Tensor], indices: dict[str, Tensor]) -> None:

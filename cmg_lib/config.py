@@ -72,6 +72,7 @@ class ModelConfig:
     commit_weights: str = "released"   # "released" (2*beta self term) | "paper" (Eq. 8: beta self, beta/2 teachers)
     reset_rule: str = "released"       # "released" (reset if unused by all) | "paper" (keep only if used by every modality)
     released_quirks: bool = False      # reproduce released defects: EMA counts start at 0; degenerate spatial softmax
+    conv_impl: str = "gemm"            # grid convs: "gemm" (SmallMapConv's GEMMs, fast on CPU) | "torch" (torch conv)
     # --- DCID (Eq. 4-6) ---
     club_hidden: int = 256
     club_steps: int = 5
@@ -101,7 +102,7 @@ class ModelConfig:
         choices = {"ema_teacher": ("paired", "cross_attention"), "ema_form": ("sequential", "joint"),
                    "commit_weights": ("released", "paper"), "reset_rule": ("released", "paper"),
                    "club_negatives": ("sampled", "all"), "cpc_softmax": ("predictions", "targets"),
-                   "alignment": ALIGNMENTS}
+                   "alignment": ALIGNMENTS, "conv_impl": ("gemm", "torch")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not one of {allowed}")
@@ -134,7 +135,7 @@ class TrainConfig:
     max_steps: int | None = None                 # overrides epochs when set
     seed: int = 43
     device: str = "cpu"
-    precision: str = "fp32"                      # "fp32" | "bf16" (autocast, CUDA only)
+    precision: str = "fp32"                      # "fp32" | "bf16" (autocast: CUDA, or a CPU with native bf16)
     log_every: int = 20
     ckpt_every: int = 0                          # steps; 0 = only at the end of each epoch
     snapshot_steps: tuple[int, ...] = ()         # also save step-<s>.pt at exactly these steps

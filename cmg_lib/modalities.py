@@ -115,15 +115,19 @@ class SmallMapConv(nn.Module):
     arrive as ``(B, T, H, W, C)``). Python loops run over the k*k taps only. Narrow layers (Cin*Cout below
     ``GEMM_MIN_CHANNEL_PRODUCT``, e.g. AV-Digits' 64-128 channels) call torch's convolution on the channels-last
     view instead, which is faster there (measured CPU time of the AV-Digits grid stack, 640 frames: 0.33 s vs 0.57 s).
+    ``impl="torch"`` (``ModelConfig.conv_impl``) uses torch's convolution for every layer: the same function and
+    parameters, for GPUs (cuDNN) and for the released-equivalent float64 timing of ``benchmarks/pretrain_step.py``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, padding: int = 0, bias: bool = True,
-                 transposed: bool = False):
+                 transposed: bool = False, impl: str = "gemm"):
         super().__init__()
+        if impl not in ("gemm", "torch"):
+            raise ValueError(f"impl must be 'gemm' or 'torch', got {impl!r}")
         if not 0 <= padding <= kernel - 1:
             raise ValueError(f"padding must be in [0, kernel-1] = [0, {kernel - 1}], got {padding}")
         self.kernel, self.padding, self.transposed = kernel, padding, transposed
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.impl = in_channels, out_channels, impl
         shape = (in_channels, kernel, kernel, out_channels) if transposed else (kernel, kernel, in_channels,
                                                                                 out_channels)
         self.weight = nn.Parameter(torch.empty(shape))
@@ -149,10 +153,10 @@ class SmallMapConv(nn.Module):
                              f"included), got x {tuple(x.shape)}"
                              + ("" if constant is None else f" and constant {tuple(constant.shape)}"))
         k, p = self.kernel, self.padding
-        gemm = self.in_channels * self.out_channels >= GEMM_MIN_CHANNEL_PRODUCT
+        gemm = self.impl == "gemm" and self.in_channels * self.out_channels >= GEMM_MIN_CHANNEL_PRODUCT
         if constant is not None and not (self.transposed and gemm):
             x = torch.cat([constant[:, None, None].expand(-1, h, w, -1), x], dim=-1)
-        if k == 1:
+        if k == 1 and self.impl == "gemm":
             out = x @ self.weight.view(self.in_channels, self.out_channels)
         elif not gemm:
             # narrow layers (AV-Digits): torch's convolution is faster; run it on the channels-last view
@@ -215,17 +219,17 @@ class SmallMapConv(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}, padding={self.padding}, "
-                f"transposed={self.transposed}, bias={self.bias is not None}")
+                f"transposed={self.transposed}, bias={self.bias is not None}, impl={self.impl}")
 
 
 class ResidualBlock(nn.Module):
     """Released ``ResidualStack`` with one layer: ``ReLU(x + Conv1x1(ReLU(Conv3x3(ReLU(x)))))``, no biases;
     channels-last ``(N, H, W, C)``."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, impl: str = "gemm"):
         super().__init__()
-        self.conv3 = SmallMapConv(channels, channels, 3, padding=1, bias=False)
-        self.conv1 = SmallMapConv(channels, channels, 1, bias=False)
+        self.conv3 = SmallMapConv(channels, channels, 3, padding=1, bias=False, impl=impl)
+        self.conv1 = SmallMapConv(channels, channels, 1, bias=False, impl=impl)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x + self.conv1(F.relu(self.conv3(F.relu(x)))))
@@ -245,17 +249,18 @@ class SpecificEncoder(nn.Module):
     Without CLUB (``club_head=False``) no CLUB head is built and the returned CLUB feature is None.
     """
 
-    def __init__(self, spec: ModalitySpec, in_dim: int, club_head: bool = True):
+    def __init__(self, spec: ModalitySpec, in_dim: int, club_head: bool = True, conv_impl: str = "gemm"):
         super().__init__()
         self.kind = spec.kind
         s = spec.specific_dim
         if spec.kind == "grid":
             h = spec.feature_shape[0]
             self.paddings = (_grid_padding(h), _grid_padding(h - 2 * (1 - _grid_padding(h))))
+            impl = conv_impl
             self.convs = nn.Sequential(
-                SmallMapConv(in_dim, s // 2, 3, padding=self.paddings[0]), nn.ReLU(),
-                SmallMapConv(s // 2, s, 3, padding=self.paddings[1]), nn.ReLU(),
-                SmallMapConv(s, s, 1), ResidualBlock(s))
+                SmallMapConv(in_dim, s // 2, 3, padding=self.paddings[0], impl=impl), nn.ReLU(),
+                SmallMapConv(s // 2, s, 3, padding=self.paddings[1], impl=impl), nn.ReLU(),
+                SmallMapConv(s, s, 1, impl=impl), ResidualBlock(s, impl))
             self.club_head = (nn.Sequential(nn.Linear(s, s // 2), nn.ReLU(), nn.Linear(s // 2, spec.club_dim))
                               if club_head else None)
         else:
@@ -292,10 +297,12 @@ class Decoder(nn.Module):
         d, s = cfg.hidden_dim, spec.specific_dim
         self.code_proj = nn.Linear(d, d)
         if spec.kind == "grid":
+            impl = cfg.conv_impl
             self.deconvs = nn.Sequential(
-                SmallMapConv(d + s, s // 2, 3, padding=paddings[1], transposed=True), ResidualBlock(s // 2),
-                SmallMapConv(s // 2, out_dim, 3, padding=paddings[0], transposed=True), nn.ReLU(),
-                SmallMapConv(out_dim, out_dim, 1, transposed=True))
+                SmallMapConv(d + s, s // 2, 3, padding=paddings[1], transposed=True, impl=impl),
+                ResidualBlock(s // 2, impl),
+                SmallMapConv(s // 2, out_dim, 3, padding=paddings[0], transposed=True, impl=impl), nn.ReLU(),
+                SmallMapConv(out_dim, out_dim, 1, transposed=True, impl=impl))
         else:
             self.out = nn.Linear(d + s, out_dim)
 
@@ -326,6 +333,6 @@ def build_modality(spec: ModalitySpec, cfg: ModelConfig) -> dict[str, nn.Module 
     ``decoder``."""
     dim = input_dim(spec, cfg)
     front = TokenFrontEnd(spec.feature_shape[-1], cfg.text_lstm_hidden) if spec.kind == "tokens" else None
-    specific = SpecificEncoder(spec, dim, club_head=cfg.club)
+    specific = SpecificEncoder(spec, dim, club_head=cfg.club, conv_impl=cfg.conv_impl)
     return {"front_end": front, "semantic": SemanticEncoder(spec, cfg, dim), "specific": specific,
             "decoder": Decoder(spec, cfg, dim, specific.paddings)}

@@ -123,7 +123,7 @@ class UniCode(nn.Module):
 
     def _to_model(self, x: Tensor) -> Tensor:
         ref = self.codebook.embedding
-        return x.to(device=ref.device, dtype=torch.float32, non_blocking=True)
+        return x.to(device=ref.device, dtype=ref.dtype, non_blocking=True)
 
     # ------------------------------------------------------------------------------------------------ encoders
     def _features(self, name: str, x: Tensor) -> Tensor:
@@ -184,7 +184,8 @@ class UniCode(nn.Module):
         mi_inputs, club_inputs = {}, {}
         if self.club is not None:
             mi_inputs = {m: (gather(vq.quantized[m]), gather(specific[m][1])) for m in self.modalities}
-            club_inputs = {m: (q.detach(), y.detach()) for m, (q, y) in mi_inputs.items()}
+            dtype = self.codebook.embedding.dtype          # the estimators train outside autocast (model dtype)
+            club_inputs = {m: (q.detach().to(dtype), y.detach().to(dtype)) for m, (q, y) in mi_inputs.items()}
         out = ModelOutput(loss=_total(losses), terms={}, indices=vq.indices, stats=stats,
                           club_inputs=club_inputs, mi_inputs=mi_inputs)
         if include_mi and self.club is not None:
@@ -251,8 +252,10 @@ def gather_rows(x: Tensor) -> Tensor:
 
 
 def _total(losses: dict[str, Tensor]) -> Tensor:
-    """Sum of scalar terms in float32 (under bf16 autocast some terms come back in bf16)."""
-    return torch.stack([v.float() for v in losses.values()]).sum()
+    """Sum of scalar terms in float32, or float64 for a model run in double (under bf16 autocast some terms come
+    back in bf16)."""
+    dtype = torch.float64 if any(v.dtype == torch.float64 for v in losses.values()) else torch.float32
+    return torch.stack([v.to(dtype) for v in losses.values()]).sum()
 
 
 def build_model(config: Config) -> UniCode:

@@ -226,9 +226,25 @@ class _Window:
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); without it CPU bf16 is emulated, slower
+    than float32, and some kernels (the LSTMs) are missing."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """``bf16`` autocast needs CUDA or a CPU with native bf16 (``cpu_has_native_bf16``); raise a clear error else."""
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise ValueError("precision='bf16' on the CPU needs native bf16 support (AVX512-BF16 or AMX, oneDNN); this "
+                         "CPU has none: use precision='fp32' or a CUDA device")
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"precision='bf16' autocast runs on 'cpu' or 'cuda', got device {device}")
+
+
 def _autocast(precision: str, device: torch.device):
+    """bf16 autocast on the training device (matmuls, convolutions, LSTMs in bf16; the codebook stays float32)."""
     if precision == "bf16":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -257,8 +273,7 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
     """
     tc = config.train
     device_name = tc.device
-    if tc.precision == "bf16" and not device_name.startswith("cuda"):
-        raise ValueError(f"precision='bf16' uses CUDA autocast; device is {device_name!r} (use precision='fp32')")
+    check_precision(tc.precision, torch.device(device_name))
     d = _Dist.init(device_name)
     if device_name.startswith("cuda") and d.active and ":" not in device_name:
         device_name = f"cuda:{d.local_rank}"
@@ -388,6 +403,7 @@ def train_step(model: UniCode, batch: dict, main_opt: torch.optim.Optimizer,
                club_opt: torch.optim.Optimizer | None, config: Config) -> dict[str, float]:
     """One full single-process training step (what ``pretrain`` runs per batch); returns the logged terms."""
     device = model.codebook.embedding.device
+    check_precision(config.train.precision, device)
     terms, _, _ = _train_step(model, model, _move(batch, device), main_opt, club_opt, model.club_parameters(),
                               list(model.clip_groups().values()), _Dist(), config.train, config.model.club_steps,
                               device)
@@ -414,7 +430,7 @@ def _train_step(model: UniCode, net: torch.nn.Module, batch: dict, main_opt, clu
             p.requires_grad_(False)
         with _autocast(tc.precision, device):
             mi = model.mi_terms(out)
-        loss = out.loss + torch.stack([v.float() for v in mi.values()]).sum()
+        loss = out.loss + torch.stack([v.to(out.loss.dtype) for v in mi.values()]).sum()
         terms.update({k: float(v.detach()) for k, v in mi.items()})
     else:
         loss = out.loss

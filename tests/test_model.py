@@ -277,3 +277,29 @@ def test_objective_under_bf16_autocast_keeps_the_codebook_in_float32(make_batch)
     out.loss.backward()
     grads = [p.grad for p in model.semantic.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_conv_impl_torch_computes_the_same_model(make_batch, monkeypatch):
+    """``model.conv_impl=torch`` runs every grid conv through torch's convolution: same parameters, same outputs
+    and gradients as the GEMM formulation (forced on for the narrow tiny widths here)."""
+    import cmg_lib.modalities
+    monkeypatch.setattr(cmg_lib.modalities, "GEMM_MIN_CHANNEL_PRODUCT", 0)
+    cfg = preset("tiny_av", "unicode", ["model.dropout=0.0"])
+    torch.manual_seed(0)
+    gemm = build_model(cfg).train()
+    torch_conv = build_model(cfg.override("model.conv_impl=torch")).train()
+    torch_conv.load_state_dict(gemm.state_dict())
+    assert all(m.impl == "torch" for m in torch_conv.modules() if isinstance(m, SmallMapConv))
+    batch = make_batch(cfg, batch=4)
+    outs = []
+    for model in (gemm, torch_conv):
+        torch.manual_seed(1)
+        out = model(batch)
+        out.loss.backward()
+        outs.append(out)
+    assert outs[0].terms == pytest.approx(outs[1].terms, rel=1e-4, abs=1e-6)
+    for (name, p), q in zip(gemm.named_parameters(), torch_conv.parameters()):
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5), name
+    with pytest.raises(ValueError, match="conv_impl"):
+        preset("tiny_av", "unicode", ["model.conv_impl=winograd"])
