@@ -205,7 +205,9 @@ def test_avs_segmentation_and_predictions(models, data):
     shared = run("avs", models["shared"], data, "audio", "text", **kw)
     rand = run("avs", models["random"], data, "audio", "text", **kw)
     assert shared["metrics"]["miou"] >= 90.0 and shared["metrics"]["f_score"] >= 90.0
-    assert rand["metrics"]["miou"] <= 50.0               # picks the wrong square about half the time
+    # random queries pick the wrong square about half the time: chance mIoU ~50 +- 7.5 (40 test clips, IoU ~0 or
+    # ~95 each), far below the >= 90 of shared codes
+    assert rand["metrics"]["miou"] <= 70.0
     out = avs_predictions(model=models["shared"], data=data["avs"], train_modality="audio", test_modality="text",
                           count=3, progress=False, **kw)
     assert out["frames"].shape == (3, 8, 8, 3) and out["masks"].shape == out["pred"].shape == (3, 8, 8)
@@ -313,3 +315,21 @@ def test_frozen_codes_are_cached_per_model_weights_for_named_data(world, data, m
     run_task("ave", **kw)
     assert len(calls) == 3 * n
     clear_code_cache()
+
+
+@pytest.mark.parametrize("side", [(8, 8), (7, 9)])
+def test_query_segmenter_sub_pixel_output_covers_every_pixel(side):
+    """Space-to-depth in, sub-pixel logits out: full-resolution logits for even and odd frame sides, and each output
+    pixel depends on its own input pixel (a change in one pixel changes the logits there)."""
+    from cmg_lib.downstream.heads import QuerySegmenter
+    torch.manual_seed(0)
+    head = QuerySegmenter(dim=4, in_channels=3, width=4, grid_channels=2, factor=2).eval()
+    frames, codes, grid = torch.randn(2, 3, *side), torch.randn(2, 5, 4), torch.randn(2, 2, 3, 3)
+    logits = head(frames, codes, side, grid)
+    assert logits.shape == (2, *side)
+    assert head(frames, codes, (16, 16), grid).shape == (2, 16, 16)
+    bumped = frames.clone()
+    bumped[:, :, side[0] - 1, side[1] - 1] += 5.0                 # the last pixel (padded block on odd sides)
+    assert (head(bumped, codes, side, grid) - logits)[:, side[0] - 1, side[1] - 1].abs().min() > 0
+    with pytest.raises(ValueError, match="grid"):
+        head(frames, codes, side)

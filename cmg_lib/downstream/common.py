@@ -222,7 +222,9 @@ def fit(trainable: nn.Module, loss_on: Callable[[Tensor], Tensor], n_train: int,
     last one when ``select`` is None. Returns (best epoch, 1-based; per-epoch history; the state dict at that epoch).
     """
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(trainable.parameters(), lr=settings["lr"])
+    # foreach: one multi-tensor kernel per update instead of a Python loop over parameters (the same arithmetic);
+    # heads take thousands of small steps, where the per-parameter loop cost ~10 % of an AVS run (measured)
+    optimizer = torch.optim.Adam(trainable.parameters(), lr=settings["lr"], foreach=True)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(settings["milestones"]), settings["gamma"])
     history: list[dict[str, Any]] = []
     best_epoch, best_score, best_state = 0, float("-inf"), None
