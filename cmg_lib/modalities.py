@@ -6,13 +6,13 @@ Shapes follow the batch contract (``cmg_lib/data/schema.py``): ``vector`` and ``
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModalitySpec, ModelConfig
+from .small_map_conv import GEMM_MIN_CHANNEL_PRODUCT, SmallMapConv  # noqa: F401  (re-exported)
 
 
 class TokenFrontEnd(nn.Module):
@@ -94,132 +94,6 @@ class SemanticEncoder(nn.Module):
 def _grid_padding(side: int) -> int:
     """Padding of a 3x3 conv: shrink by 2 while the input side is at least 5 (released 7 -> 5 -> 3), else keep it."""
     return 0 if side >= 5 else 1
-
-
-GEMM_MIN_CHANNEL_PRODUCT = 512 * 512   # below this Cin*Cout torch's own convolution is faster on CPU (measured)
-
-
-class SmallMapConv(nn.Module):
-    """Stride-1 ``Conv2d`` / ``ConvTranspose2d`` on channels-last maps ``(N, H, W, C)``, each as ONE large GEMM.
-
-    The grid maps are tiny (7x7 down to 3x3) and the channels wide (up to 2048). There a general convolution
-    kernel (oneDNN, NCHW or NHWC) runs 2-3x below GEMM speed on CPU, so (measured on the 2-core CPU of
-    ``anchors.md``):
-    * convolution = im2col: the k*k shifted windows of the zero-padded input are concatenated along channels,
-      ``(N, Ho, Wo, k*k*Cin) @ W (k*k*Cin, Cout)``;
-    * transposed convolution = GEMM then col2im: ``(N, H, W, Cin) @ W (Cin, k*k*Cout)``, each tap's slice added
-      into its shifted output window (no multiplication by inserted zeros).
-    Same function and default initialisation as ``nn.Conv2d`` / ``nn.ConvTranspose2d`` (uniform +-1/sqrt(fan),
-    fan = Cin*k*k, resp. Cout*k*k as torch computes it for transposed weights); the weight is stored in GEMM
-    layout ``(k, k, Cin, Cout)``, resp. ``(Cin, k, k, Cout)``, and the input needs no layout conversion (features
-    arrive as ``(B, T, H, W, C)``). Python loops run over the k*k taps only. Narrow layers (Cin*Cout below
-    ``GEMM_MIN_CHANNEL_PRODUCT``, e.g. AV-Digits' 64-128 channels) call torch's convolution on the channels-last
-    view instead, which is faster there (measured CPU time of the AV-Digits grid stack, 640 frames: 0.33 s vs 0.57 s).
-    ``impl="torch"`` (``ModelConfig.conv_impl``) uses torch's convolution for every layer: the same function and
-    parameters, for GPUs (cuDNN) and for the released-equivalent float64 timing of ``benchmarks/pretrain_step.py``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, padding: int = 0, bias: bool = True,
-                 transposed: bool = False, impl: str = "gemm"):
-        super().__init__()
-        if impl not in ("gemm", "torch"):
-            raise ValueError(f"impl must be 'gemm' or 'torch', got {impl!r}")
-        if not 0 <= padding <= kernel - 1:
-            raise ValueError(f"padding must be in [0, kernel-1] = [0, {kernel - 1}], got {padding}")
-        self.kernel, self.padding, self.transposed = kernel, padding, transposed
-        self.in_channels, self.out_channels, self.impl = in_channels, out_channels, impl
-        shape = (in_channels, kernel, kernel, out_channels) if transposed else (kernel, kernel, in_channels,
-                                                                                out_channels)
-        self.weight = nn.Parameter(torch.empty(shape))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        bound = 1.0 / math.sqrt((out_channels if transposed else in_channels) * kernel * kernel)
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
-
-    def out_size(self, size: int) -> int:
-        k, p = self.kernel, self.padding
-        return size + k - 1 - 2 * p if self.transposed else size - k + 1 + 2 * p
-
-    def forward(self, x: Tensor, constant: Tensor | None = None) -> Tensor:
-        """``x (N, H, W, C)`` -> ``(N, H', W', Cout)``. ``constant (N, Cc)``, optional: channels that are the same at
-        every position (the decoder's quantized code), placed before ``x``'s channels (``Cc + C = in_channels``).
-        A transposed GEMM layer multiplies them once per map instead of once per position (exact: every input
-        position feeds every tap); the other paths broadcast and concatenate them."""
-        n, h, w, c = x.shape
-        cc = 0 if constant is None else constant.shape[-1]
-        if cc + c != self.in_channels or (constant is not None and constant.shape != (n, cc)):
-            raise ValueError(f"expected {self.in_channels} input channels (last axis, constant channels "
-                             f"included), got x {tuple(x.shape)}"
-                             + ("" if constant is None else f" and constant {tuple(constant.shape)}"))
-        k, p = self.kernel, self.padding
-        gemm = self.impl == "gemm" and self.in_channels * self.out_channels >= GEMM_MIN_CHANNEL_PRODUCT
-        if constant is not None and not (self.transposed and gemm):
-            x = torch.cat([constant[:, None, None].expand(-1, h, w, -1), x], dim=-1)
-        if k == 1 and self.impl == "gemm":
-            out = x @ self.weight.view(self.in_channels, self.out_channels)
-        elif not gemm:
-            # narrow layers (AV-Digits): torch's convolution is faster; run it on the channels-last view
-            nchw = x.permute(0, 3, 1, 2)
-            if self.transposed:
-                out = F.conv_transpose2d(nchw, self.weight.permute(0, 3, 1, 2), padding=p)
-            else:
-                out = F.conv2d(nchw, self.weight.permute(3, 2, 0, 1), padding=p)
-            out = out.permute(0, 2, 3, 1)
-        elif not self.transposed and p == 0:
-            ho, wo = self.out_size(h), self.out_size(w)
-            cols = torch.cat([x[:, dy:dy + ho, dx:dx + wo] for dy in range(k) for dx in range(k)], dim=-1)
-            out = cols @ self.weight.view(-1, self.out_channels)
-        elif not self.transposed:
-            out = self._padded_conv_by_tap(x)
-        else:
-            w_const, w_map = self.weight.view(self.in_channels, -1).split([cc, c])   # split: no zero-filled grads
-            cols = x @ w_map
-            if constant is not None:
-                cols = cols + (constant @ w_const)[:, None, None]
-            cols = cols.view(n, h, w, k * k, self.out_channels)
-            full = cols.new_zeros(n, h + k - 1, w + k - 1, self.out_channels)
-            for tap, part in enumerate(cols.unbind(3)):          # unbind: one stack in backward, no zero fills
-                dy, dx = divmod(tap, k)
-                full[:, dy:dy + h, dx:dx + w] += part
-            out = full[:, p:full.shape[1] - p, p:full.shape[2] - p] if p else full
-        return out if self.bias is None else out + self.bias
-
-    def _padded_conv_by_tap(self, x: Tensor) -> Tensor:
-        """Zero-padded convolution as one GEMM per tap over the input window that tap really reads.
-
-        im2col of a padded map multiplies the padding zeros too: 32 of the 81 (tap, position) pairs of a 3x3 conv
-        with padding 1 on a 3x3 map (the released residual block at 2048 channels), 56 of 225 on a 5x5 map. Here
-        tap (dy, dx) adds ``x[window] @ W[dy, dx]`` into the output positions whose shifted input lies inside the
-        map, so only the 49 (resp. 169) real pairs are computed (measured: the released encoder's residual 3x3 conv
-        forward+backward 1.86 s -> 1.1 s per batch-8 step on the 2-core CPU).
-        """
-        n, h, w, _ = x.shape
-        k, p = self.kernel, self.padding
-        ho, wo = self.out_size(h), self.out_size(w)
-        windows = []                                      # (tap, output rows, output cols) with a real input
-        for dy in range(k):
-            rows = (max(0, p - dy), min(ho, h + p - dy))
-            for dx in range(k):
-                cols = (max(0, p - dx), min(wo, w + p - dx))
-                if rows[0] < rows[1] and cols[0] < cols[1]:
-                    windows.append(((dy, dx), rows, cols))
-        windows.sort(key=lambda win: win[1] != (0, ho) or win[2] != (0, wo))   # a tap covering all outputs first
-        taps = self.weight.flatten(0, 1).unbind(0)       # unbind: one stack in backward, no per-tap zero fills
-        out = None
-        for (dy, dx), (oy0, oy1), (ox0, ox1) in windows:
-            part = x[:, oy0 + dy - p:oy1 + dy - p, ox0 + dx - p:ox1 + dx - p] @ taps[dy * k + dx]
-            if out is None:
-                if (oy0, oy1, ox0, ox1) == (0, ho, 0, wo):
-                    out = part
-                    continue
-                out = x.new_zeros(n, ho, wo, self.out_channels)
-            out[:, oy0:oy1, ox0:ox1] += part
-        return out
-
-    def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel={self.kernel}, padding={self.padding}, "
-                f"transposed={self.transposed}, bias={self.bias is not None}, impl={self.impl}")
 
 
 class ResidualBlock(nn.Module):

@@ -215,8 +215,8 @@ def test_every_main_parameter_gets_a_gradient(method, make_batch):
 @pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 0), (3, 1), (3, 2)])
 @pytest.mark.parametrize("side", [3, 5])
 def test_small_map_conv_equals_torch_convolutions(transposed, kernel, padding, side, path, monkeypatch):
-    import cmg_lib.modalities
-    monkeypatch.setattr(cmg_lib.modalities, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
+    import cmg_lib.small_map_conv
+    monkeypatch.setattr(cmg_lib.small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
     torch.manual_seed(0)
     conv = SmallMapConv(6, 5, kernel, padding=padding, transposed=transposed)
     x = torch.randn(4, side, side, 6, requires_grad=True)
@@ -229,19 +229,39 @@ def test_small_map_conv_equals_torch_convolutions(transposed, kernel, padding, s
     assert out.shape[1:3] == (conv.out_size(side),) * 2 == ref.shape[2:]
     assert torch.allclose(out, ref.permute(0, 2, 3, 1), atol=1e-5)
     grad = torch.randn_like(out)
-    out.backward(grad)
-    ref.backward(grad.permute(0, 3, 1, 2))
-    assert torch.allclose(x.grad, nchw.grad.permute(0, 2, 3, 1), atol=1e-5)
+    x_grad, weight_grad = torch.autograd.grad(out, (x, conv.weight), grad)
+    ref_x_grad, ref_weight_grad = torch.autograd.grad(ref, (nchw, conv.weight), grad.permute(0, 3, 1, 2))
+    assert torch.allclose(x_grad, ref_x_grad.permute(0, 2, 3, 1), atol=1e-5)
+    assert torch.allclose(weight_grad, ref_weight_grad, atol=1e-5)        # the tap-wise backward writes every tap
     with pytest.raises(ValueError, match="6 input channels"):
         conv(torch.randn(1, 5, 5, 7))
+
+
+@pytest.mark.parametrize("transposed, padding, constant", [(False, 1, False), (True, 0, True), (True, 1, False)])
+def test_small_map_conv_tap_backward_under_bf16_autocast(transposed, padding, constant, monkeypatch):
+    """The tap-wise paths have their own backward; under bf16 autocast it runs its GEMMs in bf16 and returns
+    float32 gradients close to the float32 ones."""
+    import cmg_lib.small_map_conv
+    monkeypatch.setattr(cmg_lib.small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0)
+    torch.manual_seed(0)
+    conv = SmallMapConv(8 + (4 if constant else 0), 6, 3, padding=padding, transposed=transposed)
+    x = torch.randn(3, 5, 5, 8, requires_grad=True)
+    code = torch.randn(3, 4, requires_grad=True) if constant else None
+    inputs = (x, conv.weight) + ((code,) if constant else ())
+    ref = torch.autograd.grad(conv(x, constant=code).square().sum(), inputs)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = conv(x, constant=code)
+    grads = torch.autograd.grad(out.float().square().sum(), inputs)
+    for g, r in zip(grads, ref):
+        assert g.dtype == torch.float32 and torch.allclose(g, r, rtol=0.05, atol=0.05 * float(r.abs().max()))
 
 
 @pytest.mark.parametrize("path", ["gemm", "torch"])
 @pytest.mark.parametrize("transposed, padding", [(True, 0), (True, 1), (False, 1)])
 def test_small_map_conv_constant_channels_equal_broadcast_concatenation(transposed, padding, path, monkeypatch):
     """The decoder's code enters as constant channels; the GEMM shortcut must equal concatenating it everywhere."""
-    import cmg_lib.modalities
-    monkeypatch.setattr(cmg_lib.modalities, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
+    import cmg_lib.small_map_conv
+    monkeypatch.setattr(cmg_lib.small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
     torch.manual_seed(0)
     conv = SmallMapConv(2 + 4, 5, 3, padding=padding, transposed=transposed)
     x = torch.randn(3, 3, 3, 4, requires_grad=True)
@@ -282,8 +302,8 @@ def test_objective_under_bf16_autocast_keeps_the_codebook_in_float32(make_batch)
 def test_conv_impl_torch_computes_the_same_model(make_batch, monkeypatch):
     """``model.conv_impl=torch`` runs every grid conv through torch's convolution: same parameters, same outputs
     and gradients as the GEMM formulation (forced on for the narrow tiny widths here)."""
-    import cmg_lib.modalities
-    monkeypatch.setattr(cmg_lib.modalities, "GEMM_MIN_CHANNEL_PRODUCT", 0)
+    import cmg_lib.small_map_conv
+    monkeypatch.setattr(cmg_lib.small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0)
     cfg = preset("tiny_av", "unicode", ["model.dropout=0.0"])
     torch.manual_seed(0)
     gemm = build_model(cfg).train()
