@@ -275,8 +275,8 @@ class SharedCodebook(nn.Module):
         mix = self.ema_inputs(z)                                                         # (M, N, D)
         idx = torch.stack([indices[m].reshape(-1) for m in self.modality_names])          # (M, N)
         flat = (idx + L * torch.arange(M, device=idx.device)[:, None]).reshape(-1)
-        counts = torch.zeros(M * L, device=mix.device, dtype=mix.dtype).index_add_(0, flat, torch.ones_like(flat, dtype=mix.dtype))
-        sums = torch.zeros(M * L, D, device=mix.device, dtype=mix.dtype).index_add_(0, flat, mix.reshape(-1, D))
+        counts = mix.new_zeros(M * L).index_add_(0, flat, torch.ones_like(flat, dtype=mix.dtype))
+        sums = mix.new_zeros(M * L, D).index_add_(0, flat, mix.reshape(-1, D))
         return counts.view(M, L), sums.view(M, L, D)
 
     def _ema_update(self, z: dict[str, Tensor], indices: dict[str, Tensor]) -> None:

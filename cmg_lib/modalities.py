@@ -6,13 +6,12 @@ Shapes follow the batch contract (``cmg_lib/data/schema.py``): ``vector`` and ``
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModalitySpec, ModelConfig
-from .small_map_conv import GEMM_MIN_CHANNEL_PRODUCT, SmallMapConv  # noqa: F401  (re-exported)
+from .small_map_conv import SmallMapConv
 
 
 class TokenFrontEnd(nn.Module):
@@ -130,11 +129,10 @@ class SpecificEncoder(nn.Module):
         if spec.kind == "grid":
             h = spec.feature_shape[0]
             self.paddings = (_grid_padding(h), _grid_padding(h - 2 * (1 - _grid_padding(h))))
-            impl = conv_impl
             self.convs = nn.Sequential(
-                SmallMapConv(in_dim, s // 2, 3, padding=self.paddings[0], impl=impl), nn.ReLU(),
-                SmallMapConv(s // 2, s, 3, padding=self.paddings[1], impl=impl), nn.ReLU(),
-                SmallMapConv(s, s, 1, impl=impl), ResidualBlock(s, impl))
+                SmallMapConv(in_dim, s // 2, 3, padding=self.paddings[0], impl=conv_impl), nn.ReLU(),
+                SmallMapConv(s // 2, s, 3, padding=self.paddings[1], impl=conv_impl), nn.ReLU(),
+                SmallMapConv(s, s, 1, impl=conv_impl), ResidualBlock(s, conv_impl))
             self.club_head = (nn.Sequential(nn.Linear(s, s // 2), nn.ReLU(), nn.Linear(s // 2, spec.club_dim))
                               if club_head else None)
         else:

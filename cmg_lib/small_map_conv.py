@@ -75,8 +75,10 @@ class _PaddedTapConv(torch.autograd.Function):
         grad_out = grad_out if dtype is None else grad_out.to(dtype)
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = torch.zeros_like(x_saved) if need_x else None
-        grad_w = torch.zeros_like(weight_saved) if need_w and len(windows) < weight.shape[0] else \
-            (torch.empty_like(weight_saved) if need_w else None)
+        grad_w = None
+        if need_w:        # taps without a real window (none for the released paddings) keep a zero gradient
+            every_tap = len(windows) == weight.shape[0]
+            grad_w = torch.empty_like(weight_saved) if every_tap else torch.zeros_like(weight_saved)
         cin, cout = weight.shape[1:]
         for tap, oy0, oy1, ox0, ox1 in windows:
             dy, dx = divmod(tap, kernel)

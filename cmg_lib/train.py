@@ -234,11 +234,13 @@ def cpu_has_native_bf16() -> bool:
 
 def check_precision(precision: str, device: torch.device) -> None:
     """``bf16`` autocast needs CUDA or a CPU with native bf16 (``cpu_has_native_bf16``); raise a clear error else."""
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+    if precision != "bf16":
+        return
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"precision='bf16' autocast runs on 'cpu' or 'cuda', got device {device}")
+    if device.type == "cpu" and not cpu_has_native_bf16():
         raise ValueError("precision='bf16' on the CPU needs native bf16 support (AVX512-BF16 or AMX, oneDNN); this "
                          "CPU has none: use precision='fp32' or a CUDA device")
-    if precision == "bf16" and device.type not in ("cpu", "cuda"):
-        raise ValueError(f"precision='bf16' autocast runs on 'cpu' or 'cuda', got device {device}")
 
 
 def _autocast(precision: str, device: torch.device):

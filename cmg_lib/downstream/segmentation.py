@@ -17,7 +17,8 @@ Frames are area-downsampled to at most ``size`` pixels per side (AVS official fr
 resolution. Epoch selection on split ``val``: heldout scores it with the *training* modality's queries; released
 with the *test* modality's (``train_ta.py`` validates on audio). Released trains 1 epoch at lr 1e-4 on a pretrained
 backbone; a head from scratch needs more: default 6 epochs at 3e-3, batch 16 frames (one run on AV-Digits' default
-scale takes ~11 s on the 2-core CPU of ``anchors.md``'s kind, of which ~1.3 s are the frozen-code extraction).
+scale: ~11 s on a 2-core AVX-512 CPU, of which ~1.3 s are the frozen-code extraction; the full-resolution head
+before it took 20 s there and 45-55 s on an older 2-core machine).
 """
 from __future__ import annotations
 
