@@ -42,7 +42,7 @@ serve:
 
 bench: $(STAMP)
 	$(PY) benchmarks/pretrain_step.py --preset tiny --batch 64 --steps 5
-	$(PY) benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 2
+	$(PY) benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 5 --released-replay 1
 
 clean:
 	rm -rf _build book/executed
