@@ -27,6 +27,20 @@ def _autocast_dtype(x: Tensor) -> torch.dtype | None:
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
+def _to(dtype: torch.dtype | None, *tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The tensors cast to ``dtype`` (None: unchanged; None entries stay None)."""
+    return tuple(t if dtype is None or t is None else t.to(dtype) for t in tensors)
+
+
+def _mm_into(out: Tensor, a: Tensor, b: Tensor) -> None:
+    """``out[...] = a @ b`` written in place; through a temporary only when the GEMM runs in another dtype (bf16
+    autocast) than ``out`` (the float32 gradient)."""
+    if out.dtype == a.dtype == b.dtype:
+        torch.mm(a, b, out=out)
+    else:
+        out.copy_(a @ b)
+
+
 def tap_windows(size: tuple[int, int], kernel: int, padding: int) -> list[tuple[int, int, int, int, int]]:
     """The real (tap, output window) pairs of a zero-padded stride-1 convolution on a ``size`` map:
     ``(tap, oy0, oy1, ox0, ox1)`` per tap whose shifted window reads at least one input position (input rows
@@ -71,8 +85,7 @@ class _PaddedTapConv(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         x_saved, weight_saved = ctx.saved_tensors
         kernel, padding, windows, dtype = ctx.conv
-        x, weight = (x_saved, weight_saved) if dtype is None else (x_saved.to(dtype), weight_saved.to(dtype))
-        grad_out = grad_out if dtype is None else grad_out.to(dtype)
+        x, weight, grad_out = _to(dtype, x_saved, weight_saved, grad_out)
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = torch.zeros_like(x_saved) if need_x else None
         grad_w = None
@@ -84,10 +97,8 @@ class _PaddedTapConv(torch.autograd.Function):
             dy, dx = divmod(tap, kernel)
             rows, cols = slice(oy0 + dy - padding, oy1 + dy - padding), slice(ox0 + dx - padding, ox1 + dx - padding)
             g = grad_out[:, oy0:oy1, ox0:ox1].reshape(-1, cout)
-            if need_w and grad_w.dtype == g.dtype:
-                torch.mm(x[:, rows, cols].reshape(-1, cin).t(), g, out=grad_w[tap])
-            elif need_w:
-                grad_w[tap].copy_(x[:, rows, cols].reshape(-1, cin).t() @ g)
+            if need_w:
+                _mm_into(grad_w[tap], x[:, rows, cols].reshape(-1, cin).t(), g)
             if need_x:
                 grad_x[:, rows, cols] += (g @ weight[tap].t()).view(x.shape[0], oy1 - oy0, ox1 - ox0, cin)
         return grad_x, grad_w, None, None
@@ -120,11 +131,7 @@ class _TransposedTapConv(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         x, constant, weight_saved = ctx.saved_tensors
         k, p, dtype = ctx.conv
-        if dtype is not None:
-            x, weight, grad_out = x.to(dtype), weight_saved.to(dtype), grad_out.to(dtype)
-            constant = None if constant is None else constant.to(dtype)
-        else:
-            weight = weight_saved
+        x, constant, weight, grad_out = _to(dtype, x, constant, weight_saved, grad_out)
         n, h, w, c = x.shape
         cc, cout = weight.shape[0] - c, grad_out.shape[-1]
         full = F.pad(grad_out, (0, 0, p, p, p, p)) if p else grad_out
@@ -137,17 +144,11 @@ class _TransposedTapConv(torch.autograd.Function):
         grad_x = (grad_cols @ weight[cc:].t()).view(n, h, w, c) if need_x else None
         per_map = grad_cols.view(n, h * w, -1).sum(dim=1) if constant is not None else None
         grad_c = per_map @ weight[:cc].t() if constant is not None and need_c else None
-        grad_w = None
-        if need_w and dtype is None:
-            grad_w = torch.empty_like(weight_saved)
-            torch.mm(x.reshape(-1, c).t(), grad_cols, out=grad_w[cc:])
+        grad_w = torch.empty_like(weight_saved) if need_w else None
+        if need_w:
+            _mm_into(grad_w[cc:], x.reshape(-1, c).t(), grad_cols)
             if constant is not None:
-                torch.mm(constant.t(), per_map, out=grad_w[:cc])
-        elif need_w:
-            grad_w = torch.empty_like(weight_saved)
-            grad_w[cc:].copy_(x.reshape(-1, c).t() @ grad_cols)
-            if constant is not None:
-                grad_w[:cc].copy_(constant.t() @ per_map)
+                _mm_into(grad_w[:cc], constant.t(), per_map)
         return grad_x, grad_c, grad_w, None, None
 
 
