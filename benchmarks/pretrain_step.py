@@ -29,7 +29,8 @@ import torch
 
 from cmg_lib.config import preset
 from cmg_lib.model import build_model
-from cmg_lib.train import cpu_has_native_bf16, make_optimizers, seed_everything, train_step
+from cmg_lib.precision import cpu_has_native_bf16
+from cmg_lib.train import make_optimizers, seed_everything, train_step
 
 RELEASED_AVT_BATCH8_S = 42.6     # shared/reference/anchors.md: released AVT step, paper shapes, batch 8, float64
 

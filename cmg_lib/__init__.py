@@ -5,7 +5,8 @@ Public API (imported lazily so ``import cmg_lib`` stays fast and touches no netw
 
 * ``preset(name, method, overrides)`` / ``PRESETS`` / ``METHODS`` / ``Config``: typed configuration (config.py)
 * ``build_model(config)``: the Uni-Code model for any 2-3 modalities (model.py)
-* ``pretrain(config, dataset, ...)`` / ``load_checkpoint(path)``: pre-training loop and checkpoints (train.py)
+* ``pretrain(config, dataset, ...)``: the pre-training loop (train.py); ``load_checkpoint(path)``: checkpoints
+  (checkpoint.py)
 * ``load_dataset(data, subset, split, ...)``: embedded AV-Digits or official released features (data/)
 * ``run_task(task, ...)``: the downstream cross-modal generalisation protocols of Sec. 5 (downstream/)
 """
@@ -24,7 +25,7 @@ _LAZY = {
     "TrainConfig": "cmg_lib.config",
     "build_model": "cmg_lib.model",
     "pretrain": "cmg_lib.train",
-    "load_checkpoint": "cmg_lib.train",
+    "load_checkpoint": "cmg_lib.checkpoint",
     "load_dataset": "cmg_lib.data",
     "run_task": "cmg_lib.downstream",
 }

@@ -3,27 +3,27 @@ codes (Eq. 3 / Eq. 8), multi-modal EMA (MM-EMA, Eq. 7) and the reset of inactive
 
 One code path serves any set of 2 or 3 modalities (``cfg.modality_names``, in that order; the released AVT code
 updates audio, then video, then text). Paper-vs-released choices follow ``ModelConfig`` (defaults = released
-``Cross_VQEmbeddingEMA_AVT``, ``../shared/reference/upstream_spec.md`` section 1.5, deviations in section 3):
+``Cross_VQEmbeddingEMA_AVT``, book/differences.md rows 1-4 and its defects table):
 
-* ``ema_form``: ``"sequential"`` (released, one EMA sub-update per modality, spec 1.5 step 5) or ``"joint"``
+* ``ema_form``: ``"sequential"`` (released, one EMA sub-update per modality, book/differences.md row 2) or ``"joint"``
   (paper Eq. 7, one update per forward with the counts and volumes of all modalities).
 * ``ema_teacher``: ``"paired"`` (released: the other modality's vector at the same (sample, time)) or
   ``"cross_attention"`` (paper: ``r^b = cross-att(z^a; z^b; z^b)``).
-* ``commit_weights``: ``"released"`` (self term 2*beta, spec 1.5 step 7) or ``"paper"`` (Eq. 8).
+* ``commit_weights``: ``"released"`` (self term 2*beta, book/differences.md row 3) or ``"paper"`` (Eq. 8).
 * ``reset_rule``: ``"released"`` (reset a code no modality used for more than ``reset_window`` forwards) or
   ``"paper"`` (keep a code only if every modality chose it within the last ``reset_window`` forwards).
-* ``released_quirks``: ``ema_count`` starts at zero as released (spec 1.5 step 5, "initialisation pitfall": codes
+* ``released_quirks``: ``ema_count`` starts at zero as released (book/differences.md, defects table, "EMA counts start at 0": codes
   not chosen in the first batch jump to huge norms). The corrected default starts it at one, so an unchosen code
   keeps its initial vector (``e = ema_weight / ema_count``).
 
 The codebook never receives a gradient: all state lives in buffers (saved in ``state_dict``) and is changed only
 under ``torch.no_grad`` in training mode. Unlike the released code, usage bookkeeping and resets also run only in
-training mode (released counts inactivity in eval forwards too, spec 1.5 step 6), so evaluation leaves every buffer
+training mode (released counts inactivity in eval forwards too, book/differences.md row 4), so evaluation leaves every buffer
 untouched.
 
 Distributed data parallel: the per-code counts and vector sums are all-reduced (SUM) before the EMA update and the
-per-code usage is all-reduced (MAX) before the reset decision, through :func:`all_reduce_`, a no-op without
-``torch.distributed``; the random reset choices are broadcast from rank 0 (:func:`broadcast_`). Every rank thus
+per-code usage is all-reduced (MAX) before the reset decision, through ``distributed.all_reduce_``, a no-op without
+``torch.distributed``; the random reset choices are broadcast from rank 0 (``distributed.broadcast_``). Every rank thus
 holds the codebook that one process would compute on the concatenated batch. ``stats`` describe the local batch.
 """
 from __future__ import annotations
@@ -35,41 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed, usage
 from .config import ModelConfig
 
-__all__ = ["SharedCodebook", "CodebookOutput", "all_reduce_", "broadcast_"]
+__all__ = ["SharedCodebook", "CodebookOutput"]
 
-RESET_NOISE = 1.0 / 1024          # released re-initialisation noise U(-1/1024, 1/1024) (spec 1.5 step 6)
+RESET_NOISE = 1.0 / 1024          # released re-initialisation noise U(-1/1024, 1/1024) (book/differences.md row 4)
 RECENT_FRACTION = 3               # released: a source code must be active within 100 of the 300 window forwards
-
-_REDUCE_OPS = ("sum", "max", "min")
-
-
-def _distributed() -> bool:
-    return (torch.distributed.is_available() and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1)
-
-
-def all_reduce_(tensor: Tensor, op: str = "sum") -> Tensor:
-    """All-reduce ``tensor`` in place across processes (``op`` in sum/max/min); a no-op in a single process.
-
-    The codebook calls this module-level function for every cross-process reduction, so tests can patch it to
-    simulate several ranks."""
-    if op not in _REDUCE_OPS:
-        raise ValueError(f"all_reduce_ op must be one of {_REDUCE_OPS}, got {op!r}")
-    if _distributed():
-        reduce_op = {"sum": torch.distributed.ReduceOp.SUM, "max": torch.distributed.ReduceOp.MAX,
-                     "min": torch.distributed.ReduceOp.MIN}[op]
-        torch.distributed.all_reduce(tensor, op=reduce_op)
-    return tensor
-
-
-def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
-    """Overwrite ``tensor`` in place with rank ``src``'s copy; a no-op in a single process."""
-    if _distributed():
-        torch.distributed.broadcast(tensor, src=src)
-    return tensor
-
 
 @dataclass
 class CodebookOutput:
@@ -130,7 +102,7 @@ class SharedCodebook(nn.Module):
 
         embedding = torch.empty(L, D).uniform_(-1.0 / L, 1.0 / L)
         self.register_buffer("embedding", embedding)
-        # Released: ema_count = zeros (spec 1.5 step 5); corrected: ones, so e = ema_weight / ema_count = init.
+        # Released: ema_count = zeros (book/differences.md, defects table); corrected: ones, so e = ema_weight / ema_count = init.
         self.register_buffer("ema_count", torch.zeros(L) if self.released_quirks else torch.ones(L))
         self.register_buffer("ema_weight", embedding.clone())
         self.register_buffer("idle", torch.zeros(len(names), L, dtype=torch.long))
@@ -157,7 +129,7 @@ class SharedCodebook(nn.Module):
     def nearest(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Nearest code of each vector (Eq. 2): ``z (..., D)`` -> ``indices (...)`` long and ``codes (..., D)``.
 
-        Squared Euclidean distance ``|e|^2 + |z|^2 - 2 z.e`` through one ``addmm`` as released (spec 1.5 step 1),
+        Squared Euclidean distance ``|e|^2 + |z|^2 - 2 z.e`` through one ``addmm`` as released (book/differences.md row 2),
         in float32, without gradient; ties go to the lower index."""
         if not isinstance(z, Tensor) or not z.is_floating_point() or z.dim() < 1 or z.shape[-1] != self.dim:
             raise ValueError(f"nearest expects a float tensor (..., {self.dim}), got "
@@ -174,7 +146,7 @@ class SharedCodebook(nn.Module):
     def forward(self, z: dict[str, Tensor]) -> CodebookOutput:
         """Quantise every modality's semantic features ``z[m] (B, T, D)`` (pre-quantisation, with gradient).
 
-        Order as released (spec 1.5): (1) indices and codes of all modalities with the pre-update codebook;
+        Order as released (book/differences.md rows 1-4): (1) indices and codes of all modalities with the pre-update codebook;
         (2) commitment losses; (3) in training mode only: the EMA update, then usage bookkeeping and code reset."""
         self._check_inputs(z)
         names = self.modality_names
@@ -213,7 +185,7 @@ class SharedCodebook(nn.Module):
     def commitment_weights(self) -> tuple[float, float]:
         """(self weight, weight of each teacher term) of the commitment loss.
 
-        ``released`` (spec 1.5 step 7): self 2*beta; teachers beta/(M-1) each (AV 0.5 + 0.25, AVT 0.5 + 0.125 +
+        ``released`` (book/differences.md row 3): self 2*beta; teachers beta/(M-1) each (AV 0.5 + 0.25, AVT 0.5 + 0.125 +
         0.125 for beta = 0.25). ``paper`` (Eq. 8): self beta, teachers beta/2 in total, i.e. beta/(2(M-1)) each;
         Eq. 8 is written for two modalities and this is our generalisation to three. Without MM-EMA (baseline and
         DCID rows of Table 2) the teacher terms are absent and the self term keeps its weight."""
@@ -256,7 +228,7 @@ class SharedCodebook(nn.Module):
         """The vector each position contributes to the EMA volume, ``(M, B*T, D)`` in modality order.
 
         MM-EMA: ``0.5 z^m + 0.5 mean_n r^n`` over the other modalities n (AV 0.5/0.5, AVT 0.5/0.25/0.25 as
-        released, spec 1.5 step 5; for the joint form this is Eq. 7's ``(z + r)/2``, with r averaged over the two
+        released, book/differences.md row 2; for the joint form this is Eq. 7's ``(z + r)/2``, with r averaged over the two
         teachers for three modalities). Plain EMA (``mm_ema=False``): ``z^m`` itself."""
         names = self.modality_names
         rows = []
@@ -285,8 +257,8 @@ class SharedCodebook(nn.Module):
         ``o <- g o + (1-g) sum``; finally ``e <- o / N`` (the released code recomputes e after every sub-update,
         but only the last value is ever read)."""
         counts, sums = self.batch_statistics(z, indices)
-        all_reduce_(counts, "sum")
-        all_reduce_(sums, "sum")
+        distributed.all_reduce_(counts, "sum")
+        distributed.all_reduce_(sums, "sum")
         if self.ema_form == "joint":
             counts, sums = counts.sum(0, keepdim=True), sums.sum(0, keepdim=True)
         g, L = self.decay, self.codebook_size
@@ -304,7 +276,7 @@ class SharedCodebook(nn.Module):
     def _track_usage_and_reset(self, indices: dict[str, Tensor]) -> int:
         """Update ``idle``/``chosen`` with this forward's (all-reduced) usage, then reset inactive codes.
 
-        ``released`` rule (spec 1.5 step 6): reset a code no modality chose for more than ``reset_window``
+        ``released`` rule (book/differences.md row 4): reset a code no modality chose for more than ``reset_window``
         consecutive training forwards; the new vector is a random recently active code (chosen by some modality
         within the last ``reset_window // 3`` forwards, as released uses count < 100 for a window of 300; unlike
         released, a just-reset code does not count as active until it is really chosen) plus U(-1/1024, 1/1024)
@@ -318,7 +290,7 @@ class SharedCodebook(nn.Module):
         M, L = len(self.modality_names), self.codebook_size
         idx = torch.stack([indices[m].reshape(-1) for m in self.modality_names])
         used = torch.zeros(M, L, dtype=torch.long, device=idx.device).scatter_(1, idx, 1)
-        all_reduce_(used, "max")
+        distributed.all_reduce_(used, "max")
         used = used.bool()
         self.idle.copy_(torch.where(used, torch.zeros_like(self.idle), self.idle + 1))
         self.chosen |= used
@@ -337,8 +309,8 @@ class SharedCodebook(nn.Module):
         pick = torch.randint(n_sources, (n_reset,), generator=self._generator).to(self.embedding.device)
         noise = torch.rand(n_reset, self.dim, generator=self._generator).to(self.embedding.device)
         noise = (2.0 * noise - 1.0) * RESET_NOISE
-        broadcast_(pick)
-        broadcast_(noise)
+        distributed.broadcast_(pick)
+        distributed.broadcast_(noise)
         new = self.embedding[sources[pick]] + noise
         self.embedding[reset] = new
         self.idle[:, reset] = 0
@@ -356,27 +328,21 @@ class SharedCodebook(nn.Module):
         ``perplexity/<m>`` = exp(entropy of m's code histogram); ``active_codes`` = codes used by any modality;
         ``codes_used_by_all`` = by every modality; ``shared_fraction`` = their ratio; ``mode_agreement`` = samples
         whose per-sample mode code over T (lowest index on ties) is the same for all modalities (released
-        ``equal_num``, spec 1.5 step 4)."""
+        ``equal_num``, book/differences.md row 4)."""
         if not indices:
             raise ValueError("health needs at least one modality's indices")
         names = list(indices)
         shapes = {m: tuple(indices[m].shape) for m in names}
         if len(set(shapes.values())) != 1 or len(shapes[names[0]]) != 2:
             raise ValueError(f"health expects (B, T) indices of one shape for every modality, got {shapes}")
-        L = self.codebook_size
         idx = torch.stack([indices[m] for m in names]).long()                              # (M, B, T)
-        M, B, T = idx.shape
-        flat = idx.reshape(M, -1)
-        counts = torch.zeros(M, L, device=idx.device).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float))
-        p = counts / flat.shape[1]
-        perplexity = torch.exp(-torch.special.xlogy(p, p).sum(1))
+        counts = usage.histograms(idx, self.codebook_size)
         used = counts > 0
-        active, by_all = used.any(0).sum(), used.all(0).sum()
-        per_sample = torch.zeros(M, B, L, device=idx.device).scatter_add_(2, idx, torch.ones_like(idx, dtype=torch.float))
-        mode = per_sample.argmax(-1)                                                       # (M, B)
-        agreement = (mode == mode[:1]).all(0).sum()
-        values = torch.cat([perplexity, torch.stack([active, by_all]).float(),
-                            (by_all / active.clamp_min(1)).float()[None], agreement.float()[None]]).tolist()
+        active, by_all = int(used.any(0).sum()), int(used.all(0).sum())
+        agreement, _ = usage.mode_agreement(idx, self.codebook_size)
+        M = len(names)
+        values = usage.perplexity(counts).tolist() + [float(active), float(by_all), usage.shared_fraction(counts),
+                                                      float(agreement)]
         out = {f"perplexity/{m}": values[i] for i, m in enumerate(names)}
         out.update(active_codes=values[M], codes_used_by_all=values[M + 1], shared_fraction=values[M + 2],
                    mode_agreement=values[M + 3])

@@ -3,7 +3,7 @@
 The field names use the paper's words (``beta``, ``ema_decay``, ``codebook_size``, ``reset_window``) and the
 Table 2/3 switch names (``club``, ``cross_cpc``, ``mm_ema``, ``reset_code``, ``cmcm``). Where the paper and the
 authors' released code disagree, a string field selects the behaviour; the default is the released code's
-(``../shared/reference/upstream_spec.md`` section 3), and each choice is documented where it is implemented.
+(book/differences.md), and each choice is documented where it is implemented.
 
 A config round-trips through plain dicts (``to_dict`` / ``from_dict``) so checkpoints and results store it as JSON.
 """
@@ -51,7 +51,7 @@ class ModalitySpec:
 
 @dataclass
 class ModelConfig:
-    """Architecture, codebook and objective switches (paper Sec. 4; released defaults in upstream_spec section 1)."""
+    """Architecture, codebook and objective switches (paper Sec. 4; released defaults in book/differences.md rows 1-9)."""
 
     modalities: tuple[ModalitySpec, ...] = ()
     segments: int = 10                 # T: 1-s segments (text: token slots)
@@ -124,7 +124,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation (released pretrain.py / pretrain.sh, upstream_spec section 2.3)."""
+    """Optimisation (released pretrain.py / pretrain.sh, book/differences.md)."""
 
     lr: float = 4e-4
     milestones: tuple[int, ...] = (10, 20, 30)   # epochs; MultiStepLR gamma below
@@ -289,6 +289,26 @@ METHODS: dict[str, dict[str, Any]] = {
     "dcid+cmcm": {**_OFF, **_DCID, "cmcm": True},
     "unicode": dict(club=True, cross_cpc=True, mm_ema=True, reset_code=True, cmcm=True, alignment="none"),
 }
+
+
+# Ablation rows of Tables 2 and 3 (paper Sec. 5.4): switches turned off on top of the full Uni-Code method.
+ABLATIONS: dict[str, dict[str, bool]] = {
+    "w/o CLUB": {"club": False},
+    "w/o Cross-CPC": {"cross_cpc": False},
+    "w/o DCID": {"club": False, "cross_cpc": False},
+    "w/o MM-EMA": {"mm_ema": False},
+    "w/o reset": {"reset_code": False},
+    "w/o CMCM": {"cmcm": False},
+    "w/o MM-EMA, reset": {"mm_ema": False, "reset_code": False},
+    "full": {},
+}
+
+
+def ablation_overrides(name: str) -> list[str]:
+    """``key=value`` overrides (for ``preset(..., method="unicode", overrides=...)``) of one ablation row."""
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; expected one of {list(ABLATIONS)}")
+    return [f"model.{k}={str(v).lower()}" for k, v in ABLATIONS[name].items()]
 
 
 def _paper(names: tuple[str, ...]) -> Config:

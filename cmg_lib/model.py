@@ -1,7 +1,7 @@
 """The Uni-Code model (paper Sec. 4, Fig. 2) for any 2-3 modalities: per-modality Phi / Psi / D networks, the shared
 EMA codebook, DCID (CLUB + Cross-CPC), CMCM and, for the compared methods of Table 1, an extra alignment objective.
 
-Main objective (released ``pretrain.py:525``, upstream_spec 2.1; all weights 1):
+Main objective (released ``pretrain.py:525``, book/differences.md rows 3, 6 and 7; all weights 1):
     L = sum_m recon_m + sum_m commit_m + sum_m mi_m (CLUB, Eq. 5) + cpc (Eq. 6) + cmcm (+ alignment_weight * align)
 where commit_m already carries the released 2*beta / beta/2 factors and cmcm the 0.5 factor (both inside their
 modules). Each Table 2/3 switch removes its term and, for ``club`` / ``cross_cpc``, the networks behind it.
@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from .codebook import SharedCodebook
+from .distributed import gather_rows
 from .config import KNOWN_MODALITIES, Config
 from .modalities import Decoder, build_modality
 from .objectives import AlignmentContext, ClubEstimator, CrossCPC, build_alignment
@@ -157,7 +157,7 @@ class UniCode(nn.Module):
         z = {m: self.semantic[m](feats[m]) for m in self.modalities}
         specific = {m: self.specific[m](feats[m]) for m in self.modalities}        # (specific, club_feature)
         # The released quantizer computes CMCM with the codebook as it was BEFORE this forward's EMA update
-        # (upstream_spec 1.5 steps 1-3): CMCM is evaluated first (cmcm_loss keeps its own copy of the codes), and the
+        # (book/differences.md rows 2 and 7): CMCM is evaluated first (cmcm_loss keeps its own copy of the codes), and the
         # compared methods get a snapshot taken before the update.
         gather = gather_rows if self.global_batch else _identity
         z_all = {m: gather(v) for m, v in z.items()}                # all ranks' rows for the contrastive terms
@@ -219,7 +219,7 @@ class UniCode(nn.Module):
         return [p for p in self.parameters() if id(p) not in club]
 
     def clip_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Main parameters grouped as the released per-module ``clip_grad_norm_`` calls (upstream_spec 2.2):
+        """Main parameters grouped as the released per-module ``clip_grad_norm_`` calls (book/differences.md row 6):
         text BiLSTM, Encoder (all Phi and Psi), Decoder, CPC, and the alignment method's own parameters."""
         groups = {"text_front_end": list(self.front_ends.parameters()),
                   "encoder": list(self.semantic.parameters()) + list(self.specific.parameters()),
@@ -231,24 +231,6 @@ class UniCode(nn.Module):
 
 def _identity(x: Tensor) -> Tensor:
     return x
-
-
-def gather_rows(x: Tensor) -> Tensor:
-    """Rows of ``x`` from every rank, concatenated in rank order (identity without an initialised process group).
-
-    Differentiable: ``torch.distributed.nn.functional.all_gather`` sums the gradients of every rank's copy of the
-    global loss into each rank's own rows in backward, i.e. ``world`` times the single-process gradient, which
-    DDP's averaging over ``world`` ranks turns back into exactly the single-process gradient. Integer tensors (code
-    indices) are gathered without autograd. Needs equal row counts on every rank (``pretrain`` drops last batches).
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    if x.requires_grad:
-        import torch.distributed.nn.functional as dist_fn
-        return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
 
 
 def _total(losses: dict[str, Tensor]) -> Tensor:

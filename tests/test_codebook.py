@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-import cmg_lib.codebook as codebook_module
+from cmg_lib import distributed
 from cmg_lib.codebook import SharedCodebook
 from cmg_lib.config import AVDIGITS_MODALITIES, ModelConfig
 
@@ -292,7 +292,7 @@ def test_generator_state_round_trips_through_state_dict():
 @pytest.mark.parametrize("form", ["sequential", "joint"])
 @pytest.mark.parametrize("teacher", ["paired", "cross_attention"])
 def test_two_half_batches_with_all_reduced_statistics_equal_the_full_batch(monkeypatch, form, teacher):
-    """Simulate two data-parallel ranks by patching all_reduce_: pass 1 records each rank's local tensors, pass 2
+    """Simulate two data-parallel ranks by patching distributed.all_reduce_: pass 1 records each rank's local tensors, pass 2
     replays the reductions. Local statistics depend only on the pre-update codebook, so this is exact."""
     torch.manual_seed(3)
     names = ("audio", "video", "text")
@@ -304,7 +304,7 @@ def test_two_half_batches_with_all_reduced_statistics_equal_the_full_batch(monke
 
     records = [[], []]
     for rank in (0, 1):
-        monkeypatch.setattr(codebook_module, "all_reduce_",
+        monkeypatch.setattr(distributed, "all_reduce_",
                             lambda x, op="sum", r=rank: records[r].append((x.clone(), op)) or x)
         copy.deepcopy(ranks[rank])(halves[rank])
     combine = {"sum": torch.add, "max": torch.maximum, "min": torch.minimum}
@@ -314,7 +314,7 @@ def test_two_half_batches_with_all_reduced_statistics_equal_the_full_batch(monke
         def replay(x, op="sum"):
             i = next(calls)
             return x.copy_(combine[op](records[0][i][0], records[1][i][0]))
-        monkeypatch.setattr(codebook_module, "all_reduce_", replay)
+        monkeypatch.setattr(distributed, "all_reduce_", replay)
         ranks[rank](halves[rank])
     assert [op for _, op in records[0]] == ["sum", "sum", "max"]
     for rank in ranks:

@@ -1,4 +1,4 @@
-"""Shared data plumbing: cache dir, atomic writes, array hashing, the array-backed Dataset, collate, dispatch."""
+"""Shared data plumbing: array hashing, the array-backed Dataset, collate, dispatch."""
 from __future__ import annotations
 
 import json
@@ -10,42 +10,6 @@ import pytest
 import torch
 
 from cmg_lib.data import as_tensors, collate, common, load_dataset
-
-
-def test_cache_root_precedence(monkeypatch, tmp_path):
-    monkeypatch.setenv("CMG_CACHE", str(tmp_path / "env"))
-    assert common.cache_root(tmp_path / "arg") == tmp_path / "arg"
-    assert common.cache_root() == tmp_path / "env"
-    monkeypatch.delenv("CMG_CACHE")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert common.cache_root() == tmp_path / "home" / ".cache" / "cmg"
-
-
-def test_atomic_directory_commits_on_success(tmp_path):
-    final = tmp_path / "out"
-    with common.atomic_directory(final) as tmp:
-        (tmp / "a.txt").write_text("x")
-        assert not final.exists()
-    assert (final / "a.txt").read_text() == "x"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-
-
-def test_atomic_directory_leaves_nothing_after_a_crash(tmp_path):
-    final = tmp_path / "out"
-    with pytest.raises(RuntimeError, match="boom"):
-        with common.atomic_directory(final) as tmp:
-            (tmp / "half.bin").write_bytes(b"123")
-            raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_write_json_atomic_keeps_old_file_on_failure(tmp_path):
-    path = tmp_path / "m.json"
-    common.write_json_atomic(path, {"a": 1})
-    with pytest.raises(TypeError):
-        common.write_json_atomic(path, {"a": object()})
-    assert json.loads(path.read_text()) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
 def test_hash_arrays_is_content_and_order_sensitive_only_where_it_should_be():

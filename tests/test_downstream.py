@@ -17,8 +17,8 @@ torch.set_num_threads(1)          # tiny tensors: threads only add contention on
 from torch.utils.data import Dataset
 
 from cmg_lib.config import Config, ModalitySpec, ModelConfig
-from cmg_lib.downstream import TASKS, avs_predictions, read_results, results_table, run_task
-from cmg_lib.downstream.cli import format_metrics, register
+from cmg_lib.downstream import TASKS, avs_predictions, read_results, run_task, runs_frame
+from cmg_lib.cli import build_parser, format_metrics
 
 D, C, T, L = 16, 8, 10, 48
 SHAPES = {"audio": (16,), "video": (2, 2, 4), "text": (16,)}
@@ -266,7 +266,7 @@ def test_determinism_and_results_file(models, data, tmp_path):
     records = read_results(path)
     assert len(records) == 2 and records[0]["metrics"] == a["metrics"] and records[1]["seed"] == 5
     assert records[0]["pretrain"]["preset"] == "fake" and records[0]["pretrain_key"] == models["random"].config.key()
-    table = results_table(path)
+    table = runs_frame(path)
     assert list(table["task"]) == ["avvp", "avvp"] and {"precision", "recall", "f1", "accuracy"} <= set(table)
     with open(path, "a") as handle:
         handle.write('{"task": "ave", "metri\n')
@@ -276,15 +276,12 @@ def test_determinism_and_results_file(models, data, tmp_path):
 
 def test_cli_runs_a_checkpoint_through_load_checkpoint(models, data, monkeypatch, capsys, tmp_path):
     import argparse
-    fake_train = types.ModuleType("cmg_lib.train")
-    fake_train.load_checkpoint = lambda path: models["shared"]
-    monkeypatch.setitem(sys.modules, "cmg_lib.train", fake_train)
+    monkeypatch.setattr("cmg_lib.downstream.tasks.load_checkpoint", lambda path: models["shared"])
     monkeypatch.setattr("cmg_lib.downstream.common.load_split",
                         lambda ctx, subset, split: data[subset][split], raising=True)
     import cmg_lib.downstream.classification as classification
     monkeypatch.setattr(classification, "load_split", lambda ctx, subset, split: data[subset][split])
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     results = tmp_path / "r.jsonl"
     args = parser.parse_args(["downstream", "ave", "--ckpt", "x.pt", "--epochs", "4", "--opt", "lr=0.01",
                               "--opt", "batch_size=16", "--results", str(results), "--no-progress"])

@@ -185,8 +185,8 @@ def test_paper_tables_and_side_by_side():
 
 def test_budget_and_ablations():
     smoke, default = budget("smoke"), budget("default")
-    assert len(smoke["seeds"]) == 1 and smoke["pretrain_steps"] < default["pretrain_steps"]
-    assert set(default["methods"]) >= {"baseline", "cmcm", "dcid+cmcm", "unicode"}
+    assert len(smoke.seeds) == 1 and smoke.pretrain_steps < default.pretrain_steps
+    assert set(default.methods) >= {"baseline", "cmcm", "dcid+cmcm", "unicode"}
     with pytest.raises(ValueError, match="smoke"):
         budget("huge")
     cfg = preset("tiny_av", "unicode", overrides=ablation_overrides("w/o DCID"))
@@ -194,9 +194,9 @@ def test_budget_and_ablations():
     assert ablation_overrides("full") == []
     assert direction_label("audio", "video") == "A→V"
     grid = table1_grid("default")
-    assert [m for size, m in grid if size == "24k"] == default["methods"]           # every method at the main size
-    assert sorted(m for size, m in grid if size == "81k") == sorted(default["size_sweep_methods"])
-    assert len(table1_grid("full")) == 3 * len(budget("full")["methods"])
+    assert [m for size, m in grid if size == "24k"] == list(default.methods)          # every method at the main size
+    assert sorted(m for size, m in grid if size == "81k") == sorted(default.size_sweep_methods)
+    assert len(table1_grid("full")) == 3 * len(budget("full").methods)
     book = experiment_config("tiny_av", "unicode", scale="default")
     assert book.train.snapshot_steps == (20, 60) and not book.train.epoch_ckpts     # 200 = final.pt itself
 
@@ -255,7 +255,7 @@ def test_code_usage_counts_per_class():
 def test_avs_overlays_share_the_cached_head_run_with_the_table(cfg, tmp_path, monkeypatch):
     import numpy as np
 
-    import cmg_lib.downstream.tasks as tasks
+    import cmg_lib.experiments.evals as evals
     calls = []
 
     def fake_predictions(ckpt=None, count=4, progress=True, **kwargs):
@@ -265,17 +265,17 @@ def test_avs_overlays_share_the_cached_head_run_with_the_table(cfg, tmp_path, mo
                 "pred": np.ones((n, 4, 4), bool), "index": np.arange(n),
                 "result": {"task": "avs", "metrics": {"miou": 50.0, "f_score": 60.0}}}
 
-    monkeypatch.setattr(tasks, "avs_predictions", fake_predictions)
+    monkeypatch.setattr(evals, "avs_predictions", fake_predictions)
     ckpt = pretrained(cfg, "avdigits", steps=5, cache_dir=tmp_path, trainer=CountingTrainer(), dataset=[])
     from cmg_lib.experiments import avs_overlays
     args = dict(train_modality="text", test_modality="audio", seed=0, scale="smoke", cache_dir=tmp_path, count=3)
     first = avs_overlays(ckpt, **args)
-    assert len(calls) == 1 and calls[0]["epochs"] == budget("smoke")["avs_epochs"]
+    assert len(calls) == 1 and calls[0]["epochs"] == budget("smoke").avs_epochs
     assert first["pred"].shape == (3, 4, 4) and first["result"]["metrics"]["miou"] == 50.0
     again = avs_overlays(ckpt, **args)
     assert len(calls) == 1 and np.array_equal(again["prob"], first["prob"])
     # the table's evaluate() of the same run finds the record: no second head training
     table = downstream("avs", ckpt, train_modality="text", test_modality="audio", seed=0, cache_dir=tmp_path,
                        runner=lambda *a, **k: pytest.fail("trained again"), scale="smoke",
-                       epochs=budget("smoke")["avs_epochs"])
+                       epochs=budget("smoke").avs_epochs)
     assert table["cache_key"] == first["result"]["cache_key"]

@@ -8,7 +8,9 @@ import torch
 from cmg_lib.config import METHODS, PRESETS, preset
 import torch.nn.functional as F
 
-from cmg_lib.modalities import GridAttentionPool, SmallMapConv, SpecificEncoder
+import cmg_lib.layers.small_map_conv as small_map_conv
+from cmg_lib.layers import SmallMapConv
+from cmg_lib.modalities import GridAttentionPool, SpecificEncoder
 from cmg_lib.model import UniCode, build_model
 
 TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
@@ -215,8 +217,7 @@ def test_every_main_parameter_gets_a_gradient(method, make_batch):
 @pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 0), (3, 1), (3, 2)])
 @pytest.mark.parametrize("side", [3, 5])
 def test_small_map_conv_equals_torch_convolutions(transposed, kernel, padding, side, path, monkeypatch):
-    import cmg_lib.small_map_conv
-    monkeypatch.setattr(cmg_lib.small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
+    monkeypatch.setattr(small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
     torch.manual_seed(0)
     conv = SmallMapConv(6, 5, kernel, padding=padding, transposed=transposed)
     x = torch.randn(4, side, side, 6, requires_grad=True)
@@ -241,8 +242,7 @@ def test_small_map_conv_equals_torch_convolutions(transposed, kernel, padding, s
 def test_small_map_conv_tap_backward_under_bf16_autocast(transposed, padding, constant, monkeypatch):
     """The tap-wise paths have their own backward; under bf16 autocast it runs its GEMMs in bf16 and returns
     float32 gradients close to the float32 ones."""
-    import cmg_lib.small_map_conv
-    monkeypatch.setattr(cmg_lib.small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0)
+    monkeypatch.setattr(small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0)
     torch.manual_seed(0)
     conv = SmallMapConv(8 + (4 if constant else 0), 6, 3, padding=padding, transposed=transposed)
     x = torch.randn(3, 5, 5, 8, requires_grad=True)
@@ -260,8 +260,7 @@ def test_small_map_conv_tap_backward_under_bf16_autocast(transposed, padding, co
 @pytest.mark.parametrize("transposed, padding", [(True, 0), (True, 1), (False, 1)])
 def test_small_map_conv_constant_channels_equal_broadcast_concatenation(transposed, padding, path, monkeypatch):
     """The decoder's code enters as constant channels; the GEMM shortcut must equal concatenating it everywhere."""
-    import cmg_lib.small_map_conv
-    monkeypatch.setattr(cmg_lib.small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
+    monkeypatch.setattr(small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0 if path == "gemm" else 10 ** 9)
     torch.manual_seed(0)
     conv = SmallMapConv(2 + 4, 5, 3, padding=padding, transposed=transposed)
     x = torch.randn(3, 3, 3, 4, requires_grad=True)
@@ -302,8 +301,7 @@ def test_objective_under_bf16_autocast_keeps_the_codebook_in_float32(make_batch)
 def test_conv_impl_torch_computes_the_same_model(make_batch, monkeypatch):
     """``model.conv_impl=torch`` runs every grid conv through torch's convolution: same parameters, same outputs
     and gradients as the GEMM formulation (forced on for the narrow tiny widths here)."""
-    import cmg_lib.small_map_conv
-    monkeypatch.setattr(cmg_lib.small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0)
+    monkeypatch.setattr(small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0)
     cfg = preset("tiny_av", "unicode", ["model.dropout=0.0"])
     torch.manual_seed(0)
     gemm = build_model(cfg).train()

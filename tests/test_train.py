@@ -4,10 +4,12 @@ import os
 import pytest
 import torch
 
-import cmg_lib.data
+import cmg_lib.cli
+import cmg_lib.precision
 from cmg_lib.config import PRESETS, preset
 from cmg_lib.model import build_model
-from cmg_lib.train import EpochSampler, load_checkpoint, pretrain, read_checkpoint
+from cmg_lib.checkpoint import load_checkpoint, read_checkpoint, snapshot_name
+from cmg_lib.train import EpochSampler, pretrain
 
 TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
 
@@ -109,8 +111,7 @@ def test_failed_save_leaves_no_partial_file(tmp_path, make_dataset, monkeypatch)
 
 
 def test_bad_settings_raise(make_dataset, monkeypatch):
-    import cmg_lib.train
-    monkeypatch.setattr(cmg_lib.train, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(cmg_lib.precision, "cpu_has_native_bf16", lambda: False)
     cfg = _tiny("tiny_av", "train.precision=bf16")
     with pytest.raises(ValueError, match="native bf16"):
         pretrain(cfg, make_dataset(cfg, n=4), steps=1, progress=False)
@@ -135,11 +136,7 @@ def test_epoch_sampler_shards_one_permutation():
 
 
 def test_cli_pretrain_writes_a_checkpoint(tmp_path, make_dataset, monkeypatch, capsys):
-    import argparse
-
-    from cmg_lib.train import register
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
+    parser = cmg_lib.cli.build_parser()
 
     def main(argv):
         args = parser.parse_args(argv)
@@ -151,7 +148,7 @@ def test_cli_pretrain_writes_a_checkpoint(tmp_path, make_dataset, monkeypatch, c
         calls.update(data=data, subset=subset, split=split, scale=scale)
         return make_dataset(preset("tiny_av"), n=8)
 
-    monkeypatch.setattr(cmg_lib.data, "load_dataset", fake_load, raising=False)
+    monkeypatch.setattr(cmg_lib.cli, "load_dataset", fake_load)
     rc = main(["pretrain", "--preset", "tiny_av", "--method", "dcid+cmcm", "--out", str(tmp_path), "--steps", "2",
                "--seed", "5", "--set", "train.batch_size=4", "--scale", "smoke", "--pretrain-size", "24k"])
     assert rc == 0
@@ -163,7 +160,6 @@ def test_cli_pretrain_writes_a_checkpoint(tmp_path, make_dataset, monkeypatch, c
 
 def test_snapshot_steps_without_epoch_checkpoints_equal_shorter_runs(tmp_path, make_dataset):
     """What the book's explorer relies on: the snapshot at step s of a longer run IS an s-step run."""
-    from cmg_lib.train import load_checkpoint, snapshot_name
     cfg = _tiny("tiny", "train.snapshot_steps=[2,3]", "train.epoch_ckpts=false")
     data = make_dataset(cfg, n=12)
     pretrain(cfg, data, out_dir=tmp_path / "long", steps=5, progress=False)
@@ -179,7 +175,7 @@ def test_bf16_autocast_training_on_cpu(make_dataset, monkeypatch):
     CLUB estimators, trained between the forward and the mi terms outside autocast, get float32 inputs, every
     logged term is finite and near the float32 run's, and the codebook stays float32."""
     import cmg_lib.train
-    monkeypatch.setattr(cmg_lib.train, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(cmg_lib.precision, "cpu_has_native_bf16", lambda: True)
     cfg = _tiny("tiny_av", "model.dropout=0.0")
     data = make_dataset(cfg, n=8)
     ref, ref_history = pretrain(cfg, data, steps=2, progress=False)

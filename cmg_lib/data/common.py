@@ -1,4 +1,5 @@
-"""Shared data plumbing: the Dataset over dicts of arrays, collate, whole-split tensors, cache dir, atomic writes.
+"""Shared data plumbing: the Dataset over dicts of arrays, collate, whole-split tensors, array hashing (the cache
+folder and atomic writes are ``cmg_lib.storage``'s).
 
 Items follow the batch contract of ``schema.py``: ``dict[str, Tensor]``, floats as float32, integer labels as int64.
 A dataset is backed by a ``gather(rows) -> dict[str, ndarray]`` function that materialises any set of rows at once
@@ -6,62 +7,12 @@ A dataset is backed by a ``gather(rows) -> dict[str, ndarray]`` function that ma
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: ``cache_dir`` if given, else env ``CMG_CACHE``, else ``~/.cache/cmg``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("CMG_CACHE") or Path.home() / ".cache" / "cmg").expanduser()
-
-
-@contextlib.contextmanager
-def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temp folder beside ``final``; rename it to ``final`` on success, delete it on any error.
-
-    A crash inside the block therefore leaves neither ``final`` nor a half-written folder under its name. If
-    ``final`` appeared meanwhile (a concurrent builder), the new copy is discarded and the existing one kept.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON to a temp file in the same folder, then ``os.replace`` it onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def hash_arrays(arrays: Mapping[str, np.ndarray], digest=None):

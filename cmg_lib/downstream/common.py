@@ -4,7 +4,7 @@ and the two evaluation protocols.
 Frozen encoder (paper Sec. 4.4). The codes of each needed split are computed ONCE, in eval mode, without gradients,
 in batches; only the head is trained, on those in-memory codes. The released scripts instead put the frozen encoder
 in *train* mode while training the head, so its transformer dropout (p = 0.1) makes the training codes stochastic
-(upstream_spec 4.0, upstream_formats 5.6). That cannot be reproduced with precomputed codes and is skipped under both
+(book/differences.md row 12). That cannot be reproduced with precomputed codes and is skipped under both
 protocols.
 
 Protocols (``PROTOCOLS``):
@@ -28,6 +28,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
+
+from ..data import load_dataset
+from .metrics import clip_labels_from_segments
 
 from ..data.schema import segment_key
 
@@ -101,7 +104,6 @@ def load_split(ctx: Context, subset: str, split: str) -> Dataset:
             raise ValueError(f"the data mapping has no split {split!r} of subset {subset!r}; "
                              f"expected a key {split!r} or {subset + '/' + split!r}, got {sorted(ctx.data)}")
     else:
-        from ..data import load_dataset
         kwargs = {"scale": ctx.scale}
         if ctx.data_seed is not None:
             kwargs["seed"] = ctx.data_seed
@@ -182,7 +184,6 @@ def _extract(ctx: Context, dataset: Dataset, code_modalities: tuple[str, ...], k
 
 def clip_targets(store: dict[str, Tensor], modality: str) -> Tensor:
     """Clip class ids: the ``label`` key when present, else derived from the segment labels as released."""
-    from .metrics import clip_labels_from_segments
     if "label" in store:
         return store["label"].long()
     return clip_labels_from_segments(store[segment_key(modality)])

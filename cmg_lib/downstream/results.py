@@ -1,19 +1,27 @@
-"""Downstream results as JSON lines: one object per run, appended atomically; read back into records or a table.
+"""Downstream result records: their direction label, and the JSON-lines log that ``run_task(results_path=...)``
+and ``python -m cmg_lib downstream --results`` append to.
 
-``append_result`` dumps the whole record first, then writes the line with ONE ``os.write`` on an ``O_APPEND`` file
-descriptor (and fsyncs), so concurrent writers never interleave and a crash never leaves half a line behind.
-Non-finite floats are stored as ``null`` so every line is strict JSON.
+``append_result`` serialises the whole record first, then appends it as one line (``storage.append_line``: one
+``os.write`` on an ``O_APPEND`` descriptor), so concurrent writers never interleave and a crash never leaves half a
+line behind. Non-finite floats are stored as ``null`` so every line is strict JSON. (The notebooks' run-once cache
+of records is ``cmg_lib.experiments.evals``; ``cmg_lib.experiments.tables`` aggregates records over seeds.)
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-from pathlib import Path
 from typing import Any, Iterable
+
+from ..storage import append_line
 
 TABLE_COLUMNS = ("task", "direction", "train_modality", "test_modality", "protocol", "seed", "method", "preset",
                  "pretrain_key", "best_epoch", "n_train", "n_test", "wall_time_s")
+
+
+def direction_label(train_modality: str, test_modality: str) -> str:
+    """The paper's column name: ``V→A`` = head trained on video codes, evaluated on audio codes."""
+    return f"{train_modality[0].upper()}→{test_modality[0].upper()}"
 
 
 def _finite(value: Any) -> Any:
@@ -30,17 +38,7 @@ def append_result(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append ``record`` as one JSON line to ``path`` (parent folders are created)."""
     if not isinstance(record, dict):
         raise ValueError(f"a result record must be a dict, got {type(record).__name__}")
-    line = (json.dumps(_finite(record), allow_nan=False, sort_keys=True) + "\n").encode("utf-8")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        written = os.write(fd, line)
-        if written != len(line):
-            raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, json.dumps(_finite(record), allow_nan=False, sort_keys=True))
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -60,8 +58,9 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def results_table(source: str | os.PathLike | Iterable[dict[str, Any]]):
-    """A pandas DataFrame, one row per run: the bookkeeping columns of ``TABLE_COLUMNS`` then one column per metric."""
+def runs_frame(source: str | os.PathLike | Iterable[dict[str, Any]]):
+    """A pandas DataFrame, one row per run: the bookkeeping columns of ``TABLE_COLUMNS`` then one column per metric
+    (``cmg_lib.experiments.results_table`` aggregates over seeds instead)."""
     import pandas as pd
     records = read_results(source) if isinstance(source, (str, os.PathLike)) else list(source)
     rows = []

@@ -1,7 +1,7 @@
 """Cross-modal query-based segmentation, AVS-S4 (paper Sec. 5.1, Table 4, Fig. 5): task ``avs``.
 
 A2T = train with audio queries, test with text queries; T2A the reverse. The released code plugs the codes into
-AVSBench's PVT-v2-b5 model (ImageNet weights, TPAVI blocks; upstream_spec 4.5). Without those weights this module
+AVSBench's PVT-v2-b5 model (ImageNet weights, TPAVI blocks; book/differences.md row 12). Without those weights this module
 trains a small ``QuerySegmenter`` (heads.py) from scratch: the pooled frozen codes of the query modulate (FiLM) and
 score (dot product) coarse visual features computed from the frames plus, where the split has one, the frozen
 visual feature grid of each frame (``video`` ``(F, h, w, G)``, option ``use_grid``) -- the stand-in for the
@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from .common import Context, TaskOutcome, check_modalities, extract, fit, load_split, percent, resolve_settings
 from .heads import QuerySegmenter
@@ -156,7 +156,6 @@ def run_avs(ctx: Context, train_modality: str, test_modality: str, epochs: int |
 def predict_masks(ctx: Context, head: QuerySegmenter, dataset: Dataset, modality: str, indices: list[int],
                   size: int, use_grid: bool) -> dict[str, Tensor]:
     """Frames, masks and predicted masks of the first annotated frame of the clips ``indices`` (for Fig. 5)."""
-    from torch.utils.data import Subset
     store = avs_store(ctx, Subset(dataset, indices), (modality,), "avs predictions", size, use_grid)
     head.eval()
     with torch.no_grad():

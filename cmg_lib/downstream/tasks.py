@@ -14,16 +14,18 @@ from typing import Any
 
 import torch
 
+from .. import __version__
+from ..checkpoint import load_checkpoint
 from .classification import run_ave, run_ucf_vgg
+from . import common
 from .common import PROTOCOLS, Context
 from .localisation import run_ave_avvp, run_avvp
-from .results import append_result
+from .results import append_result, direction_label
 from .retrieval import run_retrieval
 from .segmentation import AVS_DEFAULTS, predict_masks, run_avs
 
 TASKS = {"ave": run_ave, "avvp": run_avvp, "ave_avvp": run_ave_avvp, "ucf_vgg": run_ucf_vgg, "avs": run_avs,
          "retrieval": run_retrieval}
-ARROW = {"audio": "A", "video": "V", "text": "T"}
 CONTEXT_OPTIONS = ("data_seed", "extract_batch_size", "code_cache")
 
 
@@ -33,7 +35,6 @@ def _context(model, ckpt, data, seed, protocol, scale, progress, options: dict) 
     if (model is None) == (ckpt is None):
         raise ValueError("pass exactly one of model= (a pre-trained UniCode) or ckpt= (a checkpoint path)")
     if model is None:
-        from ..train import load_checkpoint
         model = load_checkpoint(ckpt)
     extra = {k: options.pop(k) for k in CONTEXT_OPTIONS if k in options}
     return Context(model=model, data=data, scale=scale, seed=int(seed), protocol=protocol, progress=progress, **extra)
@@ -54,10 +55,9 @@ def _run(task, model, ckpt, data, train_modality, test_modality, seed, protocol,
         torch.manual_seed(ctx.seed)
         outcome = TASKS[task](ctx, train_modality, test_modality, epochs, options)
     wall = time.perf_counter() - start
-    from .. import __version__
     record = {
         "task": task, "train_modality": train_modality, "test_modality": test_modality,
-        "direction": f"{ARROW.get(train_modality, train_modality)}→{ARROW.get(test_modality, test_modality)}",
+        "direction": direction_label(train_modality, test_modality),
         "protocol": protocol, "seed": int(seed), "metrics": outcome.metrics, "best_epoch": outcome.best_epoch,
         "n_train": outcome.n_train, "n_test": outcome.n_test,
         "pretrain": ctx.model.config.to_dict(), "pretrain_key": ctx.model.config.key(),
@@ -76,7 +76,7 @@ def run_task(task: str, model=None, ckpt=None, data: Any = "avdigits", train_mod
              epochs: int | None = None, results_path=None, progress: bool = True, **options) -> dict:
     """Run one downstream task on a frozen model and return its result record.
 
-    ``model`` (a loaded UniCode) or ``ckpt`` (a checkpoint path for ``cmg_lib.train.load_checkpoint``); ``data`` =
+    ``model`` (a loaded UniCode) or ``ckpt`` (a checkpoint path for ``cmg_lib.checkpoint.load_checkpoint``); ``data`` =
     ``"avdigits"``, a folder of official features, or a mapping ``split -> Dataset``. ``protocol`` = ``"heldout"``
     (train / select on val / report test) or ``"released"`` (the released scripts' evaluation choices; the released
     encoder dropout during head training is not reproduced, see ``common.py``). ``options`` override the task's
@@ -105,8 +105,7 @@ def avs_predictions(model=None, ckpt=None, data: Any = "avdigits", train_modalit
     """
     record, outcome, ctx = _run("avs", model, ckpt, data, train_modality, test_modality, seed, protocol, scale,
                                 epochs, progress, options)
-    from .common import load_split
-    dataset = load_split(ctx, "avs", split)
+    dataset = common.load_split(ctx, "avs", split)
     chosen = list(range(min(count, len(dataset)))) if indices is None else [int(i) for i in indices]
     if not chosen or min(chosen) < 0 or max(chosen) >= len(dataset):
         raise ValueError(f"indices must be within [0, {len(dataset)}) of split {split!r}, got {chosen}")

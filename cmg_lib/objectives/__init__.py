@@ -6,15 +6,19 @@ adds ``alignment_weight`` times it to the main objective. ``build_alignment(name
 """
 from __future__ import annotations
 
-import importlib
 import itertools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..config import ALIGNMENTS
 from .club import ClubEstimator
+from .codis import CODISAlignment
 from .cpc import CrossCPC
+from .mst import MSTAlignment
+from .smit import SMiTAlignment
+from .turn import TURNAlignment
 
 
 @dataclass
@@ -59,31 +63,10 @@ class AlignmentContext:
 
 def build_alignment(name: str, cfg) -> nn.Module | None:
     """The compared method ``name`` (``config.ALIGNMENTS``) for a ``ModelConfig``; ``"none"`` gives None."""
-    from ..config import ALIGNMENTS
     if name == "none":
         return None
-    dim = cfg.hidden_dim
-    if name == "smit":
-        from .smit import SMiTAlignment
-        return SMiTAlignment()
-    if name == "mst":
-        from .mst import MSTAlignment
-        return MSTAlignment(dim)
-    if name == "codis":
-        from .codis import CODISAlignment
-        return CODISAlignment()
-    if name == "turn":
-        from .turn import TURNAlignment
-        return TURNAlignment(dim)
-    raise ValueError(f"unknown alignment {name!r}; expected one of {ALIGNMENTS}")
-
-
-_LAZY = {"cmcm_loss": ".cmcm", "SMiTAlignment": ".smit", "MSTAlignment": ".mst", "CODISAlignment": ".codis",
-         "TURNAlignment": ".turn", "symmetric_info_nce": ".mst"}
-__all__ = ["AlignmentContext", "ClubEstimator", "CrossCPC", "build_alignment", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    builders = {"smit": lambda: SMiTAlignment(), "mst": lambda: MSTAlignment(cfg.hidden_dim),
+                "codis": lambda: CODISAlignment(), "turn": lambda: TURNAlignment(cfg.hidden_dim)}
+    if name not in builders:
+        raise ValueError(f"unknown alignment {name!r}; expected one of {ALIGNMENTS}")
+    return builders[name]()

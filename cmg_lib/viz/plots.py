@@ -4,7 +4,8 @@ Inputs are plain structures so every function is testable without a model:
 
 * a training history is a list of per-log-step dicts (``{"step": 20, "loss": 3.1, "commit": ...}``) or a dict of
   lists (``cmg_lib.experiments.run_history``);
-* code usage is ``{modality: counts (L,)}`` (``cmg_lib.experiments.code_usage`` gives one per class).
+* code usage is ``{modality: counts (L,)}`` (``cmg_lib.usage.code_usage`` gives one per class; the statistics and
+  the Fig. 4 category rule live in ``cmg_lib.usage``).
 
 Fig. 4 colour rule (paper caption): a code is **blue** when video makes up more than 80 % of the audio + video
 quantisations that picked it, **red** when audio does, **green** when each modality accounts for at least 20 %
@@ -18,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..usage import category_fractions, code_categories, usage_summary
+
 CATEGORY_COLORS = {"video": "#1f5fbf", "audio": "#d62728", "shared": "#2ca02c", "unused": "#c7c7c7"}
 MODALITY_COLORS = {"audio": "#d62728", "video": "#1f5fbf", "text": "#9467bd"}
-DOMINANCE = 0.8          # Fig. 4: more than 80 % from one modality -> that modality's colour
 
 
 def _pyplot():
@@ -72,22 +74,6 @@ def training_curves(history, keys: Sequence[str] | None = None, ax=None, title: 
     return fig
 
 
-def usage_summary(counts: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Per modality: number of codes used, perplexity ``exp(H)`` of the usage distribution, top-code share."""
-    out = {}
-    for m, c in counts.items():
-        c = np.asarray(c, dtype=np.float64)
-        total = c.sum()
-        if total <= 0:
-            out[m] = {"used": 0.0, "perplexity": 0.0, "top_share": 0.0}
-            continue
-        p = c / total
-        nz = p[p > 0]
-        out[m] = {"used": float((c > 0).sum()), "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
-                  "top_share": float(p.max())}
-    return out
-
-
 def codebook_health(counts: Mapping[str, np.ndarray], ax=None, title: str | None = None):
     """Sorted code-usage curves per modality (a collapsed codebook is a cliff), with used codes and perplexity."""
     plt = _pyplot()
@@ -111,38 +97,6 @@ def codebook_health(counts: Mapping[str, np.ndarray], ax=None, title: str | None
         ax.set_title(title)
     fig.tight_layout()
     return fig
-
-
-def code_categories(counts: Mapping[str, np.ndarray], pair: tuple[str, str] = ("video", "audio")) -> np.ndarray:
-    """Fig. 4 category of every code from the usage counts of a modality pair ``(first, second)``.
-
-    Returns an array of strings: ``pair[0]`` (share of ``pair[0]`` > 0.8), ``pair[1]`` (share of ``pair[1]`` > 0.8),
-    ``"shared"`` (each share >= 0.2) or ``"unused"`` (neither modality picked the code).
-    """
-    first, second = pair
-    if first not in counts or second not in counts:
-        raise ValueError(f"code_categories needs counts for {pair}, got modalities {list(counts)}")
-    a = np.asarray(counts[first], dtype=np.float64)
-    b = np.asarray(counts[second], dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"counts must be 1-D arrays of equal length, got {a.shape} and {b.shape}")
-    if (a < 0).any() or (b < 0).any():
-        raise ValueError("usage counts must be non-negative")
-    total = a + b
-    share = np.divide(a, total, out=np.zeros_like(a), where=total > 0)
-    cats = np.full(a.shape, "shared", dtype=object)
-    cats[share > DOMINANCE] = first
-    cats[(total > 0) & (share < 1 - DOMINANCE)] = second
-    cats[total == 0] = "unused"
-    return cats
-
-
-def category_fractions(counts: Mapping[str, np.ndarray], pair: tuple[str, str] = ("video", "audio")) -> dict:
-    """Fraction of the *used* codes in each Fig. 4 category (the quantity the paper's caption talks about)."""
-    cats = code_categories(counts, pair)
-    used = cats != "unused"
-    n = max(int(used.sum()), 1)
-    return {c: float((cats == c).sum() / n) for c in (pair[0], pair[1], "shared")} | {"used": int(used.sum())}
 
 
 def _category_color(cat: str, pair: tuple[str, str]) -> str:

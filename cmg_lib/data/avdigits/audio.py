@@ -1,6 +1,6 @@
 """Audio bank of AV-Digits: digit words spoken by espeak-ng, placed in 1-s segments with noise, as log-mel summaries.
 
-Stands in for VGGish: upstream feeds one 128-d VGGish vector per ~1-s segment (upstream_spec section 5). Here each
+Stands in for VGGish: upstream feeds one 128-d VGGish vector per ~1-s segment (book/official_data.md). Here each
 bank entry is a 1-s, 16 kHz clip (an utterance at a random offset plus background noise, or noise alone, or an
 off-screen non-digit word) summarised by a 64-band log-mel spectrogram (25 ms window, 10 ms hop) reduced to 128
 numbers: per-band mean and standard deviation over time. Voice variant x pitch x rate x pitch range is the

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import storage
 from .. import common, schema
 from . import audio, sequences, text, vision
 
@@ -54,7 +55,7 @@ PLAN = {
 
 
 def dataset_dir(scale: str, seed: int, root=None) -> Path:
-    return common.cache_root(root) / f"avdigits-{scale}-seed{int(seed)}-v{FORMAT}"
+    return storage.cache_root(root) / f"avdigits-{scale}-seed{int(seed)}-v{FORMAT}"
 
 
 def split_size(scale: str, subset: str, split: str) -> int:
@@ -81,8 +82,8 @@ def ensure_built(scale: str = "default", seed: int = 0, root=None, prefer_images
     folder = dataset_dir(scale, seed, root)
     if is_complete(folder):
         return folder
-    with common.atomic_directory(folder) as tmp:
-        _build_into(tmp, scale, int(seed), common.cache_root(root) / "sources", prefer_images)
+    with storage.atomic_directory(folder) as tmp:
+        _build_into(tmp, scale, int(seed), storage.cache_root(root) / "sources", prefer_images)
     return folder
 
 
@@ -397,4 +398,4 @@ def _build_into(folder: Path, scale: str, seed: int, sources_dir: Path, prefer: 
                      "sentences": tmeta["sentences"], "embed_s": tmeta["embed_s"]}},
         "voices": ameta["voices"],
     }
-    common.write_json_atomic(folder / "manifest.json", manifest)
+    storage.atomic_write_json(folder / "manifest.json", manifest)

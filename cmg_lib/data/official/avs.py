@@ -1,4 +1,4 @@
-"""AVSBench-S4 (single source) for cross-modal segmentation (upstream_spec 5.6; ``avs_s4/dataloader.py``).
+"""AVSBench-S4 (single source) for cross-modal segmentation (book/official_data.md; ``avs_s4/dataloader.py``).
 
 * ``s4_meta_data.csv`` (comma): column 0 = video name, column 2 = category (read positionally, as released), column
   ``split`` in {train, val, test}.

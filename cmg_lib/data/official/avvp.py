@@ -1,4 +1,4 @@
-"""AVVP (LLP eval) segment annotations and features (upstream_spec 5.3 / 5.4; ``dataset/AVVP_dataset.py``).
+"""AVVP (LLP eval) segment annotations and features (book/official_data.md; ``dataset/AVVP_dataset.py``).
 
 Annotation files are **tab**-separated with columns ``filename, onset, offset, event_labels``; a video's events are
 comma-joined in each cell (``0,5,0`` / ``1,9,5`` / ``Speech,Speech,Violin_fiddle``). onset/offset are integer seconds
@@ -6,7 +6,7 @@ with ``[onset, offset)`` windows. The label is ``(10, C+1)``: for each event its
 column; the background column (last) is 1 exactly where no event is present (``AVVP_dataset.py:63-77``).
 
 The released protocol trains on one modality's annotations and tests on the other's, over the **same** videos
-(``avvp.py:83-120``; no held-out split, upstream_spec 4.2). So both our splits hold every video annotated in either
+(``avvp.py:83-120``; no held-out split, book/differences.md row 11). So both our splits hold every video annotated in either
 file (audio file order first), with ``segment_label/audio`` from the audio file and ``segment_label/video`` from the
 visual file (a video absent from a file has no event in that modality: all background). Features come from
 ``{audio|video}/zip/{filename[:11]}.zip`` (the YouTube id): audio (T, 128) fitted to 10 rows, video (10, 7, 7, 512).

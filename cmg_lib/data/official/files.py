@@ -1,4 +1,4 @@
-"""File-level readers for the authors' released feature formats (upstream_spec section 5, upstream_formats section 1).
+"""File-level readers for the authors' released feature formats (book/official_data.md).
 
 * **Feature zips** ("zip-of-pickle"): ``{base}/{id}.zip`` holding one or more members whose name contains ``.pkl``;
   the released loaders unpickle every such member in turn and keep the **last** one, which must be a numpy array.

@@ -1,4 +1,4 @@
-"""UCF-101 <-> VGGSound-AVEL, 16 shared classes (upstream_spec 5.5; ``dataset/UCF_VGGSOUND_datasets.py``).
+"""UCF-101 <-> VGGSound-AVEL, 16 shared classes (book/official_data.md; ``dataset/UCF_VGGSOUND_datasets.py``).
 
 * split ``vggsound``: every row of ``vggsound2ucf.csv`` (columns ``video_id``, ``category`` = VGGSound name; other
   columns ignored), audio ``vggsound40k/feature/audio/zip/{video_id}.zip`` (T, 128) fitted to 10 rows; label =

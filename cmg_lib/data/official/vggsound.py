@@ -1,4 +1,4 @@
-"""VGGSound-AVEL pre-training data (upstream_spec 5.1; ``dataset/VGGSOUND_dataset.py``, ``VGGSOUND_dataset179k.py``).
+"""VGGSound-AVEL pre-training data (book/official_data.md; ``dataset/VGGSOUND_dataset.py``, ``VGGSOUND_dataset179k.py``).
 
 * ``24k``: the rows of ``vggsound-avel40k.csv`` whose ``split`` is ``train`` (the paper's 24K, code comment
   ``# train = 24k``).

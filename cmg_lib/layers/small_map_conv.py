@@ -1,5 +1,5 @@
 """``SmallMapConv``: the stride-1 convolutions of the video branch (released ``Video_Encoder`` / ``Video_Decoder``,
-upstream_spec 1.4 and 1.6) on tiny, wide channels-last maps, written as GEMMs.
+book/differences.md row 8) on tiny, wide channels-last maps, written as GEMMs.
 
 The maps are 7x7 down to 3x3 and the channels up to 2048; there a general convolution kernel (oneDNN, NCHW or
 NHWC) runs 2-3x below GEMM speed on CPU, and these layers are ~90 % of a paper-shape training step. The two

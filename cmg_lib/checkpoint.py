@@ -1,0 +1,138 @@
+"""The checkpoint format (architecture contract "Checkpoint"): what a ``.pt`` holds, how it is written and read.
+
+One ``.pt`` per save, written atomically (``storage.atomic_torch_save``)::
+
+    {"format": "cmg-checkpoint/1", "config": dict, "step": int, "epoch": int, "model": state_dict,
+     "optimizers": {"main", "scheduler"[, "club"]}, "rng": {...}, "metrics": dict, "version": str,
+     "position": {"epoch", "batch"}, "history": [...], "monitor": {...}}
+
+The last three let ``pretrain(resume=...)`` continue exactly (data position, the logged history and the open
+logging window). :func:`load_checkpoint` rebuilds the model from the stored config alone. Files are read with
+``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain containers, never code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import Config
+from .model import UniCode, build_model
+from .storage import atomic_torch_save
+
+CHECKPOINT_FORMAT = "cmg-checkpoint/1"
+REQUIRED_KEYS = ("format", "config", "step", "epoch", "model", "optimizers", "rng", "metrics", "version")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable cmg checkpoint; the message names the file and what is wrong."""
+
+
+def snapshot_name(step: int) -> str:
+    """File name of the checkpoint saved at optimiser step ``step`` (``ckpt_every`` / ``snapshot_steps``)."""
+    return f"step-{int(step):07d}.pt"
+
+
+# ---------------------------------------------------------------------------------------------------- RNG state
+def rng_state(loader_gen: torch.Generator) -> dict:
+    """Python, NumPy, torch (and CUDA) generator states plus the data loader's, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                       int(np_state[3]), float(np_state[4])],
+             "torch": torch.get_rng_state(), "loader": loader_gen.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, loader_gen: torch.Generator) -> None:
+    """Restore what :func:`rng_state` stored."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    loader_gen.set_state(state["loader"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------- write / read
+def save_checkpoint(path: str | os.PathLike, *, config: Config, model: UniCode, step: int, epoch: int,
+                    optimizers: dict, loader_gen: torch.Generator, **extra: Any) -> Path:
+    """Write one checkpoint atomically; ``extra`` adds keys such as ``position``, ``history``, ``monitor``."""
+    from . import __version__                 # the package's version; cmg_lib/__init__ imports nothing eagerly
+    history = extra.get("history") or []
+    state = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "step": int(step), "epoch": int(epoch),
+             "model": model.state_dict(), "optimizers": optimizers, "rng": rng_state(loader_gen),
+             "metrics": history[-1] if history else {}, "version": __version__, **extra}
+    return atomic_torch_save(state, path)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The raw checkpoint dict after checking that it is one: a :class:`CheckpointError` (one line naming the file)
+    for a truncated, empty, foreign or code-carrying file, a wrong format tag or a missing key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a write that never finished?")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).splitlines()
+        detail = next((line.strip() for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0])
+        raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain containers, refused "
+                              f"unread ({detail[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt: "
+                              f"{first[:160]})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a cmg checkpoint (expected a dict, got {type(ckpt).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks key(s) {missing}; a {CHECKPOINT_FORMAT} file has "
+                              f"{list(REQUIRED_KEYS)}")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {ckpt['format']!r}, expected {CHECKPOINT_FORMAT!r}")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict, path: str | os.PathLike) -> Config:
+    """The stored config as a ``Config``; a :class:`CheckpointError` names the file for an invalid one."""
+    try:
+        return Config.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} has an invalid config: {err}") from None
+
+
+def load_model_state(model: UniCode, state: dict, path: str | os.PathLike) -> None:
+    """``model.load_state_dict(state)`` with one-line errors naming ``path`` for missing, unexpected or
+    mis-shaped entries."""
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise CheckpointError(f"checkpoint {path} does not match its config's model: shapes differ for "
+                              f"{wrong[:3]} (stored vs expected)")
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"checkpoint {path} does not match its config's model: missing "
+                              f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> UniCode:
+    """Rebuild the model from the stored config alone; eval mode, with ``.config``, ``.step``, ``.metrics``."""
+    ckpt = read_checkpoint(path, map_location)
+    model = build_model(checkpoint_config(ckpt, path)).to(map_location)
+    load_model_state(model, ckpt["model"], path)
+    model.step, model.metrics = int(ckpt["step"]), dict(ckpt["metrics"])
+    return model.eval()

@@ -1,0 +1,100 @@
+"""Data-parallel plumbing in one place: the process group, row gathering and buffer reductions.
+
+Every function is a no-op (or the identity) in a single process, so the model, the codebook and the loop call them
+unconditionally. ``config.train.batch_size`` is the global batch: with W processes each takes ``batch_size / W``
+rows, and :func:`gather_rows` / :func:`all_reduce_` make the objective and the codebook those of one process on the
+concatenated batch (tests/test_ddp.py).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+_REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+
+
+def is_distributed() -> bool:
+    """Whether an initialised process group with more than one process exists."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class ProcessGroup:
+    """Process-group facts; :meth:`join` joins a torchrun launch (env RANK / WORLD_SIZE) or an existing group."""
+
+    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0, owned: bool = False):
+        self.rank, self.world, self.local_rank, self.owned = rank, world, local_rank, owned
+
+    @classmethod
+    def join(cls, device: str) -> "ProcessGroup":
+        group = cls()
+        if dist.is_available() and dist.is_initialized():
+            group.rank, group.world = dist.get_rank(), dist.get_world_size()
+        elif dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            group.rank, group.world, group.owned = dist.get_rank(), dist.get_world_size(), True
+        group.local_rank = int(os.environ.get("LOCAL_RANK", group.rank))
+        return group
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def average_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """All-reduce (mean) the gradients of parameters outside the DDP wrapper, in one flat message."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if not self.active or not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset: offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def close(self) -> None:
+        """Leave the process group if :meth:`join` created it."""
+        if self.owned:
+            dist.destroy_process_group()
+            self.owned = False
+
+
+def gather_rows(x: Tensor) -> Tensor:
+    """Rows of ``x`` from every rank, concatenated in rank order (identity without an initialised process group).
+
+    Differentiable: ``torch.distributed.nn.functional.all_gather`` sums the gradients of every rank's copy of the
+    global loss into each rank's own rows in backward, i.e. ``world`` times the single-process gradient, which
+    DDP's averaging over ``world`` ranks turns back into exactly the single-process gradient. Integer tensors (code
+    indices) are gathered without autograd. Needs equal row counts on every rank (``pretrain`` drops last batches).
+    """
+    if not is_distributed():
+        return x
+    if x.requires_grad:
+        import torch.distributed.nn.functional as dist_fn     # imports torch.distributed.nn: only when gathering
+        return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_(tensor: Tensor, op: str = "sum") -> Tensor:
+    """All-reduce ``tensor`` in place across processes (``op`` in sum/max/min); a no-op in a single process."""
+    if op not in _REDUCE_OPS:
+        raise ValueError(f"all_reduce_ op must be one of {tuple(_REDUCE_OPS)}, got {op!r}")
+    if is_distributed():
+        dist.all_reduce(tensor, op=_REDUCE_OPS[op])
+    return tensor
+
+
+def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
+    """Overwrite ``tensor`` in place with rank ``src``'s copy; a no-op in a single process."""
+    if is_distributed():
+        dist.broadcast(tensor, src=src)
+    return tensor

@@ -1,0 +1,27 @@
+"""What the notebooks run, and how their results become tables and verdicts.
+
+* ``budgets``: the one table of steps, seeds, sizes and rows per book scale; ``experiment_config``.
+* ``runs``: the run-once cache of pre-training runs (``pretrained``, ``pretrain_run``, ``snapshot``).
+* ``evals``: the run-once cache of downstream records (``downstream``, ``evaluate``, ``avs_overlays``).
+* ``tables``: mean ± std tables over seeds, ours beside the paper's; ``paper``: the paper's printed numbers.
+* ``claims``: holds / does not hold / inconclusive over pre-training seeds, one tested function per claim.
+* ``notebook``: a notebook's setup in one call (``setup``).
+"""
+from ..config import ABLATIONS, ablation_overrides
+from ..downstream import direction_label
+from ..storage import cache_root
+from ..usage import code_usage
+from . import claims
+from .budgets import BUDGETS, Budget, budget, experiment_config, table1_grid
+from .evals import AV_DIRECTIONS, TASK_METRIC, avs_overlays, downstream, evaluate, load_results
+from .notebook import NotebookRun, setup
+from .paper import paper_table
+from .runs import (checkpoint_key, history_records, pretrain_run, pretrained, run_config, run_history, run_key,
+                   snapshot)
+from .tables import aggregate, field, mean_metric, results_table, side_by_side
+
+__all__ = ["ABLATIONS", "AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "TASK_METRIC", "ablation_overrides",
+           "aggregate", "avs_overlays", "budget", "cache_root", "checkpoint_key", "claims", "code_usage",
+           "direction_label", "downstream", "evaluate", "experiment_config", "field", "history_records",
+           "load_results", "mean_metric", "paper_table", "pretrain_run", "pretrained", "results_table",
+           "run_config", "run_history", "run_key", "setup", "side_by_side", "snapshot", "table1_grid"]

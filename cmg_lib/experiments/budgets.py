@@ -1,0 +1,108 @@
+"""The book's compute budget per scale: one typed table of steps, seeds, sizes and rows (the only place to change).
+
+``smoke`` exercises every code path in minutes (CI); ``default`` is the published book on 2 CPU cores in under 45
+minutes; ``full`` is everything (a GPU or a long CPU run). :func:`experiment_config` turns a preset into the
+configuration a notebook trains at a scale, so equal rows of different tables share one cached run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..config import ABLATIONS, Config, preset
+
+ALL_METHODS = ("baseline", "smit", "mst", "codis", "turn", "cmcm", "dcid+smit", "dcid+mst", "dcid+turn",
+               "dcid+codis", "dcid+cmcm", "unicode")
+SCALES = ("smoke", "default", "full")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the notebooks run at one scale.
+
+    ``seeds``: downstream head seeds; ``pretrain_seeds``: pre-training seeds of the runs a verdict rests on.
+    ``pretrain_sizes[0]`` is the main size (every notebook's default pre-training set, so their runs are shared);
+    ``size_sweep_methods`` are also pre-trained at the other sizes; ``ablation_sizes`` are Table 2's sizes.
+    """
+
+    seeds: tuple[int, ...]
+    pretrain_seeds: tuple[int, ...]
+    pretrain_steps: int
+    pretrain_sizes: tuple[str, ...]
+    downstream_epochs: int
+    methods: tuple[str, ...]
+    size_sweep_methods: tuple[str, ...]
+    ablation_sizes: tuple[str, ...]
+    codebook_sizes: tuple[int, ...]
+    explorer_steps: tuple[int, ...]
+    batch_size: int
+    ablations: tuple[str, ...]
+    avt_ablations: tuple[str, ...]
+    explorer_classes: int
+    avs_seeds: tuple[int, ...]
+    avs_epochs: int
+
+    @property
+    def main_size(self) -> str:
+        return self.pretrain_sizes[0]
+
+
+BUDGETS: dict[str, Budget] = {
+    # CI: every code path with tiny runs; the whole book must stay under 10 minutes on 2 cores.
+    "smoke": Budget(seeds=(0,), pretrain_seeds=(0,), pretrain_steps=4, pretrain_sizes=("40k",), downstream_epochs=2,
+                    methods=("baseline", "cmcm", "unicode"), size_sweep_methods=("baseline", "cmcm", "unicode"),
+                    ablation_sizes=("40k",), codebook_sizes=(16, 64), explorer_steps=(2, 4), batch_size=16,
+                    ablations=("w/o DCID", "full"), avt_ablations=("w/o CLUB", "full"), explorer_classes=2,
+                    avs_seeds=(0,), avs_epochs=1),
+    # The published book on 2 CPU cores in under 45 minutes (measured; see the status page): 200 steps, two head
+    # seeds; every Table 1 method at the main size (24k), the baseline and Uni-Code at every size; the AV
+    # ablations at 24k; five AVT rows; AVS heads (trained from scratch on frames, ~11 s a run) with two seeds.
+    "default": Budget(seeds=(0, 1), pretrain_seeds=(0,), pretrain_steps=200, pretrain_sizes=("24k", "40k", "81k"),
+                      downstream_epochs=15, methods=ALL_METHODS, size_sweep_methods=("baseline", "unicode"),
+                      ablation_sizes=("24k",), codebook_sizes=(16, 64, 256), explorer_steps=(20, 60, 200),
+                      batch_size=64, ablations=tuple(ABLATIONS),
+                      avt_ablations=("w/o CLUB", "w/o Cross-CPC", "w/o MM-EMA, reset", "w/o CMCM", "full"),
+                      explorer_classes=3, avs_seeds=(0, 1), avs_epochs=6),
+    # Everything: all methods at all sizes, both ablation sizes, longer training, more seeds.
+    "full": Budget(seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1, 2), pretrain_steps=2000,
+                   pretrain_sizes=("24k", "40k", "81k"), downstream_epochs=30, methods=ALL_METHODS,
+                   size_sweep_methods=ALL_METHODS, ablation_sizes=("24k", "40k"),
+                   codebook_sizes=(16, 32, 64, 128, 256, 512), explorer_steps=(100, 500, 2000), batch_size=64,
+                   ablations=tuple(ABLATIONS), avt_ablations=tuple(r for r in ABLATIONS if r != "w/o DCID"),
+                   explorer_classes=3, avs_seeds=(0, 1, 2), avs_epochs=10),
+}
+
+
+def budget(scale: str) -> Budget:
+    """The :class:`Budget` of a book scale."""
+    if scale not in BUDGETS:
+        raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(BUDGETS)}")
+    return BUDGETS[scale]
+
+
+def with_seeds(b: Budget, seeds=None) -> Budget:
+    """``b`` with its head seeds replaced (a notebook's ``seeds`` parameter), unchanged for None."""
+    return b if not seeds else replace(b, seeds=tuple(int(s) for s in seeds))
+
+
+def table1_grid(scale: str) -> list[tuple[str, str]]:
+    """``(pretrain_size, method)`` pairs of Table 1 at a scale: every method at the main size, the
+    ``size_sweep_methods`` at every size."""
+    b = budget(scale)
+    return [(size, m) for i, size in enumerate(b.pretrain_sizes) for m in b.methods
+            if i == 0 or m in b.size_sweep_methods]
+
+
+def experiment_config(preset_name: str, method: str = "unicode", *, scale: str, seed: int = 0, device: str = "cpu",
+                      pretrain_size: str = "40k", overrides=()) -> Config:
+    """A preset sized by the scale's budget: batch size, data scale, pre-training size, seed, device, logging.
+
+    Runs keep no per-epoch checkpoints, only ``final.pt`` and the snapshots at the scale's ``explorer_steps``
+    (``runs.snapshot``).
+    """
+    b = budget(scale)
+    log_every = max(1, b.pretrain_steps // 15)
+    snapshots = ",".join(str(s) for s in b.explorer_steps if s < b.pretrain_steps)
+    base = [f"train.batch_size={b.batch_size}", f"train.seed={int(seed)}", f"train.device={device}",
+            f"train.log_every={log_every}", f"data.scale={scale}", f"data.pretrain_size={pretrain_size}",
+            "train.epoch_ckpts=false", f"train.snapshot_steps=[{snapshots}]"]
+    return preset(preset_name, method, overrides=base + list(overrides))

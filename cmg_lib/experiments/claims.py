@@ -1,0 +1,290 @@
+"""Verdicts on the paper's claims: holds / does not hold / inconclusive, from pre-training seeds with an interval.
+
+The unit of evidence is a **pre-training seed**: each seed's value is the mean over its downstream head seeds (and
+over the columns a claim averages), and a claim is judged on the per-seed values, or on per-seed paired differences
+when it compares two rows trained with the same seeds. With ``n`` seeds, the two-sided Student-t interval at 95 %
+(:func:`interval`) decides:
+
+* **holds** when the whole interval lies past the claim's threshold (e.g. ``difference > 0`` or ``> 5 points``);
+* **does not hold** when the whole interval lies on the other side;
+* **inconclusive** when the interval contains the threshold (the gap is inside seed noise), or when fewer than
+  :data:`MIN_SEEDS` pre-training seeds ran (then no interval is trusted at all).
+
+A claim made of several comparisons (:func:`all_of`, e.g. "best in every column") holds when every part holds and
+does not hold when any part does not. Every verdict prints its threshold, its interval and its seeds.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from .tables import field as record_field
+
+HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+MIN_SEEDS = 3                 # pre-training seeds a verdict needs
+CONFIDENCE = 0.95
+FAR_POINTS = 5.0              # "far better / worse" = by more than this many percentage points
+PRETRAIN_SEED = "pretrain.train.seed"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim's outcome, with the evidence behind it (already formatted) and the rule that decided it."""
+
+    claim: str
+    outcome: str
+    evidence: str
+    rule: str = ""
+    parts: tuple["Verdict", ...] = field(default=(), repr=False)
+
+    def markdown(self) -> str:
+        rule = f"; rule: {self.rule}" if self.rule else ""
+        return f"- {self.claim}: **{self.outcome}** ({self.evidence}{rule})"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a notebook's verdicts rest on, printed with them: scale, steps, pre-training and head seeds."""
+
+    scale: str
+    steps: int
+    pretrain_seeds: tuple[int, ...]
+    head_seeds: tuple[int, ...]
+
+    def markdown(self) -> str:
+        text = (f"Verdicts at scale **{self.scale}**: {self.steps} pre-training steps, pre-training seeds "
+                f"{list(self.pretrain_seeds)}, head seeds {list(self.head_seeds)}; {int(CONFIDENCE * 100)} % "
+                f"t-intervals over pre-training seeds, at least {MIN_SEEDS} seeds for a verdict.")
+        if len(self.pretrain_seeds) < MIN_SEEDS:
+            text += (f" With {len(self.pretrain_seeds)} pre-training seed(s) every claim is **inconclusive** by "
+                     "rule; the numbers show the direction only.")
+        return text
+
+
+def interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, int]:
+    """``(mean, half-width, n)`` of the two-sided Student-t interval; half-width ``inf`` for fewer than 2 values."""
+    x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.inf, 0
+    if x.size < 2:
+        return float(x[0]), math.inf, 1
+    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return float(x.mean()), half, int(x.size)
+
+
+def _decide(mean: float, half: float, n: int, threshold: float) -> str:
+    if n < MIN_SEEDS or math.isnan(mean):
+        return INCONCLUSIVE
+    if mean - half > threshold:
+        return HOLDS
+    if mean + half < threshold:
+        return FAILS
+    return INCONCLUSIVE
+
+
+def _interval_text(mean: float, half: float, n: int, unit: str) -> str:
+    if n == 0:
+        return "no values"
+    spread = "no interval" if math.isinf(half) else f"± {half:.2f}"
+    return f"{mean:.2f} {spread}{unit} over {n} pre-training seed{'s' if n != 1 else ''}"
+
+
+def exceeds(claim: str, values: Sequence[float] | Mapping[int, float], threshold: float = 0.0, *,
+            what: str = "value", unit: str = "") -> Verdict:
+    """The claim that the per-seed ``values`` exceed ``threshold``."""
+    vals = list(values.values()) if isinstance(values, Mapping) else list(values)
+    mean, half, n = interval(vals)
+    outcome = _decide(mean, half, n, threshold)
+    rule = f"{what} > {threshold:g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
+    return Verdict(claim, outcome, f"{what} {_interval_text(mean, half, n, unit)}", rule)
+
+
+def greater(claim: str, a: Mapping[int, float], b: Mapping[int, float], margin: float = 0.0, *,
+            names: tuple[str, str] = ("a", "b"), unit: str = " points") -> Verdict:
+    """The claim that ``a`` exceeds ``b`` by more than ``margin``, on the paired per-seed differences ``a - b``
+    over the pre-training seeds both have."""
+    common = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in common]
+    mean, half, n = interval(diffs)
+    outcome = _decide(mean, half, n, margin)
+    ma, mb = (float(np.mean([d[s] for s in common])) if common else math.nan for d in (a, b))
+    evidence = (f"{names[0]} {ma:.1f} vs {names[1]} {mb:.1f}; difference "
+                f"{_interval_text(mean, half, n, unit)}")
+    rule = f"difference > {margin:g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
+    return Verdict(claim, outcome, evidence, rule)
+
+
+def all_of(claim: str, parts: Sequence[Verdict], what: str = "comparisons") -> Verdict:
+    """Holds when every part holds; does not hold when any part does not; inconclusive otherwise."""
+    count = {o: sum(p.outcome == o for p in parts) for o in (HOLDS, FAILS, INCONCLUSIVE)}
+    if not parts:
+        outcome = INCONCLUSIVE
+    elif count[FAILS]:
+        outcome = FAILS
+    elif count[HOLDS] == len(parts):
+        outcome = HOLDS
+    else:
+        outcome = INCONCLUSIVE
+    evidence = (f"holds in {count[HOLDS]}, fails in {count[FAILS]}, inconclusive in {count[INCONCLUSIVE]} of "
+                f"{len(parts)} {what}")
+    return Verdict(claim, outcome, evidence, "every part must hold", tuple(parts))
+
+
+def markdown(verdicts: Iterable[Verdict], scope: Scope | None = None) -> str:
+    """The verdict list as markdown, headed by the scope it rests on."""
+    lines = [scope.markdown(), ""] if scope is not None else []
+    return "\n".join(lines + [v.markdown() for v in verdicts])
+
+
+# ------------------------------------------------------------------------------------------------ from records
+
+def by_pretrain_seed(records: Iterable[dict], value: str = "metric", **where) -> dict[int, float]:
+    """Per pre-training seed, the mean of ``value`` over the records matching ``where`` (head seeds and any
+    columns the filter leaves open are averaged)."""
+    groups: dict[int, list[float]] = {}
+    for r in records:
+        if all(record_field(r, k) == v for k, v in where.items()):
+            groups.setdefault(int(record_field(r, PRETRAIN_SEED)), []).append(float(record_field(r, value)))
+    return {s: float(np.mean(v)) for s, v in sorted(groups.items())}
+
+
+def _columns(records: Iterable[dict], keys: Sequence[str]) -> list[tuple]:
+    return sorted({tuple(record_field(r, k) for k in keys) for r in records})
+
+
+def _where(keys: Sequence[str], col: tuple) -> dict:
+    return dict(zip(keys, col))
+
+
+def _col_label(col: tuple) -> str:
+    return " ".join(str(c) for c in col)
+
+
+# ------------------------------------------------------------------------------------------------ per notebook
+
+def table1_claims(records: list[dict], methods: Sequence[str], main_size: str) -> list[Verdict]:
+    """Table 1 (Sec. 5.3): Uni-Code beats every compared method in every column of the main size; the baseline
+    transfers far worse; DCID improves each compared method; more data (24K -> 40K) helps Uni-Code."""
+    keys = ("pretrain_size", "task", "direction")
+    columns = [c for c in _columns(records, keys) if c[0] == main_size]
+
+    def at(method, col):
+        return by_pretrain_seed(records, method=method, **_where(keys, col))
+
+    others = [m for m in methods if m != "unicode"]
+    out = [all_of("Uni-Code outperforms every compared method (Sec. 5.3)",
+                  [greater(f"{_col_label(c)} vs {o}", at("unicode", c), at(o, c), names=("Uni-Code", o))
+                   for c in columns for o in others], "column x method comparisons")]
+    all_columns = _columns(records, keys)
+    if "baseline" in methods:
+        out.append(all_of("the unconstrained baseline transfers far worse than Uni-Code",
+                          [greater(_col_label(c), at("unicode", c), at("baseline", c), FAR_POINTS,
+                                   names=("Uni-Code", "baseline")) for c in all_columns],
+                          f"columns (margin {FAR_POINTS:g} points)"))
+    pairs = [(x, f"dcid+{x}") for x in ("smit", "mst", "codis", "turn", "cmcm")
+             if x in methods and f"dcid+{x}" in methods]
+    if pairs:
+        out.append(all_of("adding DCID improves each compared method (Table 1, lower half)",
+                          [greater(f"{_col_label(c)} {d} vs {x}", at(d, c), at(x, c), names=(d, x))
+                           for x, d in pairs for c in columns], "method x column comparisons"))
+    small = [c for c in all_columns if c[0] == "24k"]
+    if small and any(c[0] == "40k" for c in all_columns):
+        out.append(all_of("more pre-training data (24K to 40K) helps Uni-Code",
+                          [greater(_col_label(c[1:]), at("unicode", ("40k",) + c[1:]), at("unicode", c),
+                                   names=("40K", "24K")) for c in small], "columns"))
+    return out
+
+
+def _row_means(records: list[dict], rows: Iterable[str], keys: Sequence[str]) -> dict[str, dict[int, float]]:
+    """Per row, per pre-training seed, the mean over the columns (``keys``) the records have."""
+    columns = _columns(records, keys)
+    out = {}
+    for row in rows:
+        per_col = [by_pretrain_seed(records, row=row, **_where(keys, c)) for c in columns]
+        seeds = set.intersection(*(set(p) for p in per_col)) if per_col else set()
+        out[row] = {s: float(np.mean([p[s] for p in per_col])) for s in sorted(seeds)}
+    return out
+
+
+def ablation_claims(records: list[dict], rows: Sequence[str], keys: Sequence[str] = ("pretrain_size", "task",
+                                                                                    "direction")) -> list[Verdict]:
+    """Tables 2 / 3 (Sec. 5.4) on the column average: removing any component lowers performance; removing
+    Cross-CPC hurts more than removing CLUB; MM-EMA with reset matters."""
+    means = _row_means(records, rows, keys)
+    ablated = [r for r in rows if r != "full"]
+    out = [all_of("removing any component lowers performance (Sec. 5.4)",
+                  [greater(f"full vs {r}", means["full"], means[r], names=("full", r)) for r in ablated],
+                  "ablations (average over columns)")]
+    if {"w/o CLUB", "w/o Cross-CPC"} <= set(ablated):
+        out.append(greater("removing Cross-CPC hurts more than removing CLUB", means["w/o CLUB"],
+                           means["w/o Cross-CPC"], names=("w/o CLUB", "w/o Cross-CPC")))
+    if "w/o MM-EMA, reset" in ablated:
+        out.append(greater("MM-EMA with code reset matters", means["full"], means["w/o MM-EMA, reset"],
+                           names=("full", "w/o MM-EMA, reset")))
+    return out
+
+
+def labelled_bound_claim(records: list[dict], keys: Sequence[str] = ("task", "direction")) -> Verdict:
+    """Table 3's last row: cross-modal transfer of the full model stays below the labelled-modality bound (on the
+    columns where both ran)."""
+    means = _row_means([r for r in records if r["row"] in ("labeled modality", "full")
+                        and r["task"] != "ave_avvp"], ("labeled modality", "full"), keys)
+    return greater("cross-modal transfer stays below the labelled-modality upper bound", means["labeled modality"],
+                   means["full"], names=("labelled", "cross-modal"))
+
+
+def codebook_size_claim(records: list[dict], key: str = "codebook_size") -> Verdict:
+    """Fig. 3: an intermediate codebook size works best (its accuracy, averaged over directions, beats both the
+    smallest and the largest size)."""
+    sizes = sorted({int(record_field(r, key)) for r in records})
+    if len(sizes) < 3:
+        return Verdict("an intermediate codebook size works best (Fig. 3)", INCONCLUSIVE,
+                       f"only {len(sizes)} sizes ran ({sizes})", "needs >= 3 sizes")
+    per_size = {L: by_pretrain_seed(records, **{key: L}) for L in sizes}
+    best = max(sizes[1:-1], key=lambda L: np.mean(list(per_size[L].values())))
+    parts = [greater(f"L={best} vs L={end}", per_size[best], per_size[end], names=(f"L={best}", f"L={end}"))
+             for end in (sizes[0], sizes[-1])]
+    return all_of(f"an intermediate codebook size works best (Fig. 3; best intermediate L = {best})", parts,
+                  "comparisons with the extreme sizes")
+
+
+def method_gap_claims(records: list[dict], directions: Sequence[str], measure: str | None, claim: str,
+                      margin: float = 0.0) -> list[Verdict]:
+    """Per direction, ``claim.format(d=direction)``: Uni-Code beats the baseline on ``measure`` by ``margin``."""
+    where = {} if measure is None else {"measure": measure}
+    return [greater(claim.format(d=d), by_pretrain_seed(records, method="unicode", direction=d, **where),
+                    by_pretrain_seed(records, method="baseline", direction=d, **where), margin,
+                    names=("Uni-Code", "baseline")) for d in directions]
+
+
+def code_sharing_claims(shared: Mapping[str, Mapping[int, float]], almost_all: float = 0.9) -> list[Verdict]:
+    """Fig. 4: per method and pre-training seed, the fraction of used codes that both modalities share."""
+    pct = {m: {s: 100 * v for s, v in d.items()} for m, d in shared.items()}
+    out = []
+    if {"baseline", "unicode"} <= set(pct):
+        out.append(greater("Uni-Code maps audio and video to shared codes far more than the baseline (Fig. 4a vs c)",
+                           pct["unicode"], pct["baseline"], FAR_POINTS, names=("Uni-Code", "baseline")))
+    if {"cmcm", "unicode"} <= set(pct):
+        out.append(greater("Uni-Code has more shared codes than CMCM (Fig. 4b vs c)", pct["unicode"], pct["cmcm"],
+                           names=("Uni-Code", "CMCM")))
+    if "unicode" in pct:
+        out.append(exceeds("almost all of Uni-Code's used codes are used by both modalities", pct["unicode"],
+                           100 * almost_all, what="shared codes", unit=" %"))
+    return out
+
+
+def codebook_claims(used: Mapping[int, Mapping[str, int]], shared: Mapping[int, Mapping[str, float]],
+                    codebook_size: int, pair: tuple[str, str] = ("video", "audio")) -> list[Verdict]:
+    """Notebook 01: per pre-training seed, codes used per modality (``used[seed][modality]``) and the Fig. 4
+    category shares (``shared[seed]``, from ``usage.category_fractions``)."""
+    floor = 0.1 * codebook_size
+    least = {s: float(min(u.values())) for s, u in used.items()}
+    margin = {s: 100 * (f["shared"] - max(f[pair[0]], f[pair[1]])) for s, f in shared.items()}
+    return [exceeds("the codebook does not collapse to a few codes (Sec. 4.3, code reset)", least, floor,
+                    what=f"codes used by the least-using modality (of {codebook_size})"),
+            exceeds(f"{pair[1]} and {pair[0]} are mapped to common codes (Sec. 4.3, MM-EMA)", margin, 0.0,
+                    what="shared minus the larger single-modality share", unit=" points")]

@@ -1,0 +1,64 @@
+"""A notebook's setup in one call: :func:`setup` reads the parameters cell's values and returns a
+:class:`NotebookRun` that trains and evaluates with them (scale, data, device, cache, seeds)."""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import claims
+from .budgets import Budget, budget, with_seeds
+from .evals import avs_overlays, evaluate
+from .runs import pretrain_run
+
+
+@dataclass
+class NotebookRun:
+    """The parameters of one executed notebook and the budget they select."""
+
+    scale: str
+    data: str
+    device: str
+    cache_dir: str | os.PathLike | None
+    budget: Budget
+
+    @property
+    def seeds(self) -> list[int]:
+        """Downstream head seeds."""
+        return list(self.budget.seeds)
+
+    @property
+    def pretrain_seeds(self) -> list[int]:
+        return list(self.budget.pretrain_seeds)
+
+    def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str = "40k",
+                 overrides: Sequence[str] = (), steps: int | None = None) -> Path:
+        """The cached run of a preset at this notebook's scale (``runs.pretrain_run``; 40K, the paper's AVT size,
+        unless ``pretrain_size`` says otherwise)."""
+        return pretrain_run(preset_name, method, scale=self.scale, data=self.data, seed=seed, device=self.device,
+                            pretrain_size=pretrain_size, overrides=overrides, steps=steps, cache_dir=self.cache_dir)
+
+    def evaluate(self, ckpt, task: str, directions, seeds: Sequence[int] | None = None, **kwargs) -> list[dict]:
+        """Cached downstream records of ``ckpt`` (``evals.evaluate``) over this notebook's head seeds."""
+        return evaluate(ckpt, task, directions, self.seeds if seeds is None else seeds, scale=self.scale,
+                        data=self.data, cache_dir=self.cache_dir, **kwargs)
+
+    def avs_overlays(self, ckpt, **kwargs) -> dict:
+        return avs_overlays(ckpt, scale=self.scale, data=self.data, cache_dir=self.cache_dir, **kwargs)
+
+    def scope(self, head_seeds: Sequence[int] | None = None) -> claims.Scope:
+        """What this notebook's verdicts rest on (printed above them)."""
+        return claims.Scope(self.scale, self.budget.pretrain_steps, tuple(self.pretrain_seeds),
+                            tuple(self.seeds if head_seeds is None else head_seeds))
+
+
+def setup(scale: str = "default", data: str = "avdigits", seeds: Sequence[int] | None = None, device: str = "cpu",
+          cache_dir: str | os.PathLike | None = None, threads: int = 4) -> NotebookRun:
+    """Quiet warnings, cap torch's threads at ``threads`` and return the notebook's :class:`NotebookRun`."""
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
+    return NotebookRun(scale, str(data), device, cache_dir, with_seeds(budget(scale), seeds))
