@@ -105,6 +105,9 @@ class SharedCodebook(nn.Module):
         # Released: ema_count = zeros (book/differences.md, defects table); corrected: ones, so e = ema_weight / ema_count = init.
         self.register_buffer("ema_count", torch.zeros(L) if self.released_quirks else torch.ones(L))
         self.register_buffer("ema_weight", embedding.clone())
+        self.reset_stats = cfg.reset_stats
+        if cfg.codebook_init == "data":       # book/differences.md row 19: codes start as the first batch's z
+            self.register_buffer("pending_init", torch.ones((), dtype=torch.bool))
         self.register_buffer("idle", torch.zeros(len(names), L, dtype=torch.long))
         self.register_buffer("chosen", torch.zeros(len(names), L, dtype=torch.bool))
         # Reset draws come from an owned generator seeded from the global torch RNG: deterministic for a seed and
@@ -153,6 +156,8 @@ class SharedCodebook(nn.Module):
         with torch.autocast(device_type=self.embedding.device.type, enabled=False):
             features = {m: z[m].to(self.embedding.dtype) for m in names}
             stacked = torch.stack([features[m] for m in names])                      # (M, B, T, D)
+            if self.training and bool(getattr(self, "pending_init", False)):
+                self._init_from_data(stacked.detach())
             flat_indices, flat_codes = self.nearest(stacked)
             indices = {m: flat_indices[i] for i, m in enumerate(names)}
             codes = {m: flat_codes[i] for i, m in enumerate(names)}
@@ -166,6 +171,22 @@ class SharedCodebook(nn.Module):
                     resets = self._track_usage_and_reset(indices)
         stats = {**self.health(indices), **self.window_usage(), "resets": float(resets)}
         return CodebookOutput(indices=indices, codes=codes, quantized=quantized, commitment=commitment, stats=stats)
+
+    @torch.no_grad()
+    def _init_from_data(self, stacked: Tensor) -> None:
+        """``codebook_init="data"``: every code becomes a distinct random vector of the first training batch (all
+        modalities pooled; drawn with replacement only if the batch has fewer vectors than codes), its EMA
+        statistics that vector with count 1; rank 0's draw is broadcast."""
+        flat = stacked.reshape(-1, self.dim)
+        n, L = flat.shape[0], self.codebook_size
+        order = torch.randperm(n, generator=self._generator)
+        pick = order[:L] if n >= L else torch.randint(n, (L,), generator=self._generator)
+        new = flat[pick.to(flat.device)].clone()
+        distributed.broadcast_(new)
+        self.embedding.copy_(new)
+        self.ema_weight.copy_(new)
+        self.ema_count.fill_(1.0)
+        self.pending_init.fill_(False)
 
     def _check_inputs(self, z: dict[str, Tensor]) -> None:
         if not isinstance(z, dict) or set(z) != set(self.modality_names):
@@ -281,7 +302,8 @@ class SharedCodebook(nn.Module):
         within the last ``reset_window // 3`` forwards, as released uses count < 100 for a window of 300; unlike
         released, a just-reset code does not count as active until it is really chosen) plus U(-1/1024, 1/1024)
         noise; the EMA statistics are left untouched as released, so the next training forward's ``e <- o / N``
-        overwrites the new vector unless the code is chosen right away.
+        overwrites the new vector unless the code is chosen right away (``reset_stats="reset"``, book/differences.md
+        row 20: they are set to the new vector with count 1, so the reset sticks).
         ``paper`` rule (Sec. 4.3): keep a code only if every modality chose it within the last ``reset_window``
         forwards; the others are reset the same way and, our reading of the paper, their EMA statistics too
         (``ema_weight`` = new vector, ``ema_count`` = 1) so that the reset sticks.
@@ -315,7 +337,7 @@ class SharedCodebook(nn.Module):
         self.embedding[reset] = new
         self.idle[:, reset] = 0
         self.chosen[:, reset] = False
-        if self.reset_rule == "paper":
+        if self.reset_rule == "paper" or self.reset_stats == "reset":
             self.ema_weight[reset] = new
             self.ema_count[reset] = 1.0
         return n_reset

@@ -120,9 +120,12 @@ class SpecificEncoder(nn.Module):
       AV-Digits). Output ``(B, T, h, w, S)``. The CLUB feature is the spatial mean, then ``Linear(S -> S/2)``,
       ReLU, ``Linear(S/2 -> club_dim)`` (released 2048 -> 1024 -> 512).
     Without CLUB (``club_head=False``) no CLUB head is built and the returned CLUB feature is None.
+    ``club_target="decoder_input"`` (book/differences.md row 17): no CLUB head either; the CLUB feature is what the
+    decoder reads, the specific output itself (``vector``/``tokens``) or its spatial mean (``grid``), width S.
     """
 
-    def __init__(self, spec: ModalitySpec, in_dim: int, club_head: bool = True, conv_impl: str = "gemm"):
+    def __init__(self, spec: ModalitySpec, in_dim: int, club_head: bool = True, conv_impl: str = "gemm",
+                 club_target: str = "projection"):
         super().__init__()
         self.kind = spec.kind
         s = spec.specific_dim
@@ -134,11 +137,12 @@ class SpecificEncoder(nn.Module):
                 SmallMapConv(s // 2, s, 3, padding=self.paddings[1], impl=conv_impl), nn.ReLU(),
                 SmallMapConv(s, s, 1, impl=conv_impl), ResidualBlock(s, conv_impl))
             self.club_head = (nn.Sequential(nn.Linear(s, s // 2), nn.ReLU(), nn.Linear(s // 2, spec.club_dim))
-                              if club_head else None)
+                              if club_head and club_target == "projection" else None)
         else:
             self.paddings = ()
             self.linear = nn.Linear(in_dim, s)
-            self.club_head = nn.Linear(s, spec.club_dim) if club_head and spec.club_dim != s else None
+            self.club_head = (nn.Linear(s, spec.club_dim)
+                              if club_head and club_target == "projection" and spec.club_dim != s else None)
         self.returns_club = club_head
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -149,7 +153,10 @@ class SpecificEncoder(nn.Module):
             return specific, specific if self.club_head is None else self.club_head(specific)
         b, t, h, w, c = x.shape
         maps = self.convs(x.reshape(b * t, h, w, c))                          # (BT, h', w', S)
-        club = None if self.club_head is None else self.club_head(maps.mean(dim=(1, 2))).reshape(b, t, -1)
+        club = None
+        if self.returns_club:
+            pooled = maps.mean(dim=(1, 2))
+            club = (pooled if self.club_head is None else self.club_head(pooled)).reshape(b, t, -1)
         return maps.reshape(b, t, *maps.shape[1:]), club
 
 
@@ -200,11 +207,16 @@ def input_dim(spec: ModalitySpec, cfg: ModelConfig) -> int:
     return spec.feature_shape[-1]
 
 
+def club_feature_dim(spec: ModalitySpec, cfg: ModelConfig) -> int:
+    """Width of the CLUB feature y of one modality: ``club_dim``, or S for ``club_target="decoder_input"``."""
+    return spec.specific_dim if cfg.club_target == "decoder_input" else spec.club_dim
+
+
 def build_modality(spec: ModalitySpec, cfg: ModelConfig) -> dict[str, nn.Module | None]:
     """The four networks of one modality: ``front_end`` (tokens only, else None), ``semantic``, ``specific``,
     ``decoder``."""
     dim = input_dim(spec, cfg)
     front = TokenFrontEnd(spec.feature_shape[-1], cfg.text_lstm_hidden) if spec.kind == "tokens" else None
-    specific = SpecificEncoder(spec, dim, club_head=cfg.club, conv_impl=cfg.conv_impl)
+    specific = SpecificEncoder(spec, dim, club_head=cfg.club, conv_impl=cfg.conv_impl, club_target=cfg.club_target)
     return {"front_end": front, "semantic": SemanticEncoder(spec, cfg, dim), "specific": specific,
             "decoder": Decoder(spec, cfg, dim, specific.paddings)}

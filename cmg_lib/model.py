@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .codebook import SharedCodebook
 from .distributed import gather_rows
 from .config import KNOWN_MODALITIES, Config
-from .modalities import Decoder, build_modality
+from .modalities import Decoder, build_modality, club_feature_dim
 from .objectives import AlignmentContext, ClubEstimator, CrossCPC, build_alignment
 from .objectives.cmcm import cmcm_loss
 
@@ -70,7 +70,7 @@ class UniCode(nn.Module):
         self.codebook = SharedCodebook(cfg)
         self.cpc = (CrossCPC(self.modalities, cfg.hidden_dim, cfg.cpc_context, cfg.cpc_layers, cfg.cpc_steps,
                              cfg.cpc_softmax, cfg.cpc_self_weight) if cfg.cross_cpc else None)
-        self.club = (nn.ModuleDict({s.name: ClubEstimator(cfg.hidden_dim, s.club_dim, cfg.club_hidden)
+        self.club = (nn.ModuleDict({s.name: ClubEstimator(cfg.hidden_dim, club_feature_dim(s, cfg), cfg.club_hidden)
                                     for s in cfg.modalities}) if cfg.club else None)
         self.alignment = build_alignment(cfg.alignment, cfg)
         self.step = 0
@@ -161,7 +161,7 @@ class UniCode(nn.Module):
         # compared methods get a snapshot taken before the update.
         gather = gather_rows if self.global_batch else _identity
         z_all = {m: gather(v) for m, v in z.items()}                # all ranks' rows for the contrastive terms
-        cmcm = cmcm_loss(z_all, self.codebook.embedding) if cfg.cmcm else None
+        cmcm = cmcm_loss(z_all, self.codebook.embedding, temperature=cfg.cmcm_temperature) if cfg.cmcm else None
         embedding_before = self.codebook.embedding.detach().clone() if self.alignment is not None else None
         vq = self.codebook(z)
 
@@ -183,7 +183,9 @@ class UniCode(nn.Module):
             losses["align"] = cfg.alignment_weight * self.alignment(ctx)
         mi_inputs, club_inputs = {}, {}
         if self.club is not None:
-            mi_inputs = {m: (gather(vq.quantized[m]), gather(specific[m][1])) for m in self.modalities}
+            # club_grad="specific" (book/differences.md row 18): the mi terms train Psi only, the code is a constant
+            code = (lambda q: q.detach()) if cfg.club_grad == "specific" else _identity
+            mi_inputs = {m: (gather(code(vq.quantized[m])), gather(specific[m][1])) for m in self.modalities}
             dtype = self.codebook.embedding.dtype          # the estimators train outside autocast (model dtype)
             club_inputs = {m: (q.detach().to(dtype), y.detach().to(dtype)) for m, (q, y) in mi_inputs.items()}
         out = ModelOutput(loss=_total(losses), terms={}, indices=vq.indices, stats=stats,

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -132,3 +133,42 @@ def code_usage(model, dataset, modalities: Sequence[str] | None = None, batch_si
                     counts[int(c)][m] += flat[c]
     model.train(was_training)
     return counts
+
+
+def aligned_code_agreement(model, dataset, pair: tuple[str, str] = ("audio", "video"),
+                           batch_size: int = 256) -> dict[str, float]:
+    """The paper's central property, measured: on the segments where both modalities of ``pair`` carry the same
+    event (one class, not background, in each ``segment_label/<m>``), the fraction quantised to the same code.
+
+    Returns ``same_code`` (that fraction), ``segments`` (how many aligned segments were seen) and ``chance`` (the
+    same fraction if the two modalities picked codes independently with their observed marginal frequencies on
+    those segments)."""
+    size = int(model.config.model.codebook_size)
+    keys = [f"segment_label/{m}" for m in pair]
+    same, total = 0, 0
+    joint = np.zeros((2, size), dtype=np.int64)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            if any(k not in batch for k in keys):
+                raise ValueError(f"aligned_code_agreement needs {keys} in the dataset's items, got {sorted(batch)}")
+            events = []
+            for k in keys:
+                labels = batch[k][..., :-1]                                         # drop background
+                single = labels.sum(-1) == 1
+                events.append(torch.where(single, labels.argmax(-1), torch.full_like(single, -1, dtype=torch.long)))
+            aligned = (events[0] >= 0) & (events[0] == events[1])                   # (B, T)
+            if not bool(aligned.any()):
+                continue
+            codes = [model.quantize(batch[m].to(device), m)[0].cpu()[aligned] for m in pair]
+            same += int((codes[0] == codes[1]).sum())
+            total += int(aligned.sum())
+            for i in range(2):
+                joint[i] += np.bincount(codes[i].numpy(), minlength=size)
+    model.train(was_training)
+    if total == 0:
+        return {"same_code": math.nan, "segments": 0, "chance": math.nan}
+    p = joint / joint.sum(1, keepdims=True)
+    return {"same_code": same / total, "segments": total, "chance": float((p[0] * p[1]).sum())}

@@ -31,14 +31,15 @@ DENOMINATOR_EPS = 1e-5   # released sum_j E_ij + 1e-5
 DISTANCE_FLOOR = 1e-12   # squared-distance floor before sqrt (released has none): keeps gradients finite when z = e_k
 
 
-def code_distribution(z: Tensor, embedding: Tensor) -> Tensor:
+def code_distribution(z: Tensor, embedding: Tensor, temperature: float = 1.0) -> Tensor:
     """Per-sample soft code distribution ``P (B, L)`` of ``z (B, T, D)`` over the codes ``embedding (L, D)``:
-    ``mean_t softmax_k(-|z_t - e_k|)`` with the plain Euclidean distance (book/differences.md row 7)."""
+    ``mean_t softmax_k(-|z_t - e_k| / temperature)`` with the plain Euclidean distance (book/differences.md row 7;
+    released temperature 1, row 16)."""
     # a copy, so that an in-place EMA update of the codebook before backward() cannot invalidate this graph
     codes = embedding.detach().to(dtype=z.dtype, copy=True)
     squared = (z * z).sum(-1, keepdim=True) + (codes * codes).sum(-1) - 2.0 * z @ codes.t()   # (B, T, L)
     distance = squared.clamp_min(DISTANCE_FLOOR).sqrt()
-    return torch.softmax(-distance, dim=-1).mean(dim=1)
+    return torch.softmax(-distance / temperature, dim=-1).mean(dim=1)
 
 
 def _released_info_nce(similarity: Tensor) -> Tensor:
@@ -57,7 +58,7 @@ def _symmetric_info_nce(similarity: Tensor) -> Tensor:
     return -(rows + columns).mean()
 
 
-def cmcm_loss(z: dict[str, Tensor], embedding: Tensor, form: str = "released") -> Tensor:
+def cmcm_loss(z: dict[str, Tensor], embedding: Tensor, form: str = "released", temperature: float = 1.0) -> Tensor:
     """CMCM loss over all pairs of the modalities in ``z`` (each ``(B, T_m, D)``, the same B; T may differ).
 
     ``embedding (L, D)`` is the shared codebook (used as a constant). Returns a scalar with gradient into z."""
@@ -75,7 +76,7 @@ def cmcm_loss(z: dict[str, Tensor], embedding: Tensor, form: str = "released") -
     if len(set(batch.values())) != 1:
         raise ValueError(f"all modalities need the same batch size, got {batch}")
 
-    distributions = {m: code_distribution(t, embedding) for m, t in z.items()}
+    distributions = {m: code_distribution(t, embedding, temperature) for m, t in z.items()}
     logs = {m: torch.log(p + LOG_EPS) for m, p in distributions.items()}
     total = None
     for m, n in combinations(z, 2):

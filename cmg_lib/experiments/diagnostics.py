@@ -1,0 +1,121 @@
+"""What a researcher looks at to see *why* a pre-trained model transfers or not (book chapter "Why the released
+recipe behaves differently here"): code purity, linear probes on the semantic features z, the same code on aligned
+segments, codes used and shared, and the contrastive terms against their chance levels.
+
+All measures are on held-out AVE-style segments of the embedded data (``ave`` test split; the probes train on the
+``ave`` train split), per modality, and take a checkpoint (or a loaded model).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..data import load_dataset
+from ..data import schema
+from ..data.common import as_tensors
+from ..data.probes import _LinearProbe
+from ..usage import aligned_code_agreement, code_usage, shared_fraction
+from .runs import run_history
+
+
+def _segments(dataset, modality: str) -> tuple[torch.Tensor, np.ndarray]:
+    """Inputs ``(N, T, ...)`` and per-segment event class ``(N*T,)`` (background = C) of a split."""
+    tables = getattr(dataset, "_diag_tables", None)
+    if tables is None:
+        tables = dataset._diag_tables = as_tensors(dataset)
+    return tables[modality], tables[schema.segment_key(modality)].argmax(-1).flatten().numpy()
+
+
+def _encode(model, x: torch.Tensor, modality: str, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """z ``(N*T, D)`` and code indices ``(N*T,)`` of inputs ``(N, T, ...)``."""
+    zs, codes = [], []
+    with torch.no_grad():
+        for s in range(0, x.shape[0], chunk):
+            z = model.encode(x[s:s + chunk], modality)
+            zs.append(z.reshape(-1, z.shape[-1]).float().cpu())
+            codes.append(model.codebook.nearest(z)[0].reshape(-1).cpu())
+    return torch.cat(zs).numpy(), torch.cat(codes).numpy()
+
+
+def code_purity(codes: np.ndarray, classes: np.ndarray, background: int) -> float:
+    """On event segments, the share of segments whose code's most frequent event class is their own class
+    (1 = every code is class-pure; the usage-weighted mean of per-code majority shares)."""
+    event = classes != background
+    if not event.any():
+        return math.nan
+    c, y = codes[event], classes[event]
+    table = np.zeros((int(c.max()) + 1, background), dtype=np.int64)
+    np.add.at(table, (c, y), 1)
+    return float(table.max(1).sum() / table.sum())
+
+
+def model_diagnostics(model, data: str = "avdigits", *, scale: str = "default",
+                      cache_dir: str | os.PathLike | None = None, probe_seed: int = 0) -> dict[str, float]:
+    """Per modality ``purity/<m>``, ``probe_z/<m>`` (event-segment accuracy of a linear probe on z, train -> test
+    split, chance = the majority event class), codes used; for the first modality pair ``same_code`` on aligned
+    segments with its ``same_code_chance``; ``shared_codes`` (codes every modality used / used by any)."""
+    model.eval()
+    train = load_dataset(data, "ave", "train", scale=scale, cache_dir=cache_dir)
+    test = load_dataset(data, "ave", "test", scale=scale, cache_dir=cache_dir)
+    background = test.num_classes
+    out: dict[str, float] = {}
+    for m in model.config.model.modality_names:
+        xtr, ytr = _segments(train, m)
+        xte, yte = _segments(test, m)
+        ztr, _ = _encode(model, xtr, m)
+        zte, cte = _encode(model, xte, m)
+        out[f"purity/{m}"] = code_purity(cte, yte, background)
+        ev_tr, ev_te = ytr != background, yte != background
+        probe = _LinearProbe(ztr[ev_tr], ytr[ev_tr], probe_seed)
+        out[f"probe_z/{m}"] = float((probe.predict(zte[ev_te]) == yte[ev_te]).mean())
+        out[f"probe_chance/{m}"] = float(np.bincount(yte[ev_te]).max() / ev_te.sum())
+    usage = code_usage(model, test)["all"]
+    for m, counts in usage.items():
+        out[f"codes_used/{m}"] = int((counts > 0).sum())
+    out["shared_codes"] = shared_fraction(torch.as_tensor(np.stack(list(usage.values()))))
+    pair = tuple(model.config.model.modality_names[:2])
+    agreement = aligned_code_agreement(model, test, pair)
+    out["same_code"], out["same_code_chance"] = agreement["same_code"], agreement["chance"]
+    return out
+
+
+def training_diagnostics(ckpt: str | os.PathLike, batch_size: int, last: int = 3) -> dict[str, float]:
+    """From a cached run's history (mean of the last ``last`` log entries): every mi term, CMCM against its chance
+    value 0.5 log B per modality pair (uniform code distributions), the Cross-CPC top-1 accuracies against 1/B."""
+    history = run_history(ckpt)[-last:]
+    if not history:
+        return {}
+    keys = sorted({k for h in history for k in h if k.startswith(("mi/", "cpc_acc/")) or k == "cmcm"})
+    out = {k: float(np.mean([h[k] for h in history if k in h])) for k in keys}
+    if "cmcm" in out:
+        out["cmcm_chance"] = 0.5 * math.log(batch_size)
+    if any(k.startswith("cpc_acc/") for k in out):
+        out["cpc_chance"] = 1.0 / batch_size
+    return out
+
+
+def diagnose(ckpts: dict[int, str | os.PathLike], data: str = "avdigits", *, scale: str = "default",
+             cache_dir: str | os.PathLike | None = None) -> dict[int, dict[str, float]]:
+    """``model_diagnostics`` and ``training_diagnostics`` of each pre-training seed's checkpoint."""
+    out = {}
+    for seed, ckpt in ckpts.items():
+        model = load_checkpoint(ckpt)
+        out[seed] = {**model_diagnostics(model, data, scale=scale, cache_dir=cache_dir),
+                     **training_diagnostics(ckpt, model.config.train.batch_size)}
+    return out
+
+
+def seed_summary(per_seed: dict[int, dict[str, float]], keys: Sequence[str] | None = None) -> dict[str, str]:
+    """``mean ± 95 % half-width (n)`` of each measure over seeds, as text for a table."""
+    from .claims import interval
+    keys = keys or sorted({k for d in per_seed.values() for k in d})
+    out = {}
+    for k in keys:
+        mean, half, n = interval([d[k] for d in per_seed.values() if k in d])
+        out[k] = f"{mean:.3f}" + ("" if math.isinf(half) else f" ± {half:.3f}")
+    return out

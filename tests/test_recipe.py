@@ -1,0 +1,121 @@
+"""The book recipe's switches (book/differences.md rows 16-20): each does what it says, and each default is the
+released behaviour."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cmg_lib.config import (AVDIGITS_CLASSES, BOOK_RECIPE, ModelConfig, book_codebook_size, preset)
+from cmg_lib.codebook import SharedCodebook
+from cmg_lib.config import AVDIGITS_MODALITIES
+from cmg_lib.model import build_model
+from cmg_lib.objectives.cmcm import code_distribution
+from cmg_lib.usage import aligned_code_agreement
+from cmg_lib.experiments.diagnostics import code_purity
+
+
+def test_defaults_are_the_released_behaviour_and_the_book_presets_differ_only_by_the_recipe():
+    released, book = preset("tiny_av"), preset("book_av")
+    assert (released.model.cmcm_temperature, released.model.club_target, released.model.club_grad,
+            released.model.codebook_init, released.model.reset_stats) == (1.0, "projection", "both", "uniform", "keep")
+    assert {k: getattr(book.model, k) for k in BOOK_RECIPE} == BOOK_RECIPE
+    assert book.model.codebook_size == book_codebook_size() == 32 and book.train.max_steps == 1000
+    assert book.data.pretrain_size == "24k" and preset("book_avt").data.pretrain_size == "40k"
+    assert book_codebook_size(141) == 400 and book_codebook_size(28) == 80     # the released ratio
+
+
+def test_avdigits_class_count_matches_the_data():
+    from cmg_lib.data.avdigits import NUM_CLASSES
+    assert AVDIGITS_CLASSES == NUM_CLASSES
+
+
+def test_cmcm_temperature_divides_the_distance():
+    z, e = torch.randn(3, 4, 8), torch.randn(5, 8)
+    d = torch.cdist(z, e.expand(3, 5, 8))
+    torch.testing.assert_close(code_distribution(z, e, 0.5), torch.softmax(-d / 0.5, -1).mean(1), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_club_on_the_decoder_input_uses_the_pooled_specific_maps(make_batch):
+    cfg = preset("tiny_av", overrides=["model.club_target=decoder_input"])
+    model = build_model(cfg)
+    assert model.specific["video"].club_head is None
+    batch = make_batch(cfg, batch=3)
+    maps, club = model.specific["video"](batch["video"])
+    torch.testing.assert_close(club, maps.mean(dim=(2, 3)))
+    out = model(batch)
+    assert out.club_inputs["video"][1].shape[-1] == cfg.model.spec("video").specific_dim
+
+
+@pytest.mark.parametrize("grad", ["both", "specific"])
+def test_club_grad_specific_keeps_the_mi_gradient_out_of_the_semantic_encoder(make_batch, grad):
+    cfg = preset("tiny_av", overrides=[f"model.club_grad={grad}", "model.dropout=0.0"])
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    out = model(make_batch(cfg, batch=4), include_mi=False)
+    mi = sum(model.mi_terms(out).values())
+    semantic = torch.autograd.grad(mi, list(model.semantic.parameters()), allow_unused=True, retain_graph=True)
+    specific = torch.autograd.grad(mi, list(model.specific.parameters()), allow_unused=True)
+    norm = {name: sum(float(g.abs().sum()) for g in grads if g is not None)
+            for name, grads in (("semantic", semantic), ("specific", specific))}
+    assert (norm["semantic"] == 0.0) == (grad == "specific") and norm["specific"] > 0
+
+
+def _codebook(**kw):
+    cfg = ModelConfig(modalities=(AVDIGITS_MODALITIES["audio"], AVDIGITS_MODALITIES["video"]), hidden_dim=4,
+                      codebook_size=6, reset_window=2, **kw)
+    return SharedCodebook(cfg)
+
+
+def test_data_initialisation_puts_every_code_on_a_distinct_first_batch_vector():
+    torch.manual_seed(0)
+    cb = _codebook(codebook_init="data", mm_ema=False)
+    z = {m: torch.randn(2, 5, 4) for m in ("audio", "video")}
+    cb.eval()(z)                                     # an eval forward does not initialise
+    assert bool(cb.pending_init)
+    cb._init_from_data(torch.stack([z["audio"], z["video"]]))
+    pool = torch.cat([z["audio"].reshape(-1, 4), z["video"].reshape(-1, 4)])
+    nearest = torch.cdist(cb.embedding, pool).min(1)
+    assert float(nearest.values.max()) < 1e-6 and len(set(nearest.indices.tolist())) == 6
+    torch.testing.assert_close(cb.ema_weight, cb.embedding)
+    assert cb.ema_count.tolist() == [1.0] * 6 and not bool(cb.pending_init)
+    assert "pending_init" not in _codebook().state_dict()      # the released layout keeps its state_dict keys
+
+
+@pytest.mark.parametrize("stats", ["keep", "reset"])
+def test_reset_stats_make_a_reset_stick(stats):
+    torch.manual_seed(1)
+    cb = _codebook(reset_stats=stats).train()
+    used = {m: torch.zeros(1, 3, dtype=torch.long) for m in ("audio", "video")}         # only code 0 is used
+    resets = sum(cb._track_usage_and_reset(used) for _ in range(3))
+    assert resets == 5                                                                   # codes 1-5 idle > 2
+    ema_vector = cb.ema_weight[1:] / cb.ema_count[1:, None]
+    assert bool(torch.allclose(ema_vector, cb.embedding[1:])) == (stats == "reset")
+
+
+def test_code_purity_and_aligned_agreement_on_known_codes():
+    codes = np.array([0, 0, 1, 1, 1, 2])
+    classes = np.array([3, 3, 4, 4, 3, 5])            # class 5 = background here
+    assert code_purity(codes, classes, background=5) == pytest.approx(4 / 5)
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.config = preset("tiny_av", overrides=["model.codebook_size=4"])
+
+        def quantize(self, x, m):
+            return x[..., 0].long(), None
+
+    def item(a, v, la, lv):
+        onehot = lambda c: torch.nn.functional.one_hot(torch.tensor(c), 11).float()
+        return {"audio": torch.tensor(a, dtype=torch.float)[:, None], "video": torch.tensor(v, dtype=torch.float)[:, None],
+                "segment_label/audio": onehot(la), "segment_label/video": onehot(lv)}
+    data = [item([1, 2, 3], [1, 0, 3], [4, 4, 10], [4, 4, 10]),          # aligned: t=0 (same code), t=1 (differs)
+            item([2, 2, 2], [2, 2, 2], [5, 6, 7], [5, 6, 8])]            # aligned: t=0, t=1 (same codes)
+    out = aligned_code_agreement(Fixed(), data, ("audio", "video"))
+    assert out["segments"] == 4 and out["same_code"] == pytest.approx(3 / 4)
+    assert 0 < out["chance"] < 1 and not math.isnan(out["chance"])
