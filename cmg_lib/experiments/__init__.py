@@ -6,12 +6,13 @@
 * ``tables``: mean ± std tables over seeds, ours beside the paper's; ``paper``: the paper's printed numbers.
 * ``claims``: holds / does not hold / inconclusive over pre-training seeds, one tested function per claim.
 * ``notebook``: a notebook's setup in one call (``setup``).
+* ``diagnostics`` / ``why``: the measures and controlled experiments of the chapter on the released recipe.
 """
 from ..config import ABLATIONS, ablation_overrides
 from ..downstream import direction_label
 from ..storage import cache_root
 from ..usage import code_usage
-from . import claims
+from . import claims, diagnostics, why
 from .budgets import BUDGETS, Budget, budget, experiment_config, table1_grid
 from .evals import AV_DIRECTIONS, TASK_METRIC, avs_overlays, downstream, evaluate, load_results
 from .notebook import NotebookRun, setup
@@ -21,7 +22,7 @@ from .runs import (checkpoint_key, history_records, pretrain_run, pretrained, ru
 from .tables import aggregate, field, mean_metric, results_table, side_by_side
 
 __all__ = ["ABLATIONS", "AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "TASK_METRIC", "ablation_overrides",
-           "aggregate", "avs_overlays", "budget", "cache_root", "checkpoint_key", "claims", "code_usage",
+           "aggregate", "avs_overlays", "budget", "cache_root", "checkpoint_key", "claims", "code_usage", "diagnostics",
            "direction_label", "downstream", "evaluate", "experiment_config", "field", "history_records",
            "load_results", "mean_metric", "paper_table", "pretrain_run", "pretrained", "results_table",
-           "run_config", "run_history", "run_key", "setup", "side_by_side", "snapshot", "table1_grid"]
+           "run_config", "run_history", "run_key", "setup", "side_by_side", "snapshot", "table1_grid", "why"]
