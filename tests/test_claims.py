@@ -99,3 +99,27 @@ def test_markdown_shows_scope_outcome_and_rule():
     assert "scale **default**: 200 pre-training steps" in text and "inconclusive** by rule" in text
     assert "- c: **inconclusive** (a 2.0 vs b 1.0; difference 1.00 no interval points over 1 pre-training seed; " \
            "rule: difference > 0 points; needs >= 3 seeds)" in text
+
+
+def test_why_switch_and_target_claims_on_known_values():
+    from cmg_lib.experiments import why
+
+    base = {"purity": 0.8, "mi/video": 0.5, "cmcm_margin": 0.3, "same_code": 0.6}
+    diag = {"book recipe": {s: dict(base, same_code=0.6 + 0.01 * s) for s in (0, 1, 2)}}
+    worse = {"purity": 0.4, "mi/video": 0.0, "cmcm_margin": 0.0, "same_code": 0.1}
+    for name in why.SWITCHES:
+        diag[name] = {s: dict(worse) for s in (0, 1, 2)}
+    diag["CMCM without temperature"] = {s: dict(base, cmcm_margin=0.5 + 0.01 * s) for s in (0, 1, 2)}  # better
+    records = []
+    for s in (0, 1, 2):
+        for row, cross in (("book recipe", 70.0 + s), ("released recipe", 20.0), ("book recipe, fewer updates", 71.0 + s)):
+            records.append(_rec("unicode", s, 0, cross, row=row, kind="cross"))
+        records.append(_rec("unicode", s, 0, 85.0, row="book recipe", kind="labelled"))
+    verdicts = why.switch_claims(diag, records)
+    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, FAILS, HOLDS, HOLDS, FAILS]
+    targets = why.target_claims(records, {0: 10.0, 1: 10.0, 2: 10.0}, diag["book recipe"])
+    # cross / labelled = 70/85, 71/85, 72/85: mean 0.835, t-interval +- 0.029 lies above 0.8
+    assert [v.outcome for v in targets] == [HOLDS, HOLDS, HOLDS, HOLDS]
+    low = why.target_claims([dict(r, metric=r["metric"] - 4) if r["kind"] == "cross" else r for r in records],
+                            {0: 10.0, 1: 10.0, 2: 10.0}, diag["book recipe"])
+    assert low[1].outcome == INCONCLUSIVE          # 66-68 / 85: the interval contains 0.8
