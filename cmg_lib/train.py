@@ -421,9 +421,7 @@ def _train_step(model: UniCode, net: torch.nn.Module, batch: dict, main_opt, clu
     terms = dict(out.terms)
     if club_opt is not None:
         for i in range(club_steps):
-            club_opt.zero_grad(set_to_none=True)
-            learn = model.club_loss(out.club_inputs)
-            learn.backward()
+            learn = model.club_loss_and_grads(out.club_inputs)      # = zero_grad; club_loss(...).backward()
             d.average_grads(club_params)
             club_opt.step()
             if i == club_steps - 1:
