@@ -8,6 +8,11 @@ CLUB inner steps, the mi terms, main backward, per-module gradient clipping and 
     python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 5 --bf16    # CPU with native bf16
     python benchmarks/pretrain_step.py --preset tiny --batch 64 --device cpu --steps 10
     python benchmarks/pretrain_step.py --preset paper_avt --batch 80 --device cuda --steps 10 --bf16
+    python benchmarks/pretrain_step.py --preset tiny_av --batch 64 --steps 20 --threads 2 --set model.hidden_dim=256
+
+Besides the ``median N ms`` line it prints the FLOPs of one step (torch's ``FlopCounterMode``, one extra untimed
+step), the achieved GFLOP/s, this machine's float32 GEMM rate (``gemm_rate``) and the step's ratio to that FLOP
+floor (step time / (FLOPs / GEMM rate)): how far the step is from what its arithmetic alone would cost.
 
 Reference (shared/reference/anchors.md): the released AVT step at paper shapes, batch 8, float64 on a 2-core CPU
 of the anchors' machine takes 42.6 s (0.19 samples/s); the target is 8x its samples/s. CPUs differ between machines
@@ -46,6 +51,30 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def step_flops(model, batch, main_opt, club_opt, config) -> int:
+    """FLOPs of one training step as torch's ``FlopCounterMode`` counts them (matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(model, batch, main_opt, club_opt, config)
+    return int(counter.get_total_flops())
+
+
+def gemm_rate(device: torch.device, size: int = 1024, repeats: int = 8) -> float:
+    """Best float32 GEMM rate (FLOP/s) of ``size``-square matmuls on ``device``, the floor's yardstick."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
 
 
 def time_steps(model, batch, main_opt, club_opt, config, steps: int, device: torch.device) -> tuple[list, list, dict]:
@@ -94,27 +123,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA, or a CPU with native bf16)")
+    parser.add_argument("--precision", default=None, help="fp32 or bf16 (--bf16 is --precision bf16)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. model.hidden_dim=256")
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count and the GEMM-rate floor")
     parser.add_argument("--released-replay", type=int, default=0, metavar="N",
                         help="also time N released-equivalent float64 steps on this machine (CPU; ~15-45 s each)")
     args = parser.parse_args(argv)
+    precision = args.precision or ("bf16" if args.bf16 else "fp32")
+    if precision not in ("fp32", "bf16") or (args.bf16 and precision != "bf16"):
+        raise SystemExit(f"pretrain_step.py: error: unknown precision {args.precision!r}; use fp32 or bf16")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"pretrain_step.py: error: --threads must be a positive number of threads, got {args.threads}")
+    if precision == "bf16" and args.device == "cpu" and not cpu_has_native_bf16():
+        raise SystemExit("pretrain_step.py: error: bf16 on this CPU is emulated (no AVX512-BF16 / AMX): use fp32 "
+                         "here, bf16 on CUDA or a CPU with native bf16")
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = [f"train.batch_size={args.batch}", f"train.device={args.device}"]
-    if args.bf16:
-        overrides.append("train.precision=bf16")
-    config = preset(args.preset, args.method, overrides)
+    overrides = [f"train.batch_size={args.batch}", f"train.device={args.device}", f"train.precision={precision}"]
+    try:
+        config = preset(args.preset, args.method, overrides + list(args.set))
+    except ValueError as err:
+        raise SystemExit(f"pretrain_step.py: error: {err}") from None
     device = torch.device(args.device)
     seed_everything(config.train.seed)
     model = build_model(config).to(device)
     main_opt, club_opt, _ = make_optimizers(model, config)
-    times, cpu_times, terms = time_steps(model, random_batch(config, args.batch, device), main_opt, club_opt, config,
-                                         args.steps, device)
+    batch = random_batch(config, args.batch, device)
+    times, cpu_times, terms = time_steps(model, batch, main_opt, club_opt, config, args.steps, device)
     mean, med = sum(times) / len(times), median(times)
     n_params = sum(p.numel() for p in model.parameters())
     cpu_note = f" native_bf16={cpu_has_native_bf16()}" if device.type == "cpu" else ""
     print(f"preset={args.preset} method={args.method} batch={args.batch} device={args.device} "
-          f"precision={'bf16' if args.bf16 else 'fp32'} threads={torch.get_num_threads()}{cpu_note}")
+          f"precision={precision} threads={torch.get_num_threads()}{cpu_note}"
+          + (f" set={' '.join(args.set)}" if args.set else ""))
     print(f"params: {n_params / 1e6:.2f} M ({sum(p.numel() for p in model.main_parameters()) / 1e6:.2f} M main)")
     print(f"step: {mean * 1e3:.1f} ms (mean of {len(times)}; each: {', '.join(f'{t * 1e3:.0f}' for t in times)})")
     print(f"process CPU time: {sum(cpu_times) / len(cpu_times) * 1e3:.1f} ms/step (all threads; on a loaded machine "
@@ -124,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"throughput: {args.batch / mean:.2f} samples/s (median step: {args.batch / med:.2f} samples/s)")
     print(f"peak memory: {peak_memory_mib(device):.0f} MiB ({'CUDA allocated' if device.type == 'cuda' else 'RSS'})")
     print(f"final loss: {terms['loss']:.4f}")
+    if not args.no_flops:
+        flops, rate = step_flops(model, batch, main_opt, club_opt, config), gemm_rate(device)
+        floor = flops / rate
+        print(f"flops: {flops / 1e9:.2f} GFLOP per step (torch FlopCounterMode), achieved {flops / med / 1e9:.1f} "
+              f"GFLOP/s by the median step")
+        print(f"gemm_rate: {rate / 1e9:.1f} GFLOP/s (float32 1024^3 matmul, best of 8, this machine); FLOP floor "
+              f"{floor * 1e3:.1f} ms; step / floor = {med / floor:.2f}")
     if args.preset == "paper_avt" and args.device == "cpu" and args.batch == 8:
         print(f"vs the released AVT step on the anchors' machine ({RELEASED_AVT_BATCH8_S} s per batch-8 step, "
               f"anchors.md): {RELEASED_AVT_BATCH8_S / med:.1f}x by the median step (target >= 8x)")

@@ -22,6 +22,7 @@ from .distributed import gather_rows
 from .config import KNOWN_MODALITIES, Config
 from .modalities import Decoder, build_modality, club_feature_dim
 from .objectives import AlignmentContext, ClubEstimator, CrossCPC, build_alignment
+from .objectives.club import learning_loss_and_grads, mi_upper_bounds
 from .objectives.cmcm import cmcm_loss
 
 LABEL_KEYS = frozenset({"label", "index", "mask", "frames"})
@@ -198,12 +199,14 @@ class UniCode(nn.Module):
 
     def mi_terms(self, output: ModelOutput) -> dict[str, Tensor]:
         """CLUB upper bounds ``{"mi/<m>": I(quantized^m; club_feature^m)}`` (Eq. 5 / released ``mi_est``) with the
-        estimators' current weights, differentiable w.r.t. the main networks; empty when ``club`` is off."""
+        estimators' current weights, differentiable w.r.t. the main networks; empty when ``club`` is off. All
+        estimators run batched (``objectives.club.mi_upper_bounds``; equal to each one's ``mi_upper_bound``)."""
         if self.club is None:
             return {}
-        negatives = self.config.model.club_negatives
-        return {f"mi/{m}": self.club[m].mi_upper_bound(q, y, negatives=negatives)
-                for m, (q, y) in output.mi_inputs.items()}
+        names = list(output.mi_inputs)
+        bounds = mi_upper_bounds([self.club[m] for m in names], [output.mi_inputs[m] for m in names],
+                                 self.config.model.club_negatives)
+        return {f"mi/{m}": bound for m, bound in zip(names, bounds)}
 
     def club_loss(self, club_inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
         """The estimators' own objective: sum over modalities of -log q(y|x) on the (detached) inputs."""
@@ -211,6 +214,15 @@ class UniCode(nn.Module):
             raise ValueError("club_loss needs a model built with club=True")
         return torch.stack([self.club[m].learning_loss(q.detach(), y.detach())
                             for m, (q, y) in club_inputs.items()]).sum()
+
+    def club_loss_and_grads(self, club_inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+        """``club_loss(club_inputs)`` (detached) with its gradient already in the estimators' ``.grad``, as after
+        ``zero_grad(); club_loss(...).backward()``, but with all estimators batched and the backward written out
+        (``objectives.club.learning_loss_and_grads``); what the training loop runs ``club_steps`` times."""
+        if self.club is None:
+            raise ValueError("club_loss_and_grads needs a model built with club=True")
+        names = list(club_inputs)
+        return learning_loss_and_grads([self.club[m] for m in names], [club_inputs[m] for m in names])
 
     # ------------------------------------------------------------------------------------------------ parameters
     def club_parameters(self) -> list[nn.Parameter]:

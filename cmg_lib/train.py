@@ -181,9 +181,7 @@ class Trainer:
     def _train_club(self, club_inputs: dict) -> float:
         """``club_steps`` Adam steps of the CLUB estimators on the detached pairs; the last step's NLL."""
         for _ in range(self.config.model.club_steps):
-            self.club_opt.zero_grad(set_to_none=True)
-            learn = self.model.club_loss(club_inputs)
-            learn.backward()
+            learn = self.model.club_loss_and_grads(club_inputs)      # = zero_grad; club_loss(...).backward()
             self.group.average_grads(self.club_params)
             self.club_opt.step()
         return float(learn.detach())

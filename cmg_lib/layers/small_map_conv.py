@@ -10,6 +10,7 @@ batch-8 step, torch profiler).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -39,6 +40,22 @@ def _mm_into(out: Tensor, a: Tensor, b: Tensor) -> None:
         torch.mm(a, b, out=out)
     else:
         out.copy_(a @ b)
+
+
+@functools.lru_cache(maxsize=None)
+def transposed_tap_mask(size: tuple[int, int], kernel: int, padding: int) -> Tensor:
+    """``(Ho*Wo, k*k)`` 0/1: which taps of a stride-1 transposed convolution on a ``size`` map reach each (cropped)
+    output position, i.e. read an input position ``o + padding - tap`` inside the map. A channel that is constant
+    over the map contributes ``c @ sum_{reaching taps} W[tap]`` at each output position."""
+    (h, w), k, p = size, kernel, padding
+    ho, wo = h + k - 1 - 2 * p, w + k - 1 - 2 * p
+    mask = torch.zeros(ho, wo, k, k)
+    for oy in range(ho):
+        for ox in range(wo):
+            for dy in range(k):
+                for dx in range(k):
+                    mask[oy, ox, dy, dx] = float(0 <= oy + p - dy < h and 0 <= ox + p - dx < w)
+    return mask.view(ho * wo, k * k)
 
 
 def tap_windows(size: tuple[int, int], kernel: int, padding: int) -> list[tuple[int, int, int, int, int]]:
@@ -209,6 +226,8 @@ class SmallMapConv(nn.Module):
                              + ("" if constant is None else f" and constant {tuple(constant.shape)}"))
         k, p = self.kernel, self.padding
         gemm = self.impl == "gemm" and self.in_channels * self.out_channels >= GEMM_MIN_CHANNEL_PRODUCT
+        if constant is not None and self.transposed and not gemm and k > 1:
+            return self._transposed_with_constant(x, constant)
         if constant is not None and not (self.transposed and gemm and k > 1):
             x = torch.cat([constant[:, None, None].expand(-1, h, w, -1), x], dim=-1)
             constant = None
@@ -230,6 +249,21 @@ class SmallMapConv(nn.Module):
             out = cols @ self.weight.view(-1, self.out_channels)
         else:
             out = _PaddedTapConv.apply(x, self.weight.view(k * k, self.in_channels, self.out_channels), k, p)
+        return out if self.bias is None else out + self.bias
+
+    def _transposed_with_constant(self, x: Tensor, constant: Tensor) -> Tensor:
+        """Torch's transposed convolution on the map channels only, plus the constant channels' contribution
+        ``constant @ W_eff`` with ``W_eff[o] = sum of the taps reaching output position o``
+        (``transposed_tap_mask``): the same function as concatenating ``constant`` at every position, with the
+        constant channels' share of the FLOPs (half of them in the decoder's first layer, D = S) gone."""
+        n, h, w, _ = x.shape
+        cc, k, p = constant.shape[-1], self.kernel, self.padding
+        ho, wo = self.out_size(h), self.out_size(w)
+        out = F.conv_transpose2d(x.permute(0, 3, 1, 2), self.weight[cc:].permute(0, 3, 1, 2), padding=p)
+        mask = transposed_tap_mask((h, w), k, p).to(device=x.device, dtype=self.weight.dtype)
+        taps = self.weight[:cc].reshape(cc, k * k, self.out_channels)
+        effective = torch.matmul(mask, taps)                                       # (cc, Ho*Wo, Cout)
+        out = out.permute(0, 2, 3, 1) + (constant @ effective.reshape(cc, -1)).view(n, ho, wo, self.out_channels)
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:

@@ -8,8 +8,10 @@ whose gradient flows into both x and y.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 NEGATIVE_MODES = ("sampled", "all")
 
@@ -44,6 +46,11 @@ class ClubEstimator(nn.Module):
     def mu_logvar(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mu_net(x), self.logvar_net(x)
 
+    def linears(self) -> tuple[list[nn.Linear], list[nn.Linear]]:
+        """The four ``Linear`` layers of the mean net and of the log-variance net, input side first."""
+        return ([m for m in self.mu_net if isinstance(m, nn.Linear)],
+                [m for m in self.logvar_net if isinstance(m, nn.Linear)])
+
     def log_likelihood(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean over all positions of sum_d [-(mu - y)^2 / exp(logvar) - logvar] / 2 (released ``loglikeli``;
         the constant -log(2 pi)/2 is dropped)."""
@@ -70,8 +77,14 @@ class ClubEstimator(nn.Module):
             raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
         self._check(x, y, sequence=True)
         mu, logvar = self.mu_logvar(x)
+        return self.bound_from(mu, logvar, y, negatives, generator)
+
+    @staticmethod
+    def bound_from(mu: torch.Tensor, logvar: torch.Tensor, y: torch.Tensor, negatives: str = "sampled",
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """``mi_upper_bound`` given the posterior's ``mu`` and ``logvar`` of x (``(B, T, y_dim)`` each)."""
         if negatives == "sampled":
-            perm = torch.randperm(x.shape[0], generator=generator).to(x.device)   # CPU generator, any device
+            perm = torch.randperm(y.shape[0], generator=generator).to(y.device)   # CPU generator, any device
             inv_var = (-logvar.mean(dim=1)).exp()                                    # (B, d)
             positive = -((mu - y) ** 2).mean(dim=1) * inv_var
             negative = -((mu - y[perm]) ** 2).mean(dim=1) * inv_var
@@ -79,3 +92,103 @@ class ClubEstimator(nn.Module):
         y_mean, y_sq_mean = y.mean(dim=0, keepdim=True), (y ** 2).mean(dim=0, keepdim=True)   # over j, per (t, d)
         all_pairs_sq = mu ** 2 - 2 * mu * y_mean + y_sq_mean                          # mean_j (mu_it - y_jt)^2
         return (((all_pairs_sq - (mu - y) ** 2) / logvar.exp()).sum(-1) / 2).mean()
+
+
+# ---------------------------------------------------------------------------------------------------- batched
+def _groups(estimators: Sequence[ClubEstimator]) -> dict[tuple[int, int, int], list[int]]:
+    """Estimators of equal layer shapes (x_dim, y_dim, width), by position: each group runs as one batch."""
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, est in enumerate(estimators):
+        groups.setdefault((est.x_dim, est.y_dim, est.mu_net[0].out_features), []).append(i)
+    return groups
+
+
+def _stacked(members: Sequence[ClubEstimator]) -> list[tuple[Tensor, Tensor]]:
+    """Per layer, ``(W (G, out, in), b (G, out))`` of the G = 2 * len(members) nets, ordered mu_0, logvar_0, mu_1..."""
+    nets = [net for est in members for net in est.linears()]
+    return [(torch.stack([net[i].weight for net in nets]), torch.stack([net[i].bias for net in nets]))
+            for i in range(len(nets[0]))]
+
+
+def _mlp_forward(h: Tensor, layers: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, list[Tensor]]:
+    """The G nets on ``h (G, N, in)`` as one ``baddbmm`` per layer, ReLU between; the output ``(G, N, out)`` and
+    the input of every layer (for the backward)."""
+    inputs = []
+    for i, (w, b) in enumerate(layers):
+        inputs.append(h)
+        h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        if i < len(layers) - 1:
+            h = torch.relu(h)
+    return h, inputs
+
+
+@torch.no_grad()
+def learning_loss_and_grads(estimators: Sequence[ClubEstimator], pairs: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    """``sum_m estimators[m].learning_loss(*pairs[m])`` with its gradient written into every estimator parameter's
+    ``.grad`` (replacing it), as ``loss.backward()`` after zeroing would; the inputs get no gradient (the
+    estimators' alternating step, released ``mi_est``'s ``learning_loss`` on detached pairs).
+
+    Estimators of equal shapes run together: per layer one ``baddbmm`` over all their mean and log-variance nets
+    forward and two ``bmm`` backward, the backward of the Gaussian log-likelihood written out:
+    with ``r = mu - y``, ``v = exp(-logvar)`` and N positions, d/dmu = r v / N and
+    d/dlogvar = (1 - r^2 v) / (2 N), times ``1 - logvar^2`` through the Tanh. Autograd on ``learning_loss`` is
+    the reference (tests/test_club.py)."""
+    if len(estimators) != len(pairs) or not estimators:
+        raise ValueError(f"need one (x, y) pair per estimator, got {len(pairs)} pairs for {len(estimators)}")
+    total = None
+    for members in _groups(estimators).values():
+        ests = [estimators[i] for i in members]
+        for i in members:
+            estimators[i]._check(*pairs[i], sequence=False)
+        dx, dy = ests[0].x_dim, ests[0].y_dim
+        x = torch.stack([pairs[i][0].reshape(-1, dx) for i in members])                 # (M, N, dx)
+        y = torch.stack([pairs[i][1].reshape(-1, dy) for i in members])                 # (M, N, dy)
+        m, n = x.shape[:2]
+        layers = _stacked(ests)
+        out, inputs = _mlp_forward(x.unsqueeze(1).expand(m, 2, n, dx).reshape(2 * m, n, dx).to(layers[0][0].dtype),
+                                   layers)
+        out = out.view(m, 2, n, dy)
+        mu, logvar = out[:, 0], torch.tanh(out[:, 1])
+        r = mu - y
+        inv_var = torch.exp(-logvar)
+        r2v = r * r * inv_var
+        loss = (r2v + logvar).sum() / (2 * n)                       # sum over members of -log_likelihood
+        total = loss if total is None else total + loss
+        grad = torch.stack([r * inv_var / n, (1 - r2v) * (1 - logvar * logvar) / (2 * n)], dim=1)
+        grad = grad.view(2 * m, n, dy)
+        nets = [net for est in ests for net in est.linears()]
+        for i in range(len(layers) - 1, -1, -1):
+            w, h = layers[i][0], inputs[i]
+            grad_w, grad_b = torch.bmm(grad.transpose(1, 2), h), grad.sum(1)
+            for net, gw, gb in zip(nets, grad_w.unbind(0), grad_b.unbind(0)):
+                net[i].weight.grad, net[i].bias.grad = gw, gb
+            if i:
+                grad = torch.ops.aten.threshold_backward(torch.bmm(grad, w), h, 0)    # ReLU backward (h = relu(.))
+    return total
+
+
+def mi_upper_bounds(estimators: Sequence[ClubEstimator], pairs: Sequence[tuple[Tensor, Tensor]],
+                    negatives: str = "sampled") -> list[Tensor]:
+    """``[estimators[m].mi_upper_bound(*pairs[m], negatives)]`` with the posterior nets of equal-shaped
+    estimators run as one ``baddbmm`` per layer; differentiable w.r.t. the inputs and, if they require it, the
+    estimators' parameters. The random negatives are drawn per estimator in order, as the loop over
+    ``mi_upper_bound`` draws them."""
+    if negatives not in NEGATIVE_MODES:
+        raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
+    if len(estimators) != len(pairs) or not estimators:
+        raise ValueError(f"need one (x, y) pair per estimator, got {len(pairs)} pairs for {len(estimators)}")
+    posteriors: list[tuple[Tensor, Tensor] | None] = [None] * len(estimators)
+    for members in _groups(estimators).values():
+        ests = [estimators[i] for i in members]
+        for i in members:
+            estimators[i]._check(*pairs[i], sequence=True)
+        dx, dy = ests[0].x_dim, ests[0].y_dim
+        x = torch.stack([pairs[i][0] for i in members])                                 # (M, B, T, dx)
+        m, shape = x.shape[0], x.shape[1:-1]
+        x = x.reshape(m, 1, -1, dx).expand(m, 2, -1, dx).reshape(2 * m, -1, dx)
+        out, _ = _mlp_forward(x, _stacked(ests))
+        out = out.view(m, 2, *shape, dy)
+        for j, i in enumerate(members):
+            posteriors[i] = (out[j, 0], torch.tanh(out[j, 1]))
+    return [ClubEstimator.bound_from(mu, logvar, y, negatives)
+            for (mu, logvar), (_, y) in zip(posteriors, pairs)]
