@@ -40,7 +40,7 @@ def _add_paths(p) -> None:
 # ---------------------------------------------------------------------------------------------------- data
 def _data_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    folder = build_dataset(args.scale, args.seed, args.out)
+    folder = build_dataset(args.scale, args.seed, args.out, repair=True)
     meta = manifest(args.scale, args.seed, args.out)
     print(f"avdigits scale={args.scale} seed={args.seed} folder={folder} ({time.perf_counter() - t0:.1f} s)")
     print(meta["hash"])
