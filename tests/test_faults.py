@@ -34,9 +34,10 @@ def _no_step(monkeypatch):
 
 
 def _cli(argv, capsys):
+    """Exit status and the ``error:`` lines of stderr (progress bars left out), joined by newlines."""
     rc = cmg_lib.cli.main(argv)
-    err = capsys.readouterr().err.strip()
-    return rc, err
+    err = capsys.readouterr().err
+    return rc, "\n".join(line for line in err.splitlines() if line.startswith("error:"))
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +272,45 @@ def test_results_path_is_checked_before_the_task_runs(trained, tmp_path, monkeyp
     rc, err = _cli(["downstream", "ave", "--ckpt", str(final), "--results", str(tmp_path / "file" / "r.jsonl"),
                     "--no-progress"], capsys)
     assert rc == 2 and err == f"error: {tmp_path / 'file'} exists and is not a folder; expected a folder to write into"
+
+
+# ------------------------------------------------------------------------------------------ 3, 7. one line at the CLI
+def test_cli_refused_pickle_and_bad_checkpoint_are_one_error_line(tmp_path, monkeypatch, capsys):
+    import pickle
+
+    from cmg_lib.data.official.files import load_numpy_pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    class HostileData(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return load_numpy_pickle(pickle.dumps(Evil()), "feature/x.zip::x.pkl")
+
+    monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: HostileData())
+    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path / "o"), "--steps", "1",
+                    "--set", "train.batch_size=4"], capsys)
+    assert rc == 2 and err.startswith("error: feature/x.zip::x.pkl: refusing to unpickle global posix.system")
+    assert "\n" not in err
+    (tmp_path / "empty.pt").write_bytes(b"")
+    rc, err = _cli(["downstream", "ave", "--ckpt", str(tmp_path / "empty.pt"), "--no-progress"], capsys)
+    assert rc == 2 and err == (f"error: checkpoint {tmp_path / 'empty.pt'} is empty (0 bytes): a write that never "
+                               "finished?")
+
+
+def test_cli_passes_layout_paths_to_the_loader(trained, monkeypatch, capsys):
+    _, _, final = trained
+    seen = []
+
+    def load(data, subset, split, **kwargs):
+        seen.append(kwargs.get("paths"))
+        return _fake_loader([])(data, subset, split)
+    monkeypatch.setattr(cmg_lib.downstream.common, "load_dataset", load)
+    folder = final.parent
+    rc, _ = _cli(["downstream", "ave", "--epochs", "1", "--ckpt", str(final), "--data", str(folder), "--no-progress",
+                  "--paths", "ave=/mnt/ave/data", "--paths", "text_embeddings=te", "--opt", "code_cache=false"], capsys)
+    assert rc == 0 and seen and all(p == {"ave": "/mnt/ave/data", "text_embeddings": "te"} for p in seen)
