@@ -4,9 +4,10 @@ One ``.pt`` per save, written atomically (``storage.atomic_torch_save``)::
 
     {"format": "cmg-checkpoint/1", "config": dict, "step": int, "epoch": int, "model": state_dict,
      "optimizers": {"main", "scheduler"[, "club"]}, "rng": {...}, "metrics": dict, "version": str,
-     "position": {"epoch", "batch"}, "history": [...], "monitor": {...}}
+     "position": {"epoch", "batch"}, "history": [...], "monitor": {...}, "data": {...}}
 
-The last three let ``pretrain(resume=...)`` continue exactly (data position, the logged history and the open
+``data`` (:func:`data_identity`) says what the model was trained on, so downstream runs default to the same build
+and refuse another (absent in older files, which load as before). ``position``, ``history`` and ``monitor`` let ``pretrain(resume=...)`` continue exactly (data position, the logged history and the open
 logging window). :func:`load_checkpoint` rebuilds the model from the stored config alone. Files are read with
 ``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain containers, never code.
 """
@@ -62,6 +63,29 @@ def set_rng_state(state: dict, loader_gen: torch.Generator) -> None:
     loader_gen.set_state(state["loader"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------- data identity
+IDENTITY_KEYS = ("scale", "seed", "hash")       # compared between a checkpoint's data and other data
+
+
+def data_identity(config: Config, dataset: Any) -> dict:
+    """What a model is trained on: ``source`` and ``pretrain_size`` from the config; ``name``, ``scale``, ``seed``
+    and the content ``hash`` from the dataset where it carries them (AV-Digits: ``scale``, ``seed``,
+    ``manifest_hash``), else None."""
+    def plain(value):
+        return value if value is None or isinstance(value, (str, int)) else str(value)
+
+    return {"source": str(config.data.source), "pretrain_size": str(config.data.pretrain_size),
+            "name": plain(getattr(dataset, "name", None)), "scale": plain(getattr(dataset, "scale", None)),
+            "seed": plain(getattr(dataset, "seed", None)), "hash": plain(getattr(dataset, "manifest_hash", None))}
+
+
+def data_mismatch(stored: dict | None, actual: dict) -> list[str]:
+    """``"<key> (<stored> -> <actual>)"`` for each of :data:`IDENTITY_KEYS` known on both sides that differs."""
+    stored = stored or {}
+    return [f"{k} ({stored[k]!r} -> {actual[k]!r})" for k in IDENTITY_KEYS
+            if stored.get(k) is not None and actual.get(k) is not None and stored[k] != actual[k]]
 
 
 # ---------------------------------------------------------------------------------------------------- write / read
@@ -130,9 +154,11 @@ def load_model_state(model: UniCode, state: dict, path: str | os.PathLike) -> No
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> UniCode:
-    """Rebuild the model from the stored config alone; eval mode, with ``.config``, ``.step``, ``.metrics``."""
+    """Rebuild the model from the stored config alone; eval mode, with ``.config``, ``.step``, ``.metrics`` and
+    ``.data_identity`` (the stored ``data`` dict, or None for a checkpoint older than it)."""
     ckpt = read_checkpoint(path, map_location)
     model = build_model(checkpoint_config(ckpt, path)).to(map_location)
     load_model_state(model, ckpt["model"], path)
     model.step, model.metrics = int(ckpt["step"]), dict(ckpt["metrics"])
+    model.data_identity = dict(ckpt["data"]) if isinstance(ckpt.get("data"), dict) else None
     return model.eval()

@@ -17,16 +17,30 @@ from .data import load_dataset
 from .data.avdigits import build_dataset, manifest
 from .data.probes import run_probes
 from .downstream import TASKS, run_task
+from .storage import NotWritableError, check_writable
 from .train import pretrain
 
 SCALES = ("smoke", "default", "full")
-USER_ERRORS = (ValueError, FileNotFoundError, TimeoutError, pickle.UnpicklingError)
+USER_ERRORS = (ValueError, FileNotFoundError, TimeoutError, pickle.UnpicklingError, NotWritableError)
+
+
+def _layout_path(text: str) -> tuple[str, str]:
+    """``--paths NAME=PATH``: one override of the official data layout (``cmg_lib.data.official.LAYOUT``)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--paths {text!r} must look like NAME=PATH, e.g. ave=/mnt/ave/data")
+    name, path = text.split("=", 1)
+    return name.strip(), path.strip()
+
+
+def _add_paths(p) -> None:
+    p.add_argument("--paths", type=_layout_path, action="append", default=[], metavar="NAME=PATH",
+                   help="official data: where one layout entry lives (book/official_data.md), repeatable")
 
 
 # ---------------------------------------------------------------------------------------------------- data
 def _data_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    folder = build_dataset(args.scale, args.seed, args.out)
+    folder = build_dataset(args.scale, args.seed, args.out, repair=True)
     meta = manifest(args.scale, args.seed, args.out)
     print(f"avdigits scale={args.scale} seed={args.seed} folder={folder} ({time.perf_counter() - t0:.1f} s)")
     print(meta["hash"])
@@ -70,7 +84,11 @@ def _pretrain(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     config = preset(args.preset, args.method, overrides)
-    dataset = load_dataset(args.data, "pretrain", config.data.pretrain_size, scale=config.data.scale)
+    if args.steps is not None and args.steps < 1:          # checked again by pretrain; here before the data loads
+        raise ValueError(f"--steps must be a positive number of optimiser steps, got {args.steps}")
+    check_writable(args.out)
+    extra = {"paths": dict(args.paths)} if args.paths else {}
+    dataset = load_dataset(args.data, "pretrain", config.data.pretrain_size, scale=config.data.scale, **extra)
     pretrain(config, dataset, out_dir=args.out, steps=args.steps, resume=args.resume)
     print(f"checkpoint: {Path(args.out) / 'final.pt'}")
     return 0
@@ -89,6 +107,7 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--scale", choices=SCALES, default=None, help="AV-Digits build scale")
     p.add_argument("--pretrain-size", choices=("24k", "40k", "81k"), default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
+    _add_paths(p)
     p.set_defaults(func=_pretrain)
 
 
@@ -115,9 +134,14 @@ def format_metrics(record: dict) -> str:
 
 
 def _downstream(args: argparse.Namespace) -> int:
+    options = dict(args.opt)
+    for key, value in (("data_seed", args.data_seed), ("paths", dict(args.paths) or None),
+                       ("allow_data_mismatch", args.allow_data_mismatch or None)):
+        if value is not None:
+            options[key] = value
     record = run_task(args.task, ckpt=args.ckpt, data=args.data, train_modality=args.train_modality,
                       test_modality=args.test_modality, seed=args.seed, protocol=args.protocol, scale=args.scale,
-                      epochs=args.epochs, results_path=args.results, progress=not args.no_progress, **dict(args.opt))
+                      epochs=args.epochs, results_path=args.results, progress=not args.no_progress, **options)
     print(format_metrics(record))
     return 0
 
@@ -132,7 +156,13 @@ def _add_downstream(sub) -> None:
     p.add_argument("--test-modality", default="audio", choices=("audio", "video", "text"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--protocol", choices=("heldout", "released"), default="heldout")
-    p.add_argument("--scale", default="default")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="AV-Digits build (default: the one the checkpoint was pre-trained on)")
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="AV-Digits build seed (default: the checkpoint's pre-training data seed)")
+    p.add_argument("--allow-data-mismatch", action="store_true",
+                   help="evaluate on another AV-Digits build than the checkpoint's (noted in the record)")
+    _add_paths(p)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--results", default=None, help="append the result record to this JSON-lines file")
     p.add_argument("--opt", type=_option, action="append", default=[], metavar="KEY=VALUE",

@@ -7,12 +7,15 @@
   random suffix, so two writers never share one), then ``os.replace`` puts it in place. A crash leaves the old file
   or the new one, never half of either. :func:`atomic_directory` does the same for a whole folder.
 * :func:`locked` is the exclusive lock file that makes a second process wait for (or take over from a dead) holder.
+* :func:`check_writable` proves a folder can take files (create, write, rename, remove a probe) before any work;
+  :func:`clean_stale` removes the temp entries that killed processes left behind.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -23,6 +26,20 @@ from typing import Any, Callable, Iterator
 import torch
 
 TMP_MARK = ".tmp-"          # every temp name contains it: ".<name>.tmp-<pid>-<random>"
+_TMP_OWNER = re.compile(re.escape(TMP_MARK) + r"(\d+)(?:-|$)")
+STALE_AGE_S = 600.0         # a dead owner's temp entry is removed once it is this old (see clean_stale)
+
+
+class NotWritableError(OSError):
+    """A folder that cannot take files; the message names it and says what failed."""
+
+
+class LockHeld(TimeoutError):
+    """The lock is held by another live process; ``holder`` is its ``{"pid", "host", "since"}``."""
+
+    def __init__(self, message: str, path: Path, holder: dict):
+        super().__init__(message)
+        self.path, self.holder = path, holder
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -45,6 +62,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path.parent)
     tmp = _temp_path(path)
     try:
         write(tmp)
@@ -93,6 +111,7 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(final.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARK}{os.getpid()}-", dir=final.parent))
     try:
         yield tmp
@@ -144,9 +163,12 @@ def locked(lock_path: str | os.PathLike, timeout: float | None = None, poll: flo
                 with contextlib.suppress(FileNotFoundError):
                     lock_path.unlink()       # stale: its process died without cleaning up
                 continue
-            if timeout is not None and time.monotonic() - start > timeout:
-                raise TimeoutError(f"{lock_path} is held by {holder or 'another process'} for more than {timeout} s; "
-                                   "delete it if that process is gone")
+            if timeout is not None and time.monotonic() - start >= timeout:
+                who = (f"pid {holder['pid']} on {holder.get('host', '?')}" if "pid" in holder
+                       else "another process")
+                waited = f" for more than {timeout} s" if timeout > 0 else ""
+                raise LockHeld(f"{lock_path} is held by {who}{waited}; delete it if that process is gone",
+                               lock_path, holder)
             time.sleep(poll)
             continue
         with os.fdopen(fd, "w") as f:
@@ -157,6 +179,74 @@ def locked(lock_path: str | os.PathLike, timeout: float | None = None, poll: flo
     finally:
         with contextlib.suppress(FileNotFoundError):
             lock_path.unlink()
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and parents), then write, rename and remove a probe file in it; a
+    :class:`NotWritableError` naming the folder if any of that fails (also when ``folder`` is an existing file)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotWritableError(f"{folder} exists and is not a folder; expected a folder to write into")
+    probe = moved = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = _temp_path(folder / "write-probe")
+        probe.write_bytes(b"probe")
+        moved = probe.with_name(probe.name + "-renamed")
+        os.replace(probe, moved)
+        probe = None
+        moved.unlink()
+    except OSError as err:
+        for leftover in (probe, moved):
+            if leftover is not None:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+        reason = err.strerror or type(err).__name__
+        raise NotWritableError(f"cannot write into folder {folder}: {reason} ({err.filename or folder}); "
+                               "expected a folder this user can create files in") from None
+    return folder
+
+
+def check_appendable(path: str | os.PathLike) -> Path:
+    """Check before any work that records can be appended to the file ``path``: not a folder, its folder
+    creatable and writable (:func:`check_writable`), the file itself writable if it exists."""
+    path = Path(path)
+    if path.is_dir():
+        raise NotWritableError(f"{path} is a folder; expected a file to append records to (e.g. {path / 'results.jsonl'})")
+    check_writable(path.parent)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise NotWritableError(f"cannot append to {path}: permission denied")
+    return path
+
+
+def clean_stale(folder: str | os.PathLike, min_age: float = STALE_AGE_S) -> list[Path]:
+    """Remove the temp entries of ``folder`` (names with ``TMP_MARK`` then a pid) whose owner process no longer
+    exists on this host and that are at least ``min_age`` s old; return what was removed.
+
+    The age guard keeps the entries of a live writer on another host sharing this folder (its pid means nothing
+    here) unless they have been untouched for ``min_age`` s. Errors (a racing cleaner, no permission) are ignored.
+    """
+    removed = []
+    try:
+        entries = [e for e in os.scandir(folder) if TMP_MARK in e.name]
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        owner = _TMP_OWNER.search(entry.name)
+        if owner is None or int(owner.group(1)) == os.getpid() or pid_alive(int(owner.group(1))):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:

@@ -12,6 +12,7 @@ The checkpoint format is ``cmg_lib.checkpoint``'s.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -26,12 +27,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from . import usage
-from .checkpoint import (checkpoint_config, load_model_state, read_checkpoint, save_checkpoint, set_rng_state,
-                         snapshot_name)
+from .checkpoint import (checkpoint_config, data_identity, data_mismatch, load_model_state, read_checkpoint,
+                         save_checkpoint, set_rng_state, snapshot_name)
 from .config import Config
 from .distributed import ProcessGroup
 from .model import UniCode, build_model
 from .precision import autocast, check_precision
+from .storage import LockHeld, check_writable, clean_stale, locked
 
 
 # ---------------------------------------------------------------------------------------------------- data order
@@ -223,10 +225,49 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
     window means of every term and the codebook health (per-modality perplexity and active codes,
     ``shared_codes`` = fraction of used codes that every modality chose, ``mode_agreement`` = share of clips whose
     most frequent code agrees across modalities).
+
+    Everything a user can get wrong fails before the first step, in one line: a step count below 1, an
+    ``out_dir`` that cannot take files (``storage.NotWritableError``) or that another live run holds
+    (``storage.LockHeld``; the run holds ``out_dir/.run.lock`` until it returns), a resume checkpoint that is
+    damaged, already at or past the total, or trained with other settings or data (:func:`check_resume`).
+    Every checkpoint stores the data identity (``checkpoint.data_identity``).
     """
     tc = config.train
+    for name, value in (("steps", steps), ("train.max_steps", tc.max_steps)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{name} must be a positive number of optimiser steps, got {value}")
     check_precision(tc.precision, torch.device(tc.device))
+    ckpt = check_resume(resume, config, dataset) if resume is not None else None
+    out = check_writable(out_dir) if out_dir is not None else None
     group = ProcessGroup.join(tc.device)
+    try:
+        with contextlib.ExitStack() as stack:
+            if out is not None and group.is_main:
+                clean_stale(out)
+                _hold(stack, out)
+            return _train(config, dataset, out if group.is_main else None, steps, resume, ckpt, progress, log_fn,
+                          group)
+    finally:
+        group.close()
+
+
+RUN_LOCK = ".run.lock"      # held in the out folder while a run writes there
+
+
+def _hold(stack: contextlib.ExitStack, out: Path) -> None:
+    """Take the out folder's run lock for the rest of ``stack``, or fail at once naming the live holder."""
+    try:
+        stack.enter_context(locked(out / RUN_LOCK, timeout=0))
+    except LockHeld as err:
+        raise LockHeld(f"out folder {out} is in use by another run (pid {err.holder.get('pid', '?')} on "
+                       f"{err.holder.get('host', '?')}); wait for it or choose another --out", err.path,
+                       err.holder) from None
+
+
+def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | None, resume, ckpt: dict | None,
+           progress: bool, log_fn, group: ProcessGroup) -> tuple[UniCode, list[dict]]:
+    """The body of :func:`pretrain` once its inputs are checked: build, resume, loop, save (rank 0 writes)."""
+    tc = config.train
     device = _training_device(tc.device, group)
     local_bs = _local_batch_size(tc.batch_size, group, len(dataset))
     seed_everything(tc.seed)
@@ -240,11 +281,16 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
                         generator=loader_gen, pin_memory=device.type == "cuda")
     per_epoch = (len(dataset) // group.world) // local_bs
     state, monitor = TrainState(), Monitor(model.modalities, config.model.codebook_size)
-    if resume is not None:
-        _resume(resume, config, model, main_opt, club_opt, scheduler, loader_gen, state, monitor, group)
+    if ckpt is not None:
+        _resume(ckpt, resume, model, main_opt, club_opt, scheduler, loader_gen, state, monitor, group)
     total = next(s for s in (steps, tc.max_steps, tc.epochs * per_epoch) if s is not None)
+    if total < 1:
+        raise ValueError(f"train.epochs={tc.epochs} gives no optimiser step ({per_epoch} per epoch); expected >= 1")
+    if ckpt is not None and total <= state.step:
+        raise ValueError(f"cannot resume {resume} (step {state.step}) for {total} steps: the step count is the "
+                         f"total including the checkpoint's, so it must exceed {state.step}")
     trainer = Trainer(model, main_opt, club_opt, config, device, group, net=_data_parallel(model, group, device))
-    out_dir = Path(out_dir) if out_dir is not None and group.is_main else None
+    identity = data_identity(config, dataset)
 
     def save(name: str) -> None:
         if out_dir is not None:
@@ -252,7 +298,8 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
                           **({"club": club_opt.state_dict()} if club_opt is not None else {})}
             save_checkpoint(out_dir / name, config=config, model=model, step=state.step, epoch=state.epoch,
                             optimizers=optimizers, loader_gen=loader_gen, history=state.history,
-                            position={"epoch": state.epoch, "batch": state.in_epoch}, monitor=monitor.state())
+                            position={"epoch": state.epoch, "batch": state.in_epoch}, monitor=monitor.state(),
+                            data=identity)
 
     bar = tqdm(total=total, initial=state.step, disable=not (progress and group.is_main), desc="pretrain",
                dynamic_ncols=True)
@@ -286,8 +333,8 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
     finally:
         bar.close()
         model.global_batch = False             # a model used after training runs on one process's rows
-        group.close()
     model.step, model.metrics = state.step, state.history[-1] if state.history else {}
+    model.data_identity = identity
     return model, state.history
 
 
@@ -323,12 +370,35 @@ def _data_parallel(model: UniCode, group: ProcessGroup, device: torch.device) ->
                                    broadcast_buffers=False, find_unused_parameters=False)
 
 
-def _resume(path, config: Config, model: UniCode, main_opt, club_opt, scheduler, loader_gen: torch.Generator,
-            state: TrainState, monitor: Monitor, group: ProcessGroup) -> None:
-    """Load everything a run needs to continue exactly from the checkpoint at ``path``."""
+# Train fields that change what a step computes: a resumed run must keep them (the others, e.g. max_steps, epochs,
+# device, log_every or checkpoint cadence, may change).
+RESUME_FIXED = ("lr", "milestones", "lr_gamma", "grad_clip", "batch_size", "seed", "precision")
+
+
+def check_resume(path, config: Config, dataset: Dataset) -> dict:
+    """The checkpoint at ``path`` after checking that ``config`` and ``dataset`` continue it: the same model config,
+    the same :data:`RESUME_FIXED` train fields and the same data (config's data section, and the dataset's
+    identity where both carry one); a ValueError naming every differing field otherwise."""
     ckpt = read_checkpoint(path, "cpu")
-    if checkpoint_config(ckpt, path).model != config.model:
-        raise ValueError(f"cannot resume {path}: its model config differs from the one given")
+    stored = checkpoint_config(ckpt, path)
+    if stored.model != config.model:
+        differ = [f"model.{k}" for k, v in stored.model.__dict__.items() if getattr(config.model, k) != v]
+        raise ValueError(f"cannot resume {path}: its model config differs from the one given ({', '.join(differ)})")
+    differ = [f"train.{k} ({getattr(stored.train, k)!r} -> {getattr(config.train, k)!r})" for k in RESUME_FIXED
+              if getattr(stored.train, k) != getattr(config.train, k)]
+    differ += [f"data.{k} ({v!r} -> {getattr(config.data, k)!r})" for k, v in stored.data.__dict__.items()
+               if getattr(config.data, k) != v]
+    differ += [f"data {d}" for d in data_mismatch(ckpt.get("data"), data_identity(config, dataset))]
+    if differ:
+        raise ValueError(f"cannot resume {path}: settings differ from the checkpoint's (stored -> given): "
+                         f"{', '.join(differ)}; a resumed run must compute what the original would have: resume with the checkpoint's "
+                         "values or start a new run")
+    return ckpt
+
+
+def _resume(ckpt: dict, path, model: UniCode, main_opt, club_opt, scheduler, loader_gen: torch.Generator,
+            state: TrainState, monitor: Monitor, group: ProcessGroup) -> None:
+    """Load everything a run needs to continue exactly from the checkpoint ``ckpt`` (read from ``path``)."""
     load_model_state(model, ckpt["model"], path)
     main_opt.load_state_dict(ckpt["optimizers"]["main"])
     scheduler.load_state_dict(ckpt["optimizers"]["scheduler"])

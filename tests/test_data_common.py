@@ -76,7 +76,10 @@ def test_load_dataset_dispatch(monkeypatch, tmp_path):
         load_dataset("no-such-thing", "ave", "train")
     calls = []
     fake = types.ModuleType("cmg_lib.data.official")
-    fake.load_official = lambda root, subset, split: calls.append((root, subset, split)) or "dataset"
+    fake.load_official = lambda root, subset, split, paths=None: calls.append((root, subset, split, paths)) or "dataset"
     monkeypatch.setitem(sys.modules, "cmg_lib.data.official", fake)
     assert load_dataset(str(tmp_path), "ave", "test") == "dataset"
-    assert calls == [(str(tmp_path), "ave", "test")]
+    assert load_dataset(str(tmp_path), "ave", "test", paths={"ave": "/mnt/ave"}) == "dataset"
+    assert calls == [(str(tmp_path), "ave", "test", None), (str(tmp_path), "ave", "test", {"ave": "/mnt/ave"})]
+    with pytest.raises(ValueError, match="AV-Digits has none"):
+        load_dataset("avdigits", "ave", "test", paths={"ave": "/mnt/ave"})

@@ -371,3 +371,48 @@ def test_ave_dataset_pickles_works_in_worker_processes_and_stacks_whole(ave_root
     whole = as_tensors(ds)
     assert whole["label"].tolist() == [5, 27, 0, 9] and whole["segment_label/audio"].shape == (4, 10, 29)
     assert len(load_dataset(str(root), "ave", "train")) == 4
+
+
+# ---------------------------------------------------------------- damaged files name themselves (issue 15, item 6)
+def test_corrupt_zip_and_non_hdf5_files_name_themselves(tmp_path):
+    fx.write_ucf(tmp_path)
+    bad_zip = tmp_path / "UCF101/feature/video/zip/v_c.zip"
+    bad_zip.write_bytes(bad_zip.read_bytes()[:40])                  # truncated download
+    with pytest.raises(ValueError, match=r"v_c\.zip: not a readable zip archive") as err:
+        load_official(tmp_path, "ucf_vgg", "ucf")[2]
+    assert "\n" not in str(err.value)
+    fx.write_ave(tmp_path)
+    h5 = tmp_path / "AVE-ECCV18-master/data/audio_feature.h5"
+    h5.write_bytes(b"<html>not found</html>")
+    with pytest.raises(ValueError, match=r"audio_feature\.h5: not a readable HDF5 file \(.*\); expected an HDF5"):
+        load_official(tmp_path, "ave", "train")
+
+
+def test_nan_features_name_file_and_row(tmp_path):
+    written = fx.write_ave(tmp_path)
+    video = written["video"].copy()
+    video[3, 3, 0, 0, 7] = np.nan
+    fx.write_h5(tmp_path / "AVE-ECCV18-master/data/visual_feature.h5", "avadataset", video)
+    ds = load_official(tmp_path, "ave", "train")
+    row = list(fx.AVE_ORDERS["train"]).index(3)
+    with pytest.raises(ValueError, match=r"visual_feature\.h5: dataset 'avadataset': NaN or infinite values in row 3 "
+                                         r"\(1 of 1 rows"):
+        ds[row]
+    fx.write_ucf(tmp_path)
+    audio = np.ones((7, 128), np.float32)
+    audio[5, 0] = np.inf
+    fx.write_feature_zip(tmp_path / "vggsound40k/feature/audio/zip/a_vgg.zip", audio)
+    with pytest.raises(ValueError, match=r"a_vgg\.zip::.*NaN or infinite values in row 5 \(1 of 7 rows"):
+        load_official(tmp_path, "ucf_vgg", "vggsound")[0]
+
+
+def test_all_background_ave_clips_are_refused_not_class_0(tmp_path):
+    written = fx.write_ave(tmp_path)
+    labels = written["labels"].copy()
+    victim = int(fx.AVE_ORDERS["test"][0])
+    labels[victim] = 0.0
+    labels[victim, :, -1] = 1.0                                     # every segment background
+    fx.write_h5(tmp_path / "AVE-ECCV18-master/data/labels.h5", "avadataset", labels)
+    with pytest.raises(ValueError, match=rf"labels\.h5: 1 of {len(fx.AVE_ORDERS['test'])} clips of the split have "
+                                         rf"only background segments \(first: row {victim}\)"):
+        load_official(tmp_path, "ave", "test")

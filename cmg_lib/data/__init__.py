@@ -14,11 +14,15 @@ __all__ = ["load_dataset", "as_tensors", "collate", "ArrayDataset"]
 
 
 def load_dataset(data: str = "avdigits", subset: str = "pretrain", split: str = "40k", scale: str = "default",
-                 seed: int = 0, cache_dir=None):
+                 seed: int = 0, cache_dir=None, paths=None):
     """Load one split: ``data="avdigits"`` (built offline on first use) or a folder of official features.
 
     ``scale`` and ``seed`` select the AV-Digits build (smoke | default | full); they are ignored for official data.
+    ``paths`` overrides entries of the official layout (``official.LAYOUT``; book/official_data.md); it is an error
+    for AV-Digits.
     """
+    if paths and data == "avdigits":
+        raise ValueError(f"paths= overrides the official data layout; AV-Digits has none (got {sorted(paths)})")
     if data == "avdigits":
         from .avdigits import load
 
@@ -26,5 +30,5 @@ def load_dataset(data: str = "avdigits", subset: str = "pretrain", split: str = 
     if isinstance(data, (str, os.PathLike)) and os.path.isdir(data):
         from .official import load_official
 
-        return load_official(data, subset, split)
+        return load_official(data, subset, split, paths=paths)
     raise ValueError(f"data must be 'avdigits' or an existing folder of official features, got {data!r}")

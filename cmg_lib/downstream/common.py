@@ -64,6 +64,9 @@ class Context:
     data_seed: int | None = None
     extract_batch_size: int = 256
     code_cache: bool = True
+    paths: dict | None = None       # official layout overrides (load_dataset's paths=)
+    trained_on: dict | None = None  # the checkpoint's data identity (checkpoint.data_identity), checked per split
+    allow_data_mismatch: bool = False
     notes: list[str] = field(default_factory=list)
 
     def cache_key(self) -> tuple | None:
@@ -107,10 +110,33 @@ def load_split(ctx: Context, subset: str, split: str) -> Dataset:
         kwargs = {"scale": ctx.scale}
         if ctx.data_seed is not None:
             kwargs["seed"] = ctx.data_seed
+        if ctx.paths:
+            kwargs["paths"] = dict(ctx.paths)
         dataset = load_dataset(ctx.data, subset, split, **kwargs)
+        check_data(ctx, f"{subset}/{split}", {"hash": getattr(dataset, "manifest_hash", None)})
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} of subset {subset!r} is empty; the task needs at least one clip")
     return dataset
+
+
+def check_data(ctx: Context, what: str, actual: dict) -> None:
+    """Refuse (ValueError) downstream data whose identity (``scale``, ``seed``, content ``hash``) differs from the
+    checkpoint's pre-training data, when both are AV-Digits builds; with ``allow_data_mismatch`` note it instead."""
+    stored = ctx.trained_on
+    if not stored or stored.get("source") != "avdigits" or ctx.data != "avdigits":
+        return
+    from ..checkpoint import data_mismatch
+
+    differ = data_mismatch(stored, {"scale": None, "seed": None, "hash": None, **actual})
+    if not differ:
+        return
+    message = (f"{what}: downstream data differs from the checkpoint's pre-training data in {', '.join(differ)} "
+               "(checkpoint -> here)")
+    if not ctx.allow_data_mismatch:
+        raise ValueError(f"{message}; use the checkpoint's scale and data seed (the defaults) or pass "
+                         "allow_data_mismatch=True (--allow-data-mismatch)")
+    if message not in ctx.notes:
+        ctx.notes.append(message)
 
 
 def _fit_segments(x: Tensor, segments: int) -> Tensor:

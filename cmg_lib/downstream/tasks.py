@@ -16,6 +16,7 @@ import torch
 
 from .. import __version__
 from ..checkpoint import load_checkpoint
+from ..storage import check_appendable
 from .classification import run_ave, run_ucf_vgg
 from . import common
 from .common import PROTOCOLS, Context
@@ -26,7 +27,7 @@ from .segmentation import AVS_DEFAULTS, predict_masks, run_avs
 
 TASKS = {"ave": run_ave, "avvp": run_avvp, "ave_avvp": run_ave_avvp, "ucf_vgg": run_ucf_vgg, "avs": run_avs,
          "retrieval": run_retrieval}
-CONTEXT_OPTIONS = ("data_seed", "extract_batch_size", "code_cache")
+CONTEXT_OPTIONS = ("data_seed", "extract_batch_size", "code_cache", "paths", "allow_data_mismatch")
 
 
 def _context(model, ckpt, data, seed, protocol, scale, progress, options: dict) -> Context:
@@ -37,7 +38,16 @@ def _context(model, ckpt, data, seed, protocol, scale, progress, options: dict) 
     if model is None:
         model = load_checkpoint(ckpt)
     extra = {k: options.pop(k) for k in CONTEXT_OPTIONS if k in options}
-    return Context(model=model, data=data, scale=scale, seed=int(seed), protocol=protocol, progress=progress, **extra)
+    trained_on = getattr(model, "data_identity", None)
+    same_build = bool(trained_on) and trained_on.get("source") == "avdigits" and data == "avdigits"
+    if scale is None:                    # default: the build the checkpoint was pre-trained on
+        scale = (trained_on.get("scale") or "default") if same_build else "default"
+    if extra.get("data_seed") is None and same_build and trained_on.get("seed") is not None:
+        extra["data_seed"] = int(trained_on["seed"])
+    ctx = Context(model=model, data=data, scale=scale, seed=int(seed), protocol=protocol, progress=progress,
+                  trained_on=trained_on, **extra)
+    common.check_data(ctx, "arguments", {"scale": scale, "seed": ctx.data_seed if ctx.data_seed is not None else 0})
+    return ctx
 
 
 def _percent_history(history: list[dict]) -> list[dict]:
@@ -62,7 +72,7 @@ def _run(task, model, ckpt, data, train_modality, test_modality, seed, protocol,
         "n_train": outcome.n_train, "n_test": outcome.n_test,
         "pretrain": ctx.model.config.to_dict(), "pretrain_key": ctx.model.config.key(),
         "checkpoint": None if ckpt is None else str(ckpt),
-        "data": data if isinstance(data, str) else "in-memory", "scale": scale,
+        "data": data if isinstance(data, str) else "in-memory", "scale": ctx.scale, "data_seed": ctx.data_seed,
         "downstream": dict(outcome.settings),
         "history": _percent_history(outcome.history), "notes": ctx.notes,
         "version": __version__, "wall_time_s": round(wall, 3),
@@ -72,7 +82,7 @@ def _run(task, model, ckpt, data, train_modality, test_modality, seed, protocol,
 
 
 def run_task(task: str, model=None, ckpt=None, data: Any = "avdigits", train_modality: str = "video",
-             test_modality: str = "audio", seed: int = 0, protocol: str = "heldout", scale: str = "default",
+             test_modality: str = "audio", seed: int = 0, protocol: str = "heldout", scale: str | None = None,
              epochs: int | None = None, results_path=None, progress: bool = True, **options) -> dict:
     """Run one downstream task on a frozen model and return its result record.
 
@@ -82,10 +92,16 @@ def run_task(task: str, model=None, ckpt=None, data: Any = "avdigits", train_mod
     encoder dropout during head training is not reproduced, see ``common.py``). ``options`` override the task's
     training settings (``lr``, ``batch_size``, ...; an unknown one raises ValueError) or set ``data_seed``,
     ``extract_batch_size``, ``code_cache`` (default True: reuse the frozen codes of a split across runs of the same
-    model and named data in this process). Metrics are in percent. With ``results_path`` the record is appended atomically.
+    model and named data in this process), ``paths`` (official layout overrides, ``load_dataset``'s), or
+    ``allow_data_mismatch``. ``scale`` and ``data_seed`` default to the AV-Digits build the checkpoint was
+    pre-trained on (stored in it; ``"default"`` and 0 for older checkpoints); another build, given or found, is a
+    ValueError unless ``allow_data_mismatch=True`` (then the record's ``notes`` say so). Metrics are in percent.
+    With ``results_path`` (checked before the task runs) the record is appended atomically.
     Returns a dict: task, train/test modality, direction, protocol, seed, metrics, best_epoch, n_train, n_test,
     pretrain (config dict), pretrain_key, downstream (settings), history, version, wall_time_s, ...
     """
+    if results_path is not None:
+        check_appendable(results_path)
     record, _, _ = _run(task, model, ckpt, data, train_modality, test_modality, seed, protocol, scale, epochs,
                         progress, options)
     if results_path is not None:
@@ -94,7 +110,7 @@ def run_task(task: str, model=None, ckpt=None, data: Any = "avdigits", train_mod
 
 
 def avs_predictions(model=None, ckpt=None, data: Any = "avdigits", train_modality: str = "audio",
-                    test_modality: str = "text", seed: int = 0, protocol: str = "heldout", scale: str = "default",
+                    test_modality: str = "text", seed: int = 0, protocol: str = "heldout", scale: str | None = None,
                     epochs: int | None = None, split: str = "test", indices: list[int] | None = None,
                     count: int = 6, progress: bool = True, **options) -> dict:
     """Train the AVS head as ``run_task("avs", ...)`` and predict masks of clips ``indices`` (default the first

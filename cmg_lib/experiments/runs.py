@@ -17,7 +17,7 @@ from typing import Any
 from ..checkpoint import read_checkpoint, snapshot_name
 from ..config import Config
 from ..data import load_dataset
-from ..storage import TMP_MARK, atomic_write_json, cache_root, locked, read_json
+from ..storage import TMP_MARK, atomic_write_json, cache_root, clean_stale, locked, read_json
 from ..train import pretrain
 from .budgets import budget, experiment_config
 
@@ -62,6 +62,7 @@ def pretrained(config: Config, data: str | os.PathLike | None = None, *, steps: 
     with locked(runs / f"{key}.lock", lock_timeout):
         if final.exists():                       # another kernel finished it while we waited
             return final
+        clean_stale(runs)                       # temp folders of killed trainers
         tmp = runs / f"{key}{TMP_MARK}{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

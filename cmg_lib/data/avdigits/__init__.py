@@ -21,9 +21,10 @@ from .store import CLASS_NAMES, FEATURE_SHAPES, NUM_CLASSES, Store
 __all__ = ["load", "sample", "segment_agreement", "build_dataset", "manifest", "SCALES", "CLASS_NAMES", "FEATURE_SHAPES", "NUM_CLASSES"]
 
 
-def build_dataset(scale: str = "default", seed: int = 0, cache_dir=None) -> Path:
-    """Build (or find) the cache folder of this scale and seed."""
-    return ensure_built(scale, seed, cache_dir)
+def build_dataset(scale: str = "default", seed: int = 0, cache_dir=None, repair: bool = False) -> Path:
+    """Build (or find) the cache folder of this scale and seed; ``repair``: verify every hash of an existing build
+    and rebuild it if damaged (``data build``)."""
+    return ensure_built(scale, seed, cache_dir, repair=repair)
 
 
 def manifest(scale: str = "default", seed: int = 0, cache_dir=None) -> dict:

@@ -13,6 +13,7 @@ voices, 80/10/10 of the images); the ``ucf`` domain uses the odd (whispered, rob
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from ... import storage
 from .. import common, schema
-from . import audio, sequences, text, vision
+from . import audio, sequences, text, verify, vision
 
 FORMAT = 2
 T = schema.SEGMENTS
@@ -75,16 +76,42 @@ def is_complete(folder: Path) -> bool:
     return meta.get("format") == FORMAT and all((folder / f).is_file() for f in meta.get("files", {}))
 
 
-def ensure_built(scale: str = "default", seed: int = 0, root=None, prefer_images: str = "mnist") -> Path:
-    """Return the folder of a complete build, building it first if needed (instant when already cached)."""
+def ensure_built(scale: str = "default", seed: int = 0, root=None, prefer_images: str = "mnist",
+                 repair: bool = False) -> Path:
+    """Return the folder of a complete build, building it first if needed (instant when already cached).
+
+    An existing build is checked against its manifest (``verify.verify_cache``: sizes and readable files; with
+    ``repair`` also every hash): a damaged one raises ``verify.DamagedCache``, or with ``repair`` (``data build``)
+    is deleted and built again.
+    """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(SCALES)}")
     folder = dataset_dir(scale, seed, root)
-    if is_complete(folder):
-        return folder
+    if (folder / "manifest.json").is_file():
+        try:
+            verify.verify_cache(folder, _manifest_of(folder, scale, seed), full=repair)
+            return folder
+        except verify.DamagedCache:
+            if not repair:
+                raise
+            shutil.rmtree(folder)
     with storage.atomic_directory(folder) as tmp:
         _build_into(tmp, scale, int(seed), storage.cache_root(root) / "sources", prefer_images)
     return folder
+
+
+def _manifest_of(folder: Path, scale: str, seed: int) -> dict:
+    """The manifest of a build folder; a ``verify.DamagedCache`` for an unreadable one or another format."""
+    try:
+        meta = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError) as err:
+        raise verify.DamagedCache(f"AV-Digits cache {folder} is damaged: manifest.json is unreadable ({err}); "
+                                  f"{verify.rebuild_hint(folder, {'scale': scale, 'seed': seed})}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise verify.DamagedCache(f"AV-Digits cache {folder} has format {found!r}, expected {FORMAT}; "
+                                  f"{verify.rebuild_hint(folder, {'scale': scale, 'seed': seed})}")
+    return meta
 
 
 def _rng(seed: int, *stream) -> np.random.Generator:
@@ -383,7 +410,7 @@ def _build_into(folder: Path, scale: str, seed: int, sources_dir: Path, prefer: 
     timings["total_s"] = round(time.perf_counter() - t_all, 2)
     manifest = {
         "format": FORMAT, "name": "avdigits", "scale": scale, "seed": seed, "hash": total.hexdigest(),
-        "sizes": sizes, "files": file_hashes, "timings": timings, "library_version": __version__,
+        "sizes": sizes, "files": file_hashes, "file_sizes": verify.file_sizes(folder, file_hashes), "timings": timings, "library_version": __version__,
         "features": {"audio": "log-mel 64 bands (16 kHz, 25 ms / 10 ms) -> per-band mean and std over each 1-s "
                               "segment, standardised with train-pool statistics (128-d)",
                      "video": "frozen small CNN (trained at build time on training-pool canvases) on 40x40 "

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import schema
-from . import audio, build, vision
+from . import audio, build, verify, vision
 
 NUM_CLASSES = 10
 CLASS_NAMES = list(audio.DIGIT_WORDS)
@@ -39,11 +39,17 @@ class Store:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.manifest = json.loads((self.folder / "manifest.json").read_text())
-        with np.load(self.folder / "banks.npz") as f:
-            self.bank = {k: f[k] for k in f.files}
+        self.bank = self._read("banks.npz")
         self._clips: dict[str, dict[str, np.ndarray]] = {}
         self._extractor = None
         self._video: dict[str, np.ndarray] = {}       # per clip table: float16 CNN features of its first n rows
+
+    def _read(self, name: str) -> dict[str, np.ndarray]:
+        """Every array of ``folder/name``; a read error becomes ``verify.DamagedCache`` naming the file."""
+        def read():
+            with np.load(self.folder / name, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        return verify.reading(self.folder, self.manifest, name, read)
 
     @classmethod
     def open(cls, folder: Path) -> "Store":
@@ -57,8 +63,7 @@ class Store:
         schema.check_subset(subset, split)
         name = "pretrain" if subset == "pretrain" else f"{subset}_{split}"
         if name not in self._clips:
-            with np.load(self.folder / "clips" / f"{name}.npz") as f:
-                self._clips[name] = {k: f[k] for k in f.files}
+            self._clips[name] = self._read(f"clips/{name}.npz")
         table = self._clips[name]
         if subset == "pretrain":                  # the three sizes are prefixes of one clip table
             n = self.manifest["sizes"][f"pretrain/{split}"]

@@ -34,6 +34,17 @@ def clip_labels(segment_labels: np.ndarray) -> np.ndarray:
     return segment_labels[..., :-1].argmax(axis=-1).max(axis=-1).astype(np.int64)
 
 
+def check_events(segment_labels: np.ndarray, order: np.ndarray, labels_path: Path) -> None:
+    """Every selected clip must have a foreground segment: an all-background row would silently get clip class 0
+    (:func:`clip_labels`), so it is an error naming the labels file and the first such (global) row. Every AVE clip
+    is annotated with one event, so such a row means a damaged or misaligned labels or order file."""
+    empty = np.flatnonzero(segment_labels[..., :-1].sum(axis=(-1, -2)) <= 0)
+    if empty.size:
+        raise ValueError(f"{labels_path}: {empty.size} of {len(order)} clips of the split have only background "
+                         f"segments (first: row {int(order[empty[0]])}); expected one event per AVE clip (a damaged "
+                         "or misaligned labels or order file?)")
+
+
 def read_order(path: Path, n_rows: int, rows_note: str) -> np.ndarray:
     order_file = H5Rows(path, "order", (), "the split's integer row indices into the AVE feature files")
     order = order_file.all()
@@ -66,6 +77,7 @@ class AVEClips(OfficialDataset):
                                 f"{len(self.audio_rows)} feature rows, {len(labels_file)} rows in {labels_path}")
         self.segment_labels = labels_file.all()[self.order].astype(np.float32)
         labels_file.close()
+        check_events(self.segment_labels, self.order, labels_path)
         self.labels = clip_labels(self.segment_labels)
         mods = resolve_modalities(modalities, ("audio", "video"), False, name)
         super().__init__(name=name, modalities=mods, feature_shapes={"audio": AUDIO_ROW, "video": VIDEO_ROW},

@@ -28,8 +28,12 @@ def _read_png(path, mode: str):
     from PIL import Image  # Pillow; only needed for AVS
 
     require_file(path, "a PNG video frame" if mode == "RGB" else "a PNG ground-truth mask")
-    with Image.open(path) as image:
-        return np.asarray(image.convert(mode))
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode))
+    except OSError as err:                       # PIL.UnidentifiedImageError and truncated files are OSErrors
+        raise ValueError(f"{path}: not a readable image ({str(err)[:160]}); expected "
+                         f"{'a PNG video frame' if mode == 'RGB' else 'a PNG ground-truth mask'}") from None
 
 
 class AVSS4(OfficialDataset):

@@ -9,6 +9,8 @@
 * **Time fitting**: audio arrays are padded by repeating the last row or truncated (10 rows, 5 for AVS), as the
   released ``__getitem__`` methods do (e.g. ``VGGSOUND_dataset.py:54-59``).
 * **HDF5** (AVE): :class:`H5Rows` checks key and shape once, then reads rows lazily with a per-process handle.
+* **Damage names itself**: a file that is not a readable zip or HDF5 file, and any NaN or infinite feature value,
+  is a ValueError naming the file (and the row: :func:`check_finite`).
 * Plain text tables: category lists (one class per line, class id = line index) and csv files read with the stdlib
   ``csv`` module (comma, or tab for the AVVP annotation files).
 """
@@ -17,8 +19,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+import contextlib
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -92,17 +96,50 @@ def check_shape(array_shape: Sequence[int], expected: Sequence[int | None], sour
         raise ValueError(f"{source}: {key} has shape {shape}, expected {want}")
 
 
-def read_feature_zip(path: Path, expected: Sequence[int | None], what: str) -> np.ndarray:
-    """The array pickled in the last ``.pkl`` member of ``path``, shape-checked against ``expected``."""
-    require_file(path, f"a zip holding a pickled numpy array of {what}")
-    with zipfile.ZipFile(path) as archive:
-        members = [name for name in archive.namelist() if ".pkl" in name]
-        if not members:
-            raise ValueError(f"{path}: no member whose name contains '.pkl' (expected a pickled array of {what})")
-        member = members[-1]
-        array = load_numpy_pickle(archive.read(member), f"{path}::{member}")
-    check_shape(array.shape, expected, f"{path}::{member}", "array")
+def check_finite(array: np.ndarray, source: str, first_row: int = 0) -> np.ndarray:
+    """``array`` if every value is finite, else a ValueError naming ``source`` and the first bad row (row numbers
+    start at ``first_row``) and how many rows are affected."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1) if array.ndim else np.array([True])
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{source}: NaN or infinite values in row {first_row + int(rows[0])} ({len(rows)} of "
+                         f"{len(bad)} rows affected); expected finite features")
     return array
+
+
+def read_feature_zip(path: Path, expected: Sequence[int | None], what: str) -> np.ndarray:
+    """The array pickled in the last ``.pkl`` member of ``path``, shape-checked against ``expected`` and finite."""
+    require_file(path, f"a zip holding a pickled numpy array of {what}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [name for name in archive.namelist() if ".pkl" in name]
+            if not members:
+                raise ValueError(f"{path}: no member whose name contains '.pkl' (expected a pickled array of {what})")
+            member = members[-1]
+            raw = archive.read(member)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+        raise ValueError(f"{path}: not a readable zip archive ({_first_line(err)}); expected a zip holding a "
+                         f"pickled numpy array of {what}") from None
+    array = load_numpy_pickle(raw, f"{path}::{member}")
+    check_shape(array.shape, expected, f"{path}::{member}", "array")
+    return check_finite(array, f"{path}::{member}")
+
+
+def _first_line(err: BaseException) -> str:
+    return ((str(err).splitlines() or [""])[0] or type(err).__name__)[:160]
+
+
+@contextlib.contextmanager
+def open_h5(path: Path, what: str):
+    """``h5py.File(path, "r")``, with a ValueError naming the file when it is not readable HDF5."""
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable HDF5 file ({_first_line(err)}); expected {what}") from None
+    with handle:
+        yield handle
 
 
 def fit_rows(array: np.ndarray, length: int, source: str) -> np.ndarray:
@@ -163,10 +200,8 @@ class H5Rows:
     on first read in each process (so DataLoader workers each get their own handle)."""
 
     def __init__(self, path: Path, key: str, row_shape: Sequence[int | None], what: str):
-        import h5py
-
         self.path, self.key = require_file(path, f"an HDF5 file with dataset {key!r} of {what}"), key
-        with h5py.File(path, "r") as f:
+        with open_h5(path, f"an HDF5 file with dataset {key!r} of {what}") as f:
             if key not in f:
                 raise ValueError(f"{path}: no dataset {key!r} (expected {what}); found keys {sorted(f.keys())}")
             shape = f[key].shape
@@ -185,11 +220,22 @@ class H5Rows:
             self._handle, self._pid = h5py.File(self.path, "r"), os.getpid()
         return self._handle[self.key]
 
+    def _read(self, index, first_row: int) -> np.ndarray:
+        try:
+            data = np.asarray(self._dataset()[index])
+        except (OSError, KeyError) as err:          # a file damaged after its header: h5py's read errors
+            raise ValueError(f"{self.path}: cannot read dataset {self.key!r} from row {first_row} "
+                             f"({_first_line(err)}); the file is damaged") from None
+        return data
+
     def row(self, i: int) -> np.ndarray:
-        return np.asarray(self._dataset()[int(i)])
+        """Row ``i`` (finite, else a ValueError naming the file and row)."""
+        data = self._read(int(i), int(i))
+        check_finite(data[None], f"{self.path}: dataset {self.key!r}", int(i))
+        return data
 
     def all(self) -> np.ndarray:
-        return np.asarray(self._dataset()[()])
+        return check_finite(self._read((), 0), f"{self.path}: dataset {self.key!r}")
 
     def close(self) -> None:
         if self._handle is not None and self._pid == os.getpid():

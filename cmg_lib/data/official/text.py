@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import check_shape, read_table, require_dir
+from .files import check_finite, check_shape, open_h5, read_table, require_dir
 
 TEXT_SLOTS = 10
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -88,12 +88,14 @@ class TokenEmbeddings:
         stem = embedding_stem(category)
         npy = self.folder / f"{stem}.npy"
         if npy.is_file():
-            tokens = np.load(npy, allow_pickle=False)
+            try:
+                tokens = np.load(npy, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                raise ValueError(f"{npy}: not a readable .npy array ({str(err)[:160]}); expected token embeddings "
+                                 f"(n_tokens, {self.dim or 'F'})") from None
             source, key = str(npy), "array"
         elif self.h5_path is not None:
-            import h5py
-
-            with h5py.File(self.h5_path, "r") as f:
+            with open_h5(self.h5_path, "token embeddings, a dataset per category") as f:
                 key = category if category in f and "/" not in category else stem
                 if key not in f:
                     raise FileNotFoundError(
@@ -105,4 +107,5 @@ class TokenEmbeddings:
             raise FileNotFoundError(f"no token embedding for category {category!r}: expected {npy} holding an array "
                                     f"(n_tokens, {self.dim or 'F'}) of BERT token embeddings of its prompt")
         check_shape(tokens.shape, (None, self.dim), source, key)
+        check_finite(tokens, f"{source}: {key}")
         return tokens.astype(np.float32, copy=False)
