@@ -26,10 +26,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_step import random_batch  # noqa: E402
 
+from cmg_lib.config import BOOK_EPOCHS  # noqa: E402
+from cmg_lib.data.avdigits import SCALES  # noqa: E402
 from cmg_lib.model import build_model  # noqa: E402
 from cmg_lib.train import make_optimizers, seed_everything, train_step  # noqa: E402
 
 LIMIT_S = 45 * 60          # the default book's build limit on 2 cores
+PRETRAIN_CLIPS = {scale: dict(zip(("24k", "40k", "81k"), table["pretrain"])) for scale, table in SCALES.items()}
 
 
 def read_budget(scale: str):
@@ -38,7 +41,7 @@ def read_budget(scale: str):
     return ex.budget(scale), ex.table1_grid(scale)
 
 
-def book_runs(b, grid: list[tuple[str, str]]) -> list[dict]:
+def book_runs(b, scale: str, grid: list[tuple[str, str]]) -> list[dict]:
     """Every ``pretrain_run`` call of notebooks 01-09 for budget ``b`` (before de-duplication), in notebook order;
     evals: the downstream head trainings made on that checkpoint as ``(task, directions, seeds)``."""
     from cmg_lib import experiments as ex
@@ -62,10 +65,12 @@ def book_runs(b, grid: list[tuple[str, str]]) -> list[dict]:
     runs += [dict(nb="08", preset="tiny_vt", method=m, size=size, overrides=(), evals=[("retrieval", 2, seeds)])
              for m in ("baseline", "unicode")]
     runs = [dict(r, seed=s) for r in runs for s in b.pretrain_seeds]           # every notebook loops over them
+    per_epoch = PRETRAIN_CLIPS.get(scale, {}).get("24k", 0) // b.batch_size
     why = [("book_av", "unicode", ())] + [("book_av", "unicode", sw.overrides) for sw in ex.why.SWITCHES.values()]
-    why += [("tiny_av", "unicode", ()), ("book_av", "baseline", ())]
+    why += [("tiny_av", "unicode", (f"train.epochs={BOOK_EPOCHS}",)), ("book_av", "baseline", ())]
     runs += [dict(nb="09", preset=p, method=m, size="24k", overrides=o, seed=s,
-                  evals=[("ave", 2 * av, seeds)], steps=b.book_steps) for p, m, o in why for s in b.why_seeds]
+                  evals=[("ave", 2 * av, seeds)], steps=b.book_steps or BOOK_EPOCHS * per_epoch)
+             for p, m, o in why for s in b.why_seeds]
     return runs
 
 
@@ -73,7 +78,8 @@ def _config(run: dict, scale: str, b):
     from cmg_lib import experiments as ex
     cfg = ex.experiment_config(run["preset"], run["method"], scale=scale, seed=run["seed"],
                                pretrain_size=run["size"], overrides=run["overrides"])
-    return cfg, ex.run_key(cfg, "avdigits", run.get("steps") or b.steps_for(run["preset"]))[1]
+    steps = run.get("steps") or b.steps_for(run["preset"])
+    return cfg, ex.run_key(cfg, "avdigits", steps)[1]
 
 
 def step_seconds(cfg, steps: int) -> float:
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(item.startswith(("methods=", "size_sweep_methods=", "pretrain_sizes=")) for item in args.set_budget):
         grid = [(s, m) for i, s in enumerate(b.pretrain_sizes) for m in b.methods
                 if i == 0 or m in b.size_sweep_methods]
-    calls = book_runs(b, grid)
+    calls = book_runs(b, args.scale, grid)
     runs: dict[str, dict] = {}
     for run in calls:
         cfg, key = _config(run, args.scale, b)

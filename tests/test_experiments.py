@@ -195,7 +195,7 @@ def test_budget_and_ablations():
     assert direction_label("audio", "video") == "A→V"
     grid = table1_grid("default")
     assert [m for size, m in grid if size == "24k"] == list(default.methods)          # every method at the main size
-    assert sorted(m for size, m in grid if size == "81k") == sorted(default.size_sweep_methods)
+    assert sorted(m for size, m in grid if size == "40k") == sorted(default.size_sweep_methods)
     assert len(table1_grid("full")) == 3 * len(budget("full").methods)
     book = experiment_config("tiny_av", "unicode", scale="default")
     assert book.train.snapshot_steps == (20, 60) and not book.train.epoch_ckpts     # 200 = final.pt itself

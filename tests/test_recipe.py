@@ -22,7 +22,8 @@ def test_defaults_are_the_released_behaviour_and_the_book_presets_differ_only_by
     assert (released.model.cmcm_temperature, released.model.club_target, released.model.club_grad,
             released.model.codebook_init, released.model.reset_stats) == (1.0, "projection", "both", "uniform", "keep")
     assert {k: getattr(book.model, k) for k in BOOK_RECIPE} == BOOK_RECIPE
-    assert book.model.codebook_size == book_codebook_size() == 32 and book.train.max_steps == 1000
+    assert book.model.codebook_size == book_codebook_size() == 32
+    assert book.train.max_steps is None and book.train.epochs == 6                 # the released epochs
     assert book.data.pretrain_size == "24k" and preset("book_avt").data.pretrain_size == "40k"
     assert book_codebook_size(141) == 400 and book_codebook_size(28) == 80     # the released ratio
 

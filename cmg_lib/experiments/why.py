@@ -2,7 +2,7 @@
 
 Each experiment starts from the book recipe (``book_av``) and puts ONE released choice back (:data:`SWITCHES`),
 over the same pre-training seeds, so a difference is caused by that switch alone. Two more rows frame them: the
-whole released recipe (``tiny_av`` at the book's number of updates) and the book recipe after the default scale's
+whole released recipe (``tiny_av`` trained as long as the book recipe) and the book recipe after the default scale's
 old budget (``why_short_steps``, a snapshot of the same runs). For every row the chapter measures transfer (AVE,
 held-out protocol: the labelled-modality bound and the cross-modal directions) and the diagnostics of
 ``experiments.diagnostics``; each switch's verdict tests the mechanism it is suspected of, on paired seeds.
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import BOOK_EPOCHS
 from . import claims
 from .diagnostics import diagnose
 from .notebook import NotebookRun
@@ -51,8 +52,8 @@ ROWS = ("book recipe", *SWITCHES, "released recipe", "book recipe, fewer updates
 
 
 def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
-    """Checkpoint per (row, pre-training seed); every row trains the book recipe's number of updates except the
-    last, which is the book runs' snapshot at ``why_short_steps``."""
+    """Checkpoint per (row, pre-training seed); every row trains as long as the book recipe (its epochs, or the
+    budget's ``book_steps``) except the last, which is the book runs' snapshot at ``why_short_steps``."""
     seeds = list(nb.budget.why_seeds if seeds is None else seeds)
     steps = nb.budget.book_steps
     out: dict[str, dict[int, str]] = {"book recipe": {s: nb.pretrain("book_av", seed=s, pretrain_size="24k")
@@ -60,7 +61,9 @@ def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, d
     for name, switch in SWITCHES.items():
         out[name] = {s: nb.pretrain("book_av", seed=s, pretrain_size="24k", overrides=switch.overrides)
                      for s in seeds}
-    out["released recipe"] = {s: nb.pretrain("tiny_av", seed=s, pretrain_size="24k", steps=steps) for s in seeds}
+    # the released recipe for as long as the book recipe: the same epochs, or the same explicit steps
+    out["released recipe"] = {s: nb.pretrain("tiny_av", seed=s, pretrain_size="24k", steps=steps,
+                                             overrides=[f"train.epochs={BOOK_EPOCHS}"]) for s in seeds}
     out["book recipe, fewer updates"] = {s: snapshot(c, nb.budget.why_short_steps)
                                          for s, c in out["book recipe"].items()}
     return out
