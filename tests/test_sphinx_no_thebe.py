@@ -24,3 +24,8 @@ def test_disconnects_thebe_and_keeps_the_rest(tmp_path):
     assert sphinx_no_thebe.disconnect_thebe(app) == len(thebe)
     assert sum(len(ls) for ls in app.events.listeners.values()) == others
     assert not any(f == "sphinx-thebe.css" for f, _ in app.registry.css_files)
+    context = {"css_files": ["basic.css", "_static/sphinx-thebe.css"], "script_files": ["sphinx-thebe.js", "doctools.js"]}
+    scripts = context["script_files"]
+    sphinx_no_thebe.drop_thebe_assets(app, "index", "page.html", context, None)
+    assert context == {"css_files": ["basic.css"], "script_files": ["doctools.js"]}
+    assert context["script_files"] is scripts          # the same list: later handlers still add to the page

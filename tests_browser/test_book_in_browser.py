@@ -106,3 +106,19 @@ def test_no_local_path_in_any_page(book, suffix):
         if hits:
             leaks[str(path.relative_to(book))] = len(hits)
     assert not leaks, f"local paths (/tmp/, /work/, /root/, /home/) in: {leaks}"
+
+
+def test_wide_markdown_tables_fit_the_text_column(server, open_page, shots):
+    page, log = open_page(f"{server}/book/differences.html")
+    _wait_for_mathjax(page)
+    overflow = page.evaluate("""() => Array.from(document.querySelectorAll('article table')).map(t => {
+        const box = t.closest('.pst-scrollable-table-container') || t.parentElement;
+        return box.scrollWidth - box.clientWidth; })""")
+    assert overflow and max(overflow) <= 1, f"tables overflow their column by {overflow} px (cut off behind a scrollbar)"
+    page.screenshot(path=str(shots / "differences.png"), full_page=False)
+    assert not log.external and not log.errors and not log.failed, (log.external, log.errors, log.failed)
+
+
+def test_no_page_loads_thebe(book):
+    loaded = [p for p in _pages(book) if "sphinx-thebe" in (book / p).read_text() or "THEBE_JS_URL" in (book / p).read_text()]
+    assert not loaded, f"thebe is still wired into {loaded}"

@@ -28,7 +28,21 @@ def disconnect_thebe(app) -> int:
     return removed
 
 
+def drop_thebe_assets(app, pagename, templatename, context, doctree) -> None:
+    """``html-page-context`` handler: the HTML builder copied thebe's CSS before the extension could remove it."""
+    for key in ("css_files", "script_files"):
+        if key in context:
+            # in place: later handlers (sphinx.ext.mathjax) append to this same list
+            context[key][:] = [f for f in context[key] if _basename(getattr(f, "filename", f)) not in THEBE_ASSETS]
+
+
+def _basename(filename) -> str:
+    return str(filename).rsplit("/", 1)[-1]
+
+
 def setup(app):
     # local extensions are set up after jupyter-book's own, so sphinx_thebe's handlers are connected by now
     app.connect("builder-inited", disconnect_thebe, priority=0)
+    # early: the event stops at the first handler that returns a template name
+    app.connect("html-page-context", drop_thebe_assets, priority=100)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

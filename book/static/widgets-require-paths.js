@@ -4,5 +4,8 @@
 (function () {
   var base = new URL("widgets/", document.currentScript.src).href;
   window.__jupyter_widgets_assets_path__ = base;
-  window.require.config({ paths: { "@jupyter-widgets/html-manager/dist": base.replace(/\/$/, "") } });
+  var dir = base.replace(/\/$/, "");
+  // every module embed-amd.js defines (@jupyter-widgets/base, /controls, /html-manager, .../dist/libembed-amd) then
+  // has its URL, and so its webpack public path, in widgets/
+  window.require.config({ paths: { "@jupyter-widgets": dir, "@jupyter-widgets/html-manager/dist": dir } });
 })();
