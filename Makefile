@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export CMG_CACHE ?= $(CURDIR)/.cache
 
-.PHONY: env test book data serve bench clean
+.PHONY: env test book data serve bench clean browser-env browser-test
 
 env: $(STAMP)
 
@@ -29,6 +29,23 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The built book in a real browser (tests_browser/, not collected by `make test`): Debian's chromium driven by
+# playwright, against _build/html served on 127.0.0.1. Build the book first (`make book SCALE=smoke`).
+BROWSER_STAMP := $(dir $(STAMP)).cmg-browser-installed
+CHROMIUM ?= /usr/bin/chromium
+
+browser-env: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): $(STAMP) tests_browser/requirements.txt
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "no $(CHROMIUM): install Debian's chromium (sudo apt-get install chromium)"; exit 1; fi; fi
+	$(PY) -m pip install -q -r tests_browser/requirements.txt
+	@touch $(BROWSER_STAMP)
+
+browser-test: $(BROWSER_STAMP)
+	CMG_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests_browser
 
 data: $(STAMP)
 	$(PY) -m cmg_lib data build --scale $(SCALE)

@@ -16,7 +16,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 sys.path.insert(0, str(ROOT / "tools"))
 from build_book import notebook_parameters  # noqa: E402
 
-BOOK_PARAMETERS = set(notebook_parameters("smoke", None, "cpu", ".cache"))
+BOOK_PARAMETERS = set(notebook_parameters("smoke", None, "cpu"))
 
 
 def test_there_are_notebooks():

@@ -113,3 +113,76 @@ def test_render_view_and_overlap_stats():
     assert stats["audio_only"] == pytest.approx(1 / 3)
     png = render_view(counts, ("video", "audio"), title="t")
     assert png[:4] == b"\x89PNG" and len(png) > 2000
+
+
+def test_many_loss_curves_get_distinct_colour_and_style():
+    from cmg_lib.viz.plots import line_styles
+
+    keys = [f"term{i}" for i in range(14)]
+    hist = [{"step": s, **{k: float(i + s) for i, k in enumerate(keys)}} for s in range(1, 4)]
+    lines = training_curves(hist, keys=keys).axes[0].get_lines()
+    looks = {(matplotlib.colors.to_hex(l.get_color()), l.get_linestyle()) for l in lines}
+    assert len(lines) == 14 and len(looks) == 14
+    assert line_styles(11)[10] == (line_styles(1)[0][0], "--")
+
+
+def test_code_map_draws_its_colour_key_and_caption_names_the_rule():
+    from cmg_lib.viz.plots import CATEGORY_COLORS, code_map_caption
+
+    counts = {"video": np.array([3, 0, 5, 1]), "audio": np.array([1, 2, 5, 0])}
+    legend = code_map(counts).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["video > 80 % of uses", "audio > 80 % of uses",
+                                                          "each ≥ 20 % (shared)"]
+    assert [matplotlib.colors.to_hex(h.get_color()) for h in legend.legend_handles] == [
+        CATEGORY_COLORS["video"], CATEGORY_COLORS["audio"], CATEGORY_COLORS["shared"]]
+    assert len(code_map(counts, show_unused=True).axes[0].get_legend().get_texts()) == 4
+    assert code_map(counts, legend=False).axes[0].get_legend() is None
+    assert "more than 80 %" in code_map_caption() and "**green**" in code_map_caption()
+
+
+def test_sweep_overlays_the_papers_values_in_our_colour():
+    frame = pd.DataFrame({"codebook_size": [16, 32, 16, 32], "direction": ["V→A", "V→A", "A→V", "A→V"],
+                          "mean": [1, 2, 3, 4], "std": [0.1, 0.2, 0.1, 0.3]})
+    ax = codebook_size_sweep(frame, paper={"V→A": {16: 10.0, 400: 12.0}}).axes[0]
+    paper = [l for l in ax.get_lines() if l.get_label() == "V→A (paper)"]
+    assert len(paper) == 1 and list(paper[0].get_xdata()) == [16, 400] and list(paper[0].get_ydata()) == [10, 12]
+    assert paper[0].get_linestyle() == "--"
+    ours = [c for c in ax.containers if c.get_label() == "V→A (ours)"][0]
+    assert ours.lines[0].get_color() == paper[0].get_color()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "32", "400"]
+
+
+def test_overlay_figure_row_labels_and_key():
+    from cmg_lib.viz.segmentation import overlay_figure
+
+    frames, masks = np.zeros((2, 8, 8)), np.zeros((2, 8, 8))
+    fig = overlay_figure(frames, masks, masks, masks, row_labels=['query: "one"', 'query: "two"'])
+    assert fig.axes[4].get_ylabel() == 'query: "two"'
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["ground-truth mask",
+                                                                  "predicted mask (probability > 0.5)"]
+    with pytest.raises(ValueError, match="one label per row"):
+        overlay_figure(frames, masks, masks, masks, row_labels=["only one"])
+
+
+def test_explorer_offers_every_pair_the_counts_hold_and_disables_single_options():
+    from cmg_lib.viz.explorer import expand_pairs
+
+    rng = np.random.default_rng(0)
+    usage = {("m", ("video", "audio"), "all", s): {k: rng.integers(0, 5, 8) for k in ("video", "audio", "text")}
+             for s in (1, 2)}
+    assert sorted({k[1] for k in expand_pairs(usage)}) == [("audio", "text"), ("video", "audio"), ("video", "text")]
+    ex = build_explorer(usage)
+    assert [o[0] for o in ex.selectors["pair"].options] == ["video – audio", "video – text", "audio – text"]
+    assert not ex.selectors["pair"].disabled and ex.selectors["method"].disabled and ex.selectors["class"].disabled
+    assert len(ex.images) == 6
+    only_av = build_explorer(_synthetic_usage())
+    assert len(only_av.selectors["pair"].options) == 1 and only_av.selectors["pair"].disabled
+
+
+def test_explorer_static_fallback_shows_first_view_off_http():
+    import base64
+
+    ex = build_explorer(_synthetic_usage())
+    first = ex.images[("baseline", ("video", "audio"), "all", 10)].value
+    assert base64.b64encode(first).decode() in ex.fallback_html
+    assert "make serve" in ex.fallback_html and "location.protocol" in ex.fallback_html

@@ -3,14 +3,18 @@
 ``make book SCALE=S`` runs ``python tools/build_book.py --scale S``, which does, in order:
 
 1. ``python -m cmg_lib data build --scale S`` (the AV-Digits dataset, built once and cached by the data package);
-2. vendors the ipywidgets browser code (``@jupyter-widgets/html-manager`` and ``requirejs``, via ``npm pack``) into
-   the git-ignored ``widgets_static/`` folder, so widget pages work offline and behind a CSP (``_config.yml`` points
-   myst-nb's ``nb_ipywidgets_js`` at it; a root ``_static/`` is avoided because jupyter-book 1.x injects every
-   ``.js`` file found there into every page);
+2. vendors the browser code the pages load, via ``npm pack``, into the git-ignored ``widgets_static/`` folder, so the
+   book works offline and behind a CSP: the ipywidgets manager (``@jupyter-widgets/html-manager``, ``requirejs``;
+   myst-nb's ``nb_ipywidgets_js``) and MathJax 3 (Sphinx's ``mathjax_path``); a root ``_static/`` is avoided because
+   jupyter-book 1.x injects every ``.js`` file found there into every page;
 3. executes every notebook that ``_toc.yml`` lists as ``book/executed/<name>`` from ``notebooks/<name>.ipynb`` with
-   papermill (kernel ``python3``; parameters ``scale``, ``data``, ``seeds``, ``device``, ``cache_dir``), into
-   ``book/executed/`` (Sphinx always excludes ``_build/``, so executed notebooks cannot live there);
-4. prints the time each notebook took;
+   papermill (kernel ``python3``; parameters ``scale``, ``data``, ``seeds``, ``device``; nothing machine-specific:
+   the results cache reaches the kernels as the environment variable ``CMG_CACHE``), into ``book/executed/``
+   (Sphinx always excludes ``_build/``, so executed notebooks cannot live there); the injected parameters cell is
+   tagged ``remove-cell`` (the page shows the notebook's own parameters cell) and the run's machine, commit and
+   date are recorded in the notebook's metadata;
+4. prints the time each notebook took and writes the reproducibility status page ``book/generated/
+   reproducibility.md`` (``tools/status_page.py``) from the executed notebooks;
 5. ``jupyter-book build . -W -n --keep-going`` with execution off (``_config.yml``): any warning fails the build.
 
 A failing notebook stops the build with a message naming the notebook and the cell; the partially executed copy
@@ -19,6 +23,7 @@ A failing notebook stops the build with a message naming the notebook and the ce
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -31,11 +36,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # tools/status_page.py
+import status_page  # noqa: E402
 NOTEBOOK_DIR = ROOT / "notebooks"
 EXECUTED_DIR = ROOT / "book" / "executed"
 WIDGETS_DIR = ROOT / "widgets_static" / "widgets"
+MATHJAX_DIR = ROOT / "widgets_static" / "mathjax"
+STATUS_PAGE = ROOT / "book" / "generated" / "reproducibility.md"
+MEASURED_TIMINGS = "../measured_timings.md"          # hand measurements, included by the status page
 # Browser side of ipywidgets 8 in static pages (myst-nb's default URLs point at these versions on a CDN).
 NPM_PACKAGES = {"html-manager": "@jupyter-widgets/html-manager@1.0.6", "requirejs": "requirejs@2.3.7"}
+MATHJAX_PACKAGE = "mathjax@3.2.2"
+# What the tex-mml-chtml component loads: itself, TeX extensions (autoload), CHTML output and its fonts, the menu
+# and its accessibility parts (a11y, sre). The SVG output and the other combined components are left out.
+MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output/chtml", "output/chtml.js", "a11y", "sre", "ui", "adaptors")
 SCALES = ("smoke", "default", "full")
 
 
@@ -66,6 +80,44 @@ def build_data(scale: str) -> None:
         raise BuildError(f"building the AV-Digits dataset failed: `python -m cmg_lib data build --scale {scale}`")
 
 
+def _npm_pack(spec: str, tmp: Path) -> Path:
+    """``npm pack spec`` into ``tmp`` and unpack it; returns the unpacked ``package/`` folder."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BuildError(f"npm was not found on PATH; it is needed once to vendor the book's browser code ({spec}) "
+                         "into widgets_static/. Install Node.js/npm (e.g. `apt-get install npm`) and run `make book` "
+                         "again.")
+    print(f"[book] npm pack {spec}", flush=True)
+    run = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True)
+    tarballs = list(tmp.glob("*.tgz"))
+    if run.returncode != 0 or not tarballs:
+        raise BuildError(f"`npm pack {spec}` failed (is the npm registry reachable?):\n{run.stderr.strip()}")
+    unpack = tmp / spec.replace("/", "_").replace("@", "")
+    with tarfile.open(tarballs[0]) as tar:
+        tar.extractall(unpack, filter="data")
+    tarballs[0].unlink()
+    return unpack / "package"
+
+
+def vendor_mathjax(target: Path = MATHJAX_DIR) -> Path:
+    """Put MathJax 3's ``tex-mml-chtml.js`` and what it loads (``MATHJAX_PARTS``) into ``target``; skip if present."""
+    if (target / "tex-mml-chtml.js").exists():
+        return target
+    with tempfile.TemporaryDirectory(prefix="cmg-npm-") as tmp:
+        es5 = _npm_pack(MATHJAX_PACKAGE, Path(tmp)) / "es5"
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        for part in MATHJAX_PARTS:
+            src, dst = es5 / part, staging / part
+            if not src.exists():
+                raise BuildError(f"{MATHJAX_PACKAGE} has no es5/{part}; MATHJAX_PARTS in tools/build_book.py is stale")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
 def vendor_widget_js(target: Path = WIDGETS_DIR) -> Path:
     """Put ``embed-amd.js`` (+ its chunks) and ``require.js`` into ``target`` with ``npm pack``; skip if present.
 
@@ -73,43 +125,61 @@ def vendor_widget_js(target: Path = WIDGETS_DIR) -> Path:
     """
     if (target / "embed-amd.js").exists() and (target / "require.js").exists():
         return target
-    npm = shutil.which("npm")
-    if npm is None:
-        raise BuildError("npm was not found on PATH; it is needed once to vendor the ipywidgets browser code "
-                         f"({', '.join(NPM_PACKAGES.values())}) into widgets_static/. Install Node.js/npm "
-                         "(e.g. `apt-get install npm`) and run `make book` again.")
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cmg-npm-") as tmp:
-        tmp = Path(tmp)
         for name, spec in NPM_PACKAGES.items():
-            print(f"[book] npm pack {spec}", flush=True)
-            run = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True)
-            tarballs = list(tmp.glob("*.tgz"))
-            if run.returncode != 0 or not tarballs:
-                raise BuildError(f"`npm pack {spec}` failed (is the npm registry reachable?):\n{run.stderr.strip()}")
-            unpack = tmp / name
-            with tarfile.open(tarballs[0]) as tar:
-                tar.extractall(unpack, filter="data")
-            tarballs[0].unlink()
+            package = _npm_pack(spec, Path(tmp))
             if name == "html-manager":
-                for f in (unpack / "package" / "dist").iterdir():
+                for f in (package / "dist").iterdir():
                     if f.is_file() and not f.name.endswith(".map"):
                         shutil.copy2(f, target / f.name)
             else:
-                shutil.copy2(unpack / "package" / "require.js", target / "require.js")
+                shutil.copy2(package / "require.js", target / "require.js")
     if not (target / "embed-amd.js").exists():
         raise BuildError(f"{NPM_PACKAGES['html-manager']} did not contain dist/embed-amd.js")
     return target
 
 
-def notebook_parameters(scale: str, seeds: list[int] | None, device: str, cache_dir: str) -> dict:
-    """The papermill parameters every notebook's ``parameters`` cell declares."""
-    return {"scale": scale, "data": "avdigits", "seeds": seeds, "device": device, "cache_dir": cache_dir}
+def notebook_parameters(scale: str, seeds: list[int] | None, device: str) -> dict:
+    """The papermill parameters every notebook's ``parameters`` cell declares (nothing machine-specific: the cache
+    location reaches the kernels as ``CMG_CACHE`` in their environment)."""
+    return {"scale": scale, "data": "avdigits", "seeds": seeds, "device": device}
 
 
-def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = None) -> list[tuple[str, float]]:
+def git_commit(root: Path = ROOT) -> str:
+    """Short commit of ``root``'s HEAD, with ``+changes`` when tracked files differ from it; ``"unknown"`` outside git."""
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                           text=True).stdout.strip()
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
+def record_run(path: Path, run: dict) -> None:
+    """Mark the papermill-injected cell ``remove-cell``, store ``run`` (machine, commit, date) in the notebook and
+    make papermill's recorded input/output paths relative to the repository (they are absolute local paths)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    pm = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if pm.get(key):
+            p = Path(pm[key])
+            pm[key] = str(p.relative_to(ROOT)) if p.is_absolute() and p.is_relative_to(ROOT) else p.name
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = tags + ["remove-cell"]
+    nb.metadata[status_page.RUN_KEY] = run
+    nbformat.write(nb, path)
+
+
+def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = None,
+                      run: dict | None = None) -> list[tuple[str, float]]:
     """Run each notebook with papermill into ``book/executed/``; return ``(name, seconds)`` per notebook.
 
+    Each executed copy gets :func:`record_run` with ``run`` (machine, commit; the execution date is added here).
     Raises BuildError naming the notebook and cell on the first failure.
     """
     import papermill as pm
@@ -135,7 +205,22 @@ def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = 
             raise BuildError(f"notebook notebooks/{name}.ipynb could not be executed: "
                              f"{type(err).__name__}: {err}") from None
         times.append((name, time.perf_counter() - start))
+        record_run(dst, {**(run or {}), "executed": _utc_now()})
     return times
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_status_page(names: list[str], build: dict, path: Path = STATUS_PAGE) -> Path:
+    """The reproducibility status page from the executed notebooks (``tools/status_page.py``)."""
+    from cmg_lib.book import scale_budget
+
+    runs = [status_page.notebook_run(EXECUTED_DIR / f"{n}.ipynb", scale_budget) for n in names]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(status_page.render(runs, build, timings_include=MEASURED_TIMINGS))
+    return path
 
 
 def jupyter_book_build(strict: bool = True) -> None:
@@ -176,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=None, help="per-cell time limit in seconds")
     args = parser.parse_args(argv)
 
-    cache_dir = os.environ.get("CMG_CACHE", str(ROOT / ".cache"))
-    os.environ["CMG_CACHE"] = cache_dir
+    # the kernels inherit this environment: the cache location never becomes a notebook parameter
+    os.environ["CMG_CACHE"] = os.environ.get("CMG_CACHE", str(ROOT / ".cache"))
     os.environ.setdefault("PYTHONHASHSEED", "0")
     start = time.perf_counter()
     try:
@@ -186,14 +271,24 @@ def main(argv: list[str] | None = None) -> int:
             unknown = sorted(set(args.only) - set(names))
             if unknown:
                 raise BuildError(f"--only {unknown}: not listed in _toc.yml; listed are {names}")
+        data_seconds = None
         if not args.skip_data:
+            t0 = time.perf_counter()
             build_data(args.scale)
+            data_seconds = time.perf_counter() - t0
         vendor_widget_js()
+        vendor_mathjax()
+        from cmg_lib.hardware import machine_facts
+
+        machine = machine_facts()
+        commit = git_commit()
+        print(f"[book] machine: {machine}; commit {commit}", flush=True)
         times = []
         if not args.skip_execute:
-            params = notebook_parameters(args.scale, _seeds(args.seeds), args.device, cache_dir)
+            params = notebook_parameters(args.scale, _seeds(args.seeds), args.device)
             print(f"[book] notebook parameters: {json.dumps(params)}", flush=True)
-            times = execute_notebooks(args.only or names, params, args.timeout)
+            times = execute_notebooks(args.only or names, params, args.timeout,
+                                      run={"machine": machine, "commit": commit})
         absent = [n for n in names if not (EXECUTED_DIR / f"{n}.ipynb").exists()]
         if absent:
             raise BuildError(f"no executed copy of {absent} in book/executed/; run without --skip-execute/--only")
@@ -202,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, sec in times:
                 print(f"    {name:<28s} {sec:7.1f} s")
             print(f"    {'total':<28s} {sum(s for _, s in times):7.1f} s", flush=True)
+        page = write_status_page(names, {"date": _utc_now()[:10], "commit": commit, "scale": args.scale,
+                                         "machine": machine, "data_seconds": data_seconds})
+        print(f"[book] status page: {page.relative_to(ROOT)}", flush=True)
         jupyter_book_build(strict=not args.no_strict)
     except BuildError as err:
         print(f"[book] ERROR: {err}", file=sys.stderr)

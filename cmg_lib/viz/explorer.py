@@ -12,10 +12,18 @@ class → step); each selector's ``index`` is ``widgets.jslink``-ed to the ``sel
 level, so a reader's clicks switch views in the browser alone (the saved widget state carries the images). Keep it
 to a few dozen views: every image is embedded in the page. In a live kernel :func:`live_explorer` recomputes a view
 on demand from a callable instead.
+
+The pair selector offers every modality pair the counts hold (a view given for ``("video", "audio")`` whose counts
+also hold ``"text"`` yields the video–text and audio–text views too); a selector with a single option is shown
+disabled. Widgets need the page served over http: opened as ``file://`` the widget area stays empty, so the explorer
+also emits a static image of its first view with a one-line hint, hidden by a one-line script on http(s) pages.
 """
 from __future__ import annotations
 
+import base64
+import html
 import io
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +62,20 @@ def view_axes(usage: Mapping[tuple, Mapping[str, np.ndarray]]) -> dict[str, list
     return values
 
 
+def expand_pairs(usage: Mapping[tuple, Mapping[str, np.ndarray]]) -> dict[tuple, Mapping[str, np.ndarray]]:
+    """Every modality pair each view's counts hold, the given pair first: ``{(method, pair, class, step): counts}``."""
+    out: dict[tuple, Mapping[str, np.ndarray]] = {}
+    for key, counts in usage.items():
+        if not isinstance(key, tuple) or len(key) != 4:
+            raise ValueError(f"usage keys must be (method, pair, class, step) tuples, got {key!r}")
+        method, pair, cls, step = key
+        given = as_pair(pair)
+        others = [p for p in itertools.combinations(list(counts), 2) if set(p) != set(given)]
+        for p in [given] + others:
+            out[(method, p, cls, step)] = counts
+    return out
+
+
 def _grid(values: Mapping[str, list]) -> list[tuple]:
     keys = [()]
     for axis in AXES:
@@ -85,7 +107,7 @@ def render_view(counts: Mapping[str, np.ndarray], pair: tuple[str, str], title: 
     second = np.asarray(counts[pair[1]], dtype=np.float64)
     cats = code_categories(counts, pair)
     stats = overlap_stats(counts, pair)
-    fig = Figure(figsize=(8, 2.8), dpi=dpi)
+    fig = Figure(figsize=(9, 3.4), dpi=dpi)
     ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [4, 1.3]})
     codes = np.arange(first.size)
     colors = [CATEGORY_COLORS["shared"] if c == "shared" else CATEGORY_COLORS["unused"] if c == "unused"
@@ -96,16 +118,17 @@ def render_view(counts: Mapping[str, np.ndarray], pair: tuple[str, str], title: 
     ax.bar(codes, -share_b, width=1.0, color=colors, linewidth=0, alpha=0.6)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlim(-0.5, first.size - 0.5)
-    ax.set_xlabel("code index")
-    ax.set_ylabel(f"{pair[1]}  ·  share  ·  {pair[0]}", fontsize=8)   # rotated: bottom half = second modality
-    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("code index", fontsize=12)
+    ax.set_ylabel(f"{pair[1]}  ·  share  ·  {pair[0]}", fontsize=11)   # rotated: bottom half = second modality
+    ax.set_title(title, fontsize=13)
+    ax.tick_params(labelsize=10)
     names = [f"{pair[0]} only", "shared", f"{pair[1]} only"]
     vals = [stats[f"{pair[0]}_only"], stats["shared"], stats[f"{pair[1]}_only"]]
     bx.barh(names, vals, color=[CATEGORY_COLORS["video"], CATEGORY_COLORS["shared"], CATEGORY_COLORS["audio"]])
     bx.set_xlim(0, 1)
     bx.set_title(f"Jaccard {stats['jaccard']:.2f}; used {stats[f'used_{pair[0]}']}/{stats[f'used_{pair[1]}']}",
-                 fontsize=8)
-    bx.tick_params(labelsize=7)
+                 fontsize=11)
+    bx.tick_params(labelsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -122,11 +145,27 @@ class CodeExplorer:
     stacks: dict[str, list] = field(default_factory=dict)     # axis -> the stacks switched by that axis' selector
     images: dict[tuple, Any] = field(default_factory=dict)    # view key -> its Image widget
     links: list = field(default_factory=list)
+    fallback_html: str = ""                                   # first view + hint, shown on file:// pages only
 
     def _ipython_display_(self):
-        from IPython.display import display
+        from IPython.display import HTML, display
 
         display(self.widget)
+        if self.fallback_html:
+            display(HTML(self.fallback_html))
+
+
+FILE_HINT = ("This page was opened as a file, so the interactive explorer cannot load; shown is its first view. "
+             "Serve the book over http (<code>make serve</code>) to switch views.")
+
+
+def static_fallback(png: bytes, alt: str, hint: str = FILE_HINT) -> str:
+    """HTML with ``png`` and a one-line ``hint``, visible only where the page is not served over http(s)."""
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<div class="cmg-explorer-fallback"><p class="cmg-hint">{hint}</p>'
+            f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" style="max-width:100%"></div>'
+            "<script>(function(){var d=document.currentScript.previousElementSibling;"
+            "if(/^https?:$/.test(location.protocol)){d.style.display='none';}})();</script>")
 
 
 def _label(axis: str, value: Any, class_names: Mapping[Any, str] | None) -> str:
@@ -142,10 +181,15 @@ def _label(axis: str, value: Any, class_names: Mapping[Any, str] | None) -> str:
 
 
 def build_explorer(usage: Mapping[tuple, Mapping[str, np.ndarray]], class_names: Mapping[Any, str] | None = None,
-                   max_views: int = 64, dpi: int = 72) -> CodeExplorer:
-    """Pre-render every view and wire the selectors to nested Stacks with ``jslink`` (works without a kernel)."""
+                   max_views: int = 64, dpi: int = 72, all_pairs: bool = True) -> CodeExplorer:
+    """Pre-render every view and wire the selectors to nested Stacks with ``jslink`` (works without a kernel).
+
+    ``all_pairs`` adds the views of every other modality pair the counts hold (:func:`expand_pairs`).
+    """
     import ipywidgets as widgets
 
+    if all_pairs:
+        usage = expand_pairs(usage)
     values = view_axes(usage)
     grid = _grid(values)
     if len(grid) > max_views:
@@ -173,19 +217,24 @@ def build_explorer(usage: Mapping[tuple, Mapping[str, np.ndarray]], class_names:
         options = [(_label(axis, v, class_names), i) for i, v in enumerate(values[axis])]
         if axis == "step":
             selectors[axis] = widgets.SelectionSlider(options=options, value=0, description="step",
-                                                      continuous_update=True)
+                                                      continuous_update=True, disabled=len(options) == 1)
         else:
-            selectors[axis] = widgets.Dropdown(options=options, value=0, description=axis)
+            selectors[axis] = widgets.Dropdown(options=options, value=0, description=axis,
+                                               disabled=len(options) == 1)
     links = [widgets.jslink((selectors[axis], "index"), (stack, "selected_index"))
              for axis in AXES for stack in stacks[axis]]
     legend = widgets.HTML(
-        "<small>Bars: share of each modality's quantisations per code (first modality up, second down). "
+        "<span style='font-size:0.95em'>Bars: share of each modality's quantisations per code (first modality up, second down). "
         f"<span style='color:{CATEGORY_COLORS['video']}'>■</span> first modality &gt; 80 %, "
         f"<span style='color:{CATEGORY_COLORS['audio']}'>■</span> second &gt; 80 %, "
         f"<span style='color:{CATEGORY_COLORS['shared']}'>■</span> both ≥ 20 % (paper Fig. 4). "
-        "Views are pre-rendered; switching works without a running kernel.</small>")
+        "Views are pre-rendered; switching works without a running kernel.</span>")
     widget = widgets.VBox([widgets.HBox([selectors[a] for a in AXES[:3]]), selectors["step"], root, legend])
-    return CodeExplorer(widget=widget, selectors=selectors, root=root, stacks=stacks, images=images, links=links)
+    first = grid[0]
+    fallback = static_fallback(images[first].value, alt="explorer view: " + " | ".join(
+        _label(a, v, class_names) for a, v in zip(AXES, first)))
+    return CodeExplorer(widget=widget, selectors=selectors, root=root, stacks=stacks, images=images, links=links,
+                        fallback_html=fallback)
 
 
 def live_explorer(compute: Callable[[str, tuple[str, str], Any, Any], Mapping[str, np.ndarray]],

@@ -60,8 +60,8 @@ def training_curves(history, keys: Sequence[str] | None = None, ax=None, title: 
         fig, ax = plt.subplots(figsize=(7, 3.2))
     else:
         fig = ax.figure
-    for k in keys:
-        ax.plot(frame.index, frame[k], label=k, lw=1.4)
+    for k, (color, style) in zip(keys, line_styles(len(keys))):
+        ax.plot(frame.index, frame[k], label=k, lw=1.4, color=color, linestyle=style)
     ax.set_xlabel("step")
     ax.set_ylabel("value")
     if logy:
@@ -72,6 +72,16 @@ def training_curves(history, keys: Sequence[str] | None = None, ax=None, title: 
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def line_styles(n: int) -> list[tuple[str, str]]:
+    """``n`` distinct ``(colour, linestyle)`` pairs: tab10 colours, then the same colours dashed, dotted, ..."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    colors = [colormaps["tab10"](i) for i in range(10)]
+    styles = ["-", "--", ":", "-."]
+    return [(to_hex(colors[i % 10]), styles[(i // 10) % len(styles)]) for i in range(n)]
 
 
 def codebook_health(counts: Mapping[str, np.ndarray], ax=None, title: str | None = None):
@@ -106,12 +116,31 @@ def _category_color(cat: str, pair: tuple[str, str]) -> str:
     return CATEGORY_COLORS["video"] if cat == pair[0] else CATEGORY_COLORS["audio"]
 
 
+def category_key(pair: tuple[str, str] = ("video", "audio")) -> dict[str, str]:
+    """The Fig. 4 colour key: legend text per category, in the order blue, red, green, grey."""
+    first, second = pair
+    return {first: f"{first} > 80 % of uses", second: f"{second} > 80 % of uses",
+            "shared": "each ≥ 20 % (shared)", "unused": "unused"}
+
+
+def code_map_caption(pair: tuple[str, str] = ("video", "audio")) -> str:
+    """A one-paragraph caption (markdown) for Fig. 4 panels drawn by :func:`code_map`."""
+    first, second = pair
+    return (f"Each dot is one code of the shared codebook, placed by a 2-D UMAP of the code vectors and sized by "
+            f"how often it is used on held-out clips. **Blue**: {first} accounts for more than 80 % of the code's "
+            f"{first} + {second} uses; **red**: {second} does; **green**: each accounts for at least 20 % (a "
+            f"shared code); **grey**: neither modality used it. The panel title gives the share of each colour "
+            f"among the used codes.")
+
+
 def code_map(counts: Mapping[str, np.ndarray], pair: tuple[str, str] = ("video", "audio"),
-             coords: np.ndarray | None = None, ax=None, title: str | None = None, show_unused: bool = False):
+             coords: np.ndarray | None = None, ax=None, title: str | None = None, show_unused: bool = False,
+             legend: bool = True):
     """Fig. 4: one dot per code coloured by the category rule, sized by total use.
 
     ``coords`` (L, 2) places the codes (e.g. :func:`embed_codes` of the code vectors); without it codes sit on a
-    square grid in index order. Returns the Figure.
+    square grid in index order. ``legend`` draws the colour key (:func:`category_key`) under the panel.
+    Returns the Figure.
     """
     plt = _pyplot()
     cats = code_categories(counts, pair)
@@ -138,6 +167,15 @@ def code_map(counts: Mapping[str, np.ndarray], pair: tuple[str, str] = ("video",
     ax.set_title(f"{title}\n{label}" if title else label, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
+    if legend:
+        from matplotlib.lines import Line2D
+
+        key = category_key(pair)
+        shown = [c for c in key if c != "unused" or show_unused]
+        handles = [Line2D([], [], marker="o", linestyle="", markersize=7, color=_category_color(c, pair),
+                          label=key[c]) for c in shown]
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=7,
+                  frameon=False, handletextpad=0.3, columnspacing=1.0)
     fig.tight_layout()
     return fig
 
@@ -159,11 +197,13 @@ def embed_codes(vectors: np.ndarray, seed: int = 0, n_neighbors: int = 10) -> np
 
 
 def codebook_size_sweep(frame: "pd.DataFrame", x: str = "codebook_size", y: str = "mean", err: str = "std",
-                        hue: str = "direction", ax=None, title: str | None = None, ylabel: str = "accuracy (%)"):
+                        hue: str = "direction", ax=None, title: str | None = None, ylabel: str = "accuracy (%)",
+                        paper: Mapping[str, Mapping[int, float]] | None = None, paper_label: str = "paper"):
     """Fig. 3: a metric against codebook size, one line per ``hue`` value, error bars = std over seeds.
 
     ``frame`` is long-form, e.g. ``cmg_lib.experiments.aggregate(records, rows="codebook_size",
-    cols="direction", value="metric")``.
+    cols="direction", value="metric")``. ``paper`` overlays the paper's values, ``{hue value: {size: value}}``
+    (e.g. ``{"V→A": {...}, "A→V": {...}}``), as dashed lines with open markers in the colour of our line.
     """
     plt = _pyplot()
     for col in (x, y, hue):
@@ -173,13 +213,22 @@ def codebook_size_sweep(frame: "pd.DataFrame", x: str = "codebook_size", y: str 
         fig, ax = plt.subplots(figsize=(5, 3.2))
     else:
         fig = ax.figure
+    colors = {}
     for name, group in frame.groupby(hue, sort=False):
         group = group.sort_values(x)
         yerr = group[err] if err in group else None
-        ax.errorbar(group[x], group[y], yerr=yerr, marker="o", capsize=3, lw=1.5, label=str(name))
+        bars = ax.errorbar(group[x], group[y], yerr=yerr, marker="o", capsize=3, lw=1.5,
+                           label=f"{name} (ours)" if paper else str(name))
+        colors[str(name)] = bars.lines[0].get_color()
+    ticks = set(frame[x].unique())
+    for name, values in (paper or {}).items():
+        sizes = sorted(values)
+        ticks |= set(sizes)
+        ax.plot(sizes, [values[s] for s in sizes], linestyle="--", marker="o", markerfacecolor="none", lw=1.2,
+                color=colors.get(str(name)), label=f"{name} ({paper_label})")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(frame[x].unique()))
-    ax.set_xticklabels([str(int(v)) for v in sorted(frame[x].unique())])
+    ax.set_xticks(sorted(ticks))
+    ax.set_xticklabels([str(int(v)) for v in sorted(ticks)])
     ax.set_xlabel("codebook size L")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -30,8 +30,12 @@ def overlay(frame: np.ndarray, mask: np.ndarray, colour=PRED_COLOUR, alpha: floa
 
 
 def overlay_figure(frames, gt, pred_a, pred_b, titles=("frame", "ground truth", "baseline", "Uni-Code"),
-                   row_labels=None, size: float = 1.8):
-    """Figure of N rows x 4 columns: frame, GT overlay (green), ``pred_a`` and ``pred_b`` overlays (red)."""
+                   row_labels=None, size: float = 1.8, key: bool = True):
+    """Figure of N rows x 4 columns: frame, GT overlay (green), ``pred_a`` and ``pred_b`` overlays (red).
+
+    ``row_labels`` (one per row, e.g. each clip's query ``'query: "three"'``) are written left of the row;
+    ``key`` adds the colour key under the figure.
+    """
     from matplotlib.figure import Figure
     frames, gt = _array(frames, "frames"), _array(gt, "gt")
     pred_a, pred_b = _array(pred_a, "pred_a"), _array(pred_b, "pred_b")
@@ -41,6 +45,8 @@ def overlay_figure(frames, gt, pred_a, pred_b, titles=("frame", "ground truth", 
                          f"{frames.shape[0]}, {gt.shape[0]}, {pred_a.shape[0]}, {pred_b.shape[0]}")
     if len(titles) != 4:
         raise ValueError(f"titles must name the 4 columns, got {list(titles)}")
+    if row_labels is not None and len(row_labels) != n:
+        raise ValueError(f"row_labels needs one label per row ({n}), got {len(row_labels)}")
     fig = Figure(figsize=(4 * size, n * size), layout="constrained")
     axes = fig.subplots(n, 4, squeeze=False)
     for i in range(n):
@@ -54,5 +60,12 @@ def overlay_figure(frames, gt, pred_a, pred_b, titles=("frame", "ground truth", 
             if i == 0:
                 ax.set_title(titles[j], fontsize=9)
         if row_labels is not None:
-            axes[i, 0].set_ylabel(str(row_labels[i]), fontsize=8)
+            axes[i, 0].set_ylabel(str(row_labels[i]), fontsize=9, rotation=0, ha="right", va="center",
+                                  labelpad=6)
+    if key:
+        from matplotlib.patches import Patch
+
+        fig.legend(handles=[Patch(color=GT_COLOUR, label="ground-truth mask"),
+                            Patch(color=PRED_COLOUR, label="predicted mask (probability > 0.5)")],
+                   loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     return fig

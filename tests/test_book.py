@@ -1,0 +1,29 @@
+"""The scale banner a page shows when it was not built at the published scale."""
+from __future__ import annotations
+
+import pytest
+
+from cmg_lib.book import PUBLISHED_SCALE, scale_banner, scale_budget
+
+
+def test_no_banner_at_the_published_scale():
+    assert PUBLISHED_SCALE == "default" and scale_banner("default") == ""
+
+
+def test_smoke_banner_says_code_paths_not_claims_with_its_budget():
+    b = scale_budget("smoke")
+    text = scale_banner("smoke")
+    assert text.startswith('<div class="admonition warning')
+    assert "test code paths, not claims" in text
+    assert f"{b['pretrain_steps']} pre-training steps, seeds {list(b['seeds'])}" in text
+    assert f"{scale_budget('default')['pretrain_steps']} steps" in text
+
+
+def test_full_banner_says_not_the_published_numbers():
+    text = scale_banner("full")
+    assert "not the published book" in text and "code paths" not in text
+
+
+def test_unknown_scale_is_refused():
+    with pytest.raises(ValueError, match="unknown scale"):
+        scale_banner("huge")

@@ -1,0 +1,72 @@
+"""The reproducibility status page that tools/build_book.py writes from the executed notebooks."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_book  # noqa: E402
+import status_page  # noqa: E402
+
+MACHINE = {"cpu": "Test CPU 3000", "cores": 2, "gemm_gflops": 112.4, "torch": "2.13.0", "python": "3.11.7",
+           "cuda": None}
+
+
+def _budget(scale):
+    return {"smoke": {"seeds": [0], "pretrain_steps": 4}}[scale]
+
+
+def _executed(tmp_path, name="02_table1", seeds=None, with_run=True):
+    nb = new_notebook(cells=[new_markdown_cell("# Table 1: methods\n\ntext"), new_code_cell("scale = 'default'"),
+                             new_code_cell("scale = 'smoke'")])
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nb.cells[2].metadata["tags"] = ["injected-parameters"]
+    nb.metadata["papermill"] = {"parameters": {"scale": "smoke", "seeds": seeds, "device": "cpu"},
+                                "duration": 183.0, "end_time": "2026-12-01T10:00:00.000000",
+                                "input_path": str(build_book.ROOT / "notebooks" / f"{name}.ipynb"),
+                                "output_path": "/tmp/elsewhere/x.ipynb"}
+    path = tmp_path / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    if with_run:
+        build_book.record_run(path, {"machine": MACHINE, "commit": "abc123", "executed": "2026-12-01T10:00:05Z"})
+    return path
+
+
+def test_record_run_hides_the_injected_cell_and_stores_the_run(tmp_path):
+    nb = nbformat.read(_executed(tmp_path), as_version=4)
+    assert nb.cells[2].metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert "remove-cell" not in nb.cells[1].metadata["tags"]
+    assert nb.metadata[status_page.RUN_KEY]["commit"] == "abc123"
+    assert nb.metadata["papermill"]["input_path"] == "notebooks/02_table1.ipynb"
+    assert nb.metadata["papermill"]["output_path"] == "x.ipynb"
+
+
+def test_notebook_run_reads_papermill_and_budget(tmp_path):
+    run = status_page.notebook_run(_executed(tmp_path), _budget)
+    assert run["title"] == "Table 1: methods" and run["seeds"] == [0] and run["pretrain_steps"] == 4
+    assert run["seconds"] == 183.0 and run["machine"]["cpu"] == "Test CPU 3000"
+    assert status_page.notebook_run(_executed(tmp_path, seeds=[3, 4]), _budget)["seeds"] == [3, 4]
+
+
+def test_render_lists_every_chapter_with_machine_and_times(tmp_path):
+    runs = [status_page.notebook_run(_executed(tmp_path), _budget),
+            status_page.notebook_run(_executed(tmp_path, "00_tour", with_run=False), _budget)]
+    page = status_page.render(runs, {"date": "2026-12-01", "commit": "abc123", "scale": "smoke", "machine": MACHINE,
+                                     "data_seconds": 75.0}, timings_include="../measured_timings.md")
+    assert "- built 2026-12-01 from commit `abc123`, `make book SCALE=smoke`" in page
+    assert "Test CPU 3000, 2 cores, 112 GFLOP/s float32 GEMM, torch 2.13.0" in page
+    assert "- dataset build: 75 s" in page and "- notebooks: 6.1 min in all" in page
+    assert ("| {doc}`Table 1: methods <../executed/02_table1>` | smoke | 0 | 4 | cpu | 3.0 min | "
+            "2026-12-01 10:00 | abc123 | M1 |") in page
+    assert "| 00_tour |" not in page and "<../executed/00_tour>` | smoke | 0 | 4 | cpu | 3.0 min | 2026-12-01 10:00 | " \
+        "not recorded | not recorded |" in page
+    assert page.rstrip().endswith("```{include} ../measured_timings.md\n```")
+
+
+def test_book_parameters_carry_nothing_machine_specific():
+    params = build_book.notebook_parameters("smoke", None, "cpu")
+    assert params == {"scale": "smoke", "data": "avdigits", "seeds": None, "device": "cpu"}
