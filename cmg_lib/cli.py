@@ -52,6 +52,10 @@ def _data_show(args: argparse.Namespace) -> int:
     summary = {k: meta[k] for k in ("scale", "seed", "hash", "sizes", "timings", "features", "library_version")}
     summary["images"] = meta["sources"]["images"]["main"]["name"]
     summary["voices_per_pool"] = {k: len(v) for k, v in meta["sources"]["audio"]["voice_pools"].items()}
+    summary["classes"] = meta["classes"]["count"]
+    summary["redundancy"] = meta["redundancy"]
+    summary["extractors"] = {m: {k: v for k, v in e.items() if k in ("task", "held_out_accuracy", "chance")}
+                             for m, e in meta["extractors"].items()}
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -341,13 +341,13 @@ def _tiny(names: tuple[str, ...]) -> Config:
 # * geometry: the released code width D = 256 sets the scale of CMCM's distance softmax (|z| ~ sqrt(D) after the
 #   LayerNorm); at D = 64 the same softmax is reached with temperature sqrt(64 / 256) = 0.5;
 # * codebook size relative to the classes: released 400 codes for the 141 classes of its pre-training set
-#   (2.84 per class), rounded up to a multiple of 16 for the AV-Digits class count;
+#   (2.84 per class), rounded up to a multiple of 16 for the AV-Digits class count (28: 80 codes);
 # * training length: as long as the released recipe in epochs (6 passes over the pre-training set; its LR
 #   milestones at epochs 10/20/30 are never reached, so the LR is constant);
 # * CLUB on the features the decoder really uses, its gradient into the specific encoder only (the semantic code
 #   is what the modalities must share; disentangling removes information from the specific side);
 # * a codebook that starts where the data is (the first batch's z) and resets that stick (EMA statistics reset).
-AVDIGITS_CLASSES = 10                       # cmg_lib.data.avdigits.NUM_CLASSES (a test keeps them equal)
+AVDIGITS_CLASSES = 28                       # cmg_lib.data.avdigits.classes.DEFAULT_CLASSES (a test keeps them equal)
 RELEASED_CODES_PER_CLASS = 400 / 141
 BOOK_EPOCHS = 6
 BOOK_RECIPE = dict(cmcm_temperature=0.5, club_target="decoder_input", club_grad="specific", codebook_init="data",

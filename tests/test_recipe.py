@@ -22,15 +22,15 @@ def test_defaults_are_the_released_behaviour_and_the_book_presets_differ_only_by
     assert (released.model.cmcm_temperature, released.model.club_target, released.model.club_grad,
             released.model.codebook_init, released.model.reset_stats) == (1.0, "projection", "both", "uniform", "keep")
     assert {k: getattr(book.model, k) for k in BOOK_RECIPE} == BOOK_RECIPE
-    assert book.model.codebook_size == book_codebook_size() == 32
+    assert book.model.codebook_size == book_codebook_size() == 80
     assert book.train.max_steps is None and book.train.epochs == 6                 # the released epochs
     assert book.data.pretrain_size == "24k" and preset("book_avt").data.pretrain_size == "40k"
     assert book_codebook_size(141) == 400 and book_codebook_size(28) == 80     # the released ratio
 
 
 def test_avdigits_class_count_matches_the_data():
-    from cmg_lib.data.avdigits import NUM_CLASSES
-    assert AVDIGITS_CLASSES == NUM_CLASSES
+    from cmg_lib.data.avdigits.classes import DEFAULT_CLASSES
+    assert AVDIGITS_CLASSES == DEFAULT_CLASSES
 
 
 def test_cmcm_temperature_divides_the_distance():

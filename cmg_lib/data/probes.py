@@ -119,3 +119,38 @@ def run_probes(scale: str = "default", seed: int = 0, cache_dir=None, subset: st
             if s != t:
                 out["cross"][f"{s}->{t}"] = cross_modality(train, test, s, t, seed=seed)
     return out
+
+
+def variance_shares(x: np.ndarray, factors: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share of the total feature variance explained by each factor alone (between-group variance over total,
+    summed over feature dimensions: eta squared), for rows ``x`` (N, F) and integer factors (N,)."""
+    x = np.asarray(x, np.float64)
+    centred = x - x.mean(0)
+    total = float((centred ** 2).sum())
+    out = {}
+    for name, g in factors.items():
+        _, inverse = np.unique(np.asarray(g), return_inverse=True)
+        counts = np.bincount(inverse)
+        sums = np.zeros((len(counts), x.shape[1]))
+        np.add.at(sums, inverse, centred)
+        out[name] = float(((sums ** 2) / counts[:, None]).sum() / total)
+    return out
+
+
+def feature_variance_shares(scale: str = "default", seed: int = 0, cache_dir=None, subset: str = "ave",
+                            split: str = "test") -> dict[str, dict[str, float]]:
+    """Per modality, on event segments of ``subset/split``: variance share of the class and of each nuisance factor
+    the build records (AV-Digits only; video and text per token slot, audio per second)."""
+    from . import load_dataset
+    from .avdigits import Store, build_dataset
+
+    data = load_dataset("avdigits", subset, split, scale=scale, seed=seed, cache_dir=cache_dir)
+    nuisance = Store.open(build_dataset(scale, seed, cache_dir)).nuisance(subset, split)
+    out = {}
+    for m in MODALITIES:
+        x, y = segment_table(data, m)
+        event = y < data.num_classes
+        factors = {"class": y[event]}
+        factors.update({k: v.reshape(-1)[event] for k, v in nuisance.get(m, {}).items()})
+        out[m] = variance_shares(x[event], factors)
+    return out

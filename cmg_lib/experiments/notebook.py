@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..book import scale_banner
 from . import claims
 from .budgets import Budget, budget, with_seeds
 from .evals import avs_overlays, evaluate
@@ -58,7 +59,13 @@ class NotebookRun:
 
 def setup(scale: str = "default", data: str = "avdigits", seeds: Sequence[int] | None = None, device: str = "cpu",
           cache_dir: str | os.PathLike | None = None, threads: int = 4) -> NotebookRun:
-    """Quiet warnings, cap torch's threads at ``threads`` and return the notebook's :class:`NotebookRun`."""
+    """Quiet warnings, cap torch's threads at ``threads``, show the scale banner (``cmg_lib.book.scale_banner``:
+    at a non-default scale the numbers test code paths, not claims) and return the notebook's :class:`NotebookRun`."""
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
-    return NotebookRun(scale, str(data), device, cache_dir, with_seeds(budget(scale), seeds))
+    run = NotebookRun(scale, str(data), device, cache_dir, with_seeds(budget(scale), seeds))
+    banner = scale_banner(scale)
+    if banner:
+        from IPython.display import HTML, display      # only inside a notebook kernel
+        display(HTML(banner))
+    return run

@@ -1,12 +1,14 @@
-"""AV-Digits: the embedded audio-visual-text dataset, built offline from real signals (see ``build.py``).
+"""AV-Digits (format 3): the embedded audio-visual-text dataset, built offline from real signals (``build.py``).
 
-Audio = digit words spoken by espeak-ng voices (speaker = nuisance), vision = real handwritten MNIST digits on
-cluttered canvases (writer, position, clutter = nuisance), text = template sentences embedded by MiniLM. Events are
+Classes are two-word numbers (28 by default, ``classes.py``). Audio = the number said by espeak-ng voices in a room
+over noise (voice, prosody, room, noise = nuisance), vision = its two handwritten MNIST digits on a cluttered canvas
+(writer, position, clutter = nuisance), text = a template sentence naming it, embedded by MiniLM. Audio and video
+features come from frozen CNNs trained at build time on separate tasks and pools (``extractors.py``). Events are
 shared across modalities only on part of each clip (unconstrained pairing, paper Sec. 1).
 
-* ``load(subset, split, scale, seed, cache_dir)`` -> ``ArrayDataset`` (items per ``schema.py``)
+* ``load(subset, split, scale, seed, cache_dir, classes=None, redundancy=None)`` -> ``ArrayDataset`` (``schema.py``)
 * ``sample(subset, split, i, ...)`` -> waveform, frames, masks, sentence, labels of one clip (for the book)
-* ``build_dataset(scale, seed, cache_dir)`` -> the build folder; its ``manifest.json`` holds the content hash
+* ``build_dataset(scale, seed, cache_dir, ...)`` -> the build folder; its ``manifest.json`` holds the content hash
 * ``segment_agreement(subset, split, ...)`` -> how often audio and video carry the same event per segment
 """
 from __future__ import annotations
@@ -15,38 +17,43 @@ import json
 from pathlib import Path
 
 from .. import common, schema
-from .build import SCALES, dataset_dir, ensure_built
-from .store import CLASS_NAMES, FEATURE_SHAPES, NUM_CLASSES, Store
+from .build import dataset_dir, ensure_built
+from .classes import DEFAULT_CLASSES
+from .scales import SCALES, Redundancy
+from .store import FEATURE_SHAPES, Store
 
-__all__ = ["load", "sample", "segment_agreement", "build_dataset", "manifest", "SCALES", "CLASS_NAMES", "FEATURE_SHAPES", "NUM_CLASSES"]
-
-
-def build_dataset(scale: str = "default", seed: int = 0, cache_dir=None, repair: bool = False) -> Path:
-    """Build (or find) the cache folder of this scale and seed; ``repair``: verify every hash of an existing build
-    and rebuild it if damaged (``data build``)."""
-    return ensure_built(scale, seed, cache_dir, repair=repair)
+__all__ = ["load", "sample", "segment_agreement", "build_dataset", "manifest", "SCALES", "Redundancy",
+           "FEATURE_SHAPES", "DEFAULT_CLASSES"]
 
 
-def manifest(scale: str = "default", seed: int = 0, cache_dir=None) -> dict:
+def build_dataset(scale: str = "default", seed: int = 0, cache_dir=None, classes: int | None = None,
+                  redundancy: Redundancy | None = None, repair: bool = False) -> Path:
+    """Build (or find) the cache folder of this scale and seed (``classes``, ``redundancy``: see scales.py);
+    ``repair``: verify every hash of an existing build and rebuild it if damaged (``data build``)."""
+    return ensure_built(scale, seed, cache_dir, num_classes=classes, redundancy=redundancy, repair=repair)
+
+
+def manifest(scale: str = "default", seed: int = 0, cache_dir=None, **options) -> dict:
     """The manifest of a build (building it first if needed)."""
-    return json.loads((build_dataset(scale, seed, cache_dir) / "manifest.json").read_text())
+    return json.loads((build_dataset(scale, seed, cache_dir, **options) / "manifest.json").read_text())
 
 
-def load(subset: str, split: str, scale: str = "default", seed: int = 0, cache_dir=None) -> common.ArrayDataset:
+def load(subset: str, split: str, scale: str = "default", seed: int = 0, cache_dir=None, classes: int | None = None,
+         redundancy: Redundancy | None = None) -> common.ArrayDataset:
     """One split of AV-Digits as a Dataset of float32 tensor dicts (built on first use)."""
     schema.check_subset(subset, split)
-    store = Store.open(build_dataset(scale, seed, cache_dir))
+    store = Store.open(build_dataset(scale, seed, cache_dir, classes, redundancy))
     return common.ArrayDataset(
         store.size(subset, split), lambda rows: store.gather(subset, split, rows),
         name=f"avdigits/{subset}/{split}", modalities=("audio", "video", "text"),
-        feature_shapes=dict(FEATURE_SHAPES), num_classes=NUM_CLASSES, class_names=CLASS_NAMES,
+        feature_shapes=dict(FEATURE_SHAPES), num_classes=store.num_classes, class_names=store.class_names,
         subset=subset, split=split, scale=scale, seed=int(seed), manifest_hash=store.manifest["hash"])
 
 
-def sample(subset: str, split: str, i: int, scale: str = "default", seed: int = 0, cache_dir=None) -> dict:
+def sample(subset: str, split: str, i: int, scale: str = "default", seed: int = 0, cache_dir=None, **options) -> dict:
     """One clip for viewing and listening: 16 kHz waveform, uint8 frames (+ masks on AVS), sentence, labels."""
     schema.check_subset(subset, split)
-    return Store.open(build_dataset(scale, seed, cache_dir)).sample(subset, split, i)
+    return Store.open(build_dataset(scale, seed, cache_dir, **options)).sample(subset, split, i)
 
 
 def segment_agreement(subset: str = "pretrain", split: str = "40k", scale: str = "default", seed: int = 0,
@@ -65,6 +72,6 @@ def segment_agreement(subset: str = "pretrain", split: str = "40k", scale: str =
             "neither": float(((a < 0) & (v < 0)).mean())}
 
 
-def folder(scale: str = "default", seed: int = 0, cache_dir=None) -> Path:
+def folder(scale: str = "default", seed: int = 0, cache_dir=None, classes=None, redundancy=None) -> Path:
     """Where a build of this scale and seed lives (whether or not it exists yet)."""
-    return dataset_dir(scale, seed, cache_dir)
+    return dataset_dir(scale, seed, cache_dir, classes, redundancy)

