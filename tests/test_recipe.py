@@ -120,3 +120,17 @@ def test_code_purity_and_aligned_agreement_on_known_codes():
     out = aligned_code_agreement(Fixed(), data, ("audio", "video"))
     assert out["segments"] == 4 and out["same_code"] == pytest.approx(3 / 4)
     assert 0 < out["chance"] < 1 and not math.isnan(out["chance"])
+
+
+def test_the_cli_preset_trains_what_the_default_book_trains():
+    """``python -m cmg_lib pretrain --preset book_av --data avdigits --seed S`` (no --steps) and the default book's
+    run of book_av differ only in logging and checkpoint cadence, never in what is computed."""
+    from cmg_lib.experiments import budget, experiment_config, run_key
+    cli = preset("book_av", overrides=["data.source=avdigits", "train.seed=3"])
+    book = experiment_config("book_av", scale="default", seed=3, pretrain_size="24k")
+    book, _ = run_key(book, "avdigits", budget("default").steps_for("book_av"))
+    bookkeeping = {"log_every", "snapshot_steps", "epoch_ckpts", "ckpt_every"}
+    a, b = cli.to_dict(), book.to_dict()
+    assert a["model"] == b["model"] and a["data"] == b["data"]
+    assert {k: v for k, v in a["train"].items() if k not in bookkeeping} == \
+           {k: v for k, v in b["train"].items() if k not in bookkeeping}
