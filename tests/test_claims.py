@@ -123,3 +123,8 @@ def test_why_switch_and_target_claims_on_known_values():
     low = why.target_claims([dict(r, metric=r["metric"] - 4) if r["kind"] == "cross" else r for r in records],
                             {0: 10.0, 1: 10.0, 2: 10.0}, diag["book recipe"])
     assert low[1].outcome == INCONCLUSIVE          # 66-68 / 85: the interval contains 0.8
+
+
+def test_all_of_reports_the_range_of_its_parts_differences():
+    parts = [claims.greater("p", {0: 5.0}, {0: 1.0}), claims.greater("q", {0: 1.0}, {0: 3.0})]
+    assert "mean differences -2.0 to 4.0" in claims.all_of("c", parts).evidence

@@ -40,6 +40,7 @@ class Verdict:
     evidence: str
     rule: str = ""
     parts: tuple["Verdict", ...] = field(default=(), repr=False)
+    value: float = math.nan          # the mean the rule was applied to (difference or value)
 
     def markdown(self) -> str:
         rule = f"; rule: {self.rule}" if self.rule else ""
@@ -100,7 +101,7 @@ def exceeds(claim: str, values: Sequence[float] | Mapping[int, float], threshold
     mean, half, n = interval(vals)
     outcome = _decide(mean, half, n, threshold)
     rule = f"{what} > {threshold:g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
-    return Verdict(claim, outcome, f"{what} {_interval_text(mean, half, n, unit)}", rule)
+    return Verdict(claim, outcome, f"{what} {_interval_text(mean, half, n, unit)}", rule, value=mean)
 
 
 def greater(claim: str, a: Mapping[int, float], b: Mapping[int, float], margin: float = 0.0, *,
@@ -115,7 +116,7 @@ def greater(claim: str, a: Mapping[int, float], b: Mapping[int, float], margin: 
     evidence = (f"{names[0]} {ma:.1f} vs {names[1]} {mb:.1f}; difference "
                 f"{_interval_text(mean, half, n, unit)}")
     rule = f"difference > {margin:g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
-    return Verdict(claim, outcome, evidence, rule)
+    return Verdict(claim, outcome, evidence, rule, value=mean)
 
 
 def all_of(claim: str, parts: Sequence[Verdict], what: str = "comparisons") -> Verdict:
@@ -131,6 +132,9 @@ def all_of(claim: str, parts: Sequence[Verdict], what: str = "comparisons") -> V
         outcome = INCONCLUSIVE
     evidence = (f"holds in {count[HOLDS]}, fails in {count[FAILS]}, inconclusive in {count[INCONCLUSIVE]} of "
                 f"{len(parts)} {what}")
+    values = [p.value for p in parts if not math.isnan(p.value)]
+    if values:
+        evidence += f"; mean differences {min(values):.1f} to {max(values):.1f}"
     return Verdict(claim, outcome, evidence, "every part must hold", tuple(parts))
 
 
