@@ -32,7 +32,7 @@ from cmg_lib.model import build_model  # noqa: E402
 from cmg_lib.train import make_optimizers, seed_everything, train_step  # noqa: E402
 
 LIMIT_S = 45 * 60          # the default book's build limit on 2 cores
-PRETRAIN_CLIPS = {scale: dict(zip(("24k", "40k", "81k"), table["pretrain"])) for scale, table in SCALES.items()}
+PRETRAIN_CLIPS = {scale: dict(zip(("24k", "40k", "81k"), table.splits["pretrain"])) for scale, table in SCALES.items()}
 
 
 def read_budget(scale: str):
@@ -69,7 +69,7 @@ def book_runs(b, scale: str, grid: list[tuple[str, str]]) -> list[dict]:
     why = [("book_av", "unicode", ())] + [("book_av", "unicode", sw.overrides) for sw in ex.why.SWITCHES.values()]
     why += [("tiny_av", "unicode", (f"train.epochs={BOOK_EPOCHS}",)), ("book_av", "baseline", ())]
     runs += [dict(nb="09", preset=p, method=m, size="24k", overrides=o, seed=s,
-                  evals=[("ave", 2 * av, seeds)], steps=b.book_steps or BOOK_EPOCHS * per_epoch)
+                  evals=[("ave", 2 * av, 1)], steps=b.book_steps or BOOK_EPOCHS * per_epoch)
              for p, m, o in why for s in b.why_seeds]
     return runs
 

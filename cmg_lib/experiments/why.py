@@ -70,12 +70,13 @@ def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, d
 
 
 def transfer(nb: NotebookRun, runs: dict[str, dict[int, str]]) -> list[dict]:
-    """AVE records (labelled and cross-modal directions) of every row and seed, tagged ``row`` and ``kind``."""
+    """AVE records (labelled and cross-modal directions) of every row and pre-training seed, tagged ``row`` and
+    ``kind``; one head seed per run (the budget's first): the verdicts' intervals come from pre-training seeds."""
     records = []
     for row, ckpts in runs.items():
         for ckpt in ckpts.values():
             for kind, directions in (("labelled", LABELLED), ("cross", CROSS)):
-                records += nb.evaluate(ckpt, "ave", directions, tags={"row": row, "kind": kind})
+                records += nb.evaluate(ckpt, "ave", directions, nb.seeds[:1], tags={"row": row, "kind": kind})
     return records
 
 
