@@ -418,12 +418,12 @@ def test_segment_agreement_matches_the_loaded_segment_labels(avdigits_smoke):
 
 
 def test_linear_probe_separates_gaussian_blobs_with_minibatches():
-    from cmg_lib.data.probes import _LinearProbe
+    from cmg_lib.data.probes import LinearProbe
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((3, 20)) * 3
     y = rng.integers(0, 3, 6000)
     x = centers[y] + rng.standard_normal((6000, 20))
-    probe = _LinearProbe(x[:5000], y[:5000], seed=0, steps=100, batch=512)      # minibatch path: 5000 > 512
+    probe = LinearProbe(x[:5000], y[:5000], seed=0, steps=100, batch=512)      # minibatch path: 5000 > 512
     assert (probe.predict(x[5000:]) == y[5000:]).mean() > 0.97
-    shuffled = _LinearProbe(x[:5000], rng.permutation(y[:5000]), seed=0, steps=100, batch=512)
+    shuffled = LinearProbe(x[:5000], rng.permutation(y[:5000]), seed=0, steps=100, batch=512)
     assert (shuffled.predict(x[5000:]) == y[5000:]).mean() < 0.5                 # no signal -> near chance (1/3)

@@ -23,20 +23,25 @@ from .common import as_tensors
 MODALITIES = ("audio", "video", "text")
 
 
+def split_tensors(dataset) -> dict:
+    """The whole split as stacked tensors, materialised once per dataset object and kept on it."""
+    if getattr(dataset, "_probe_tables", None) is None:
+        dataset._probe_tables = as_tensors(dataset)
+    return dataset._probe_tables
+
+
 def segment_table(dataset, modality: str) -> tuple[np.ndarray, np.ndarray]:
     """Flatten a split to per-segment rows: features (N*T, F) float32 and class (N*T,), background = C.
 
-    The whole split is materialised once per dataset object and kept on it (``_probe_tables``).
+    The whole split is materialised once per dataset object (:func:`split_tensors`).
     """
-    if getattr(dataset, "_probe_tables", None) is None:
-        dataset._probe_tables = as_tensors(dataset)
-    batch = dataset._probe_tables
+    batch = split_tensors(dataset)
     x = batch[modality].flatten(2).flatten(0, 1).numpy()
     y = batch[schema.segment_key(modality)].argmax(-1).flatten().numpy()
     return x, y
 
 
-class _LinearProbe:
+class LinearProbe:
     """Multinomial logistic regression on standardised features: Adam on seeded minibatches of ``batch`` rows (the
     whole table when smaller), in torch. Minibatches because the full-batch skinny GEMMs (20000 x 1600 video rows,
     11 classes) cost 0.46 s per step on 2 cores: 300 of them were 2.5 minutes of the data tour."""
@@ -66,8 +71,8 @@ class _LinearProbe:
             return F.linear(z, self.weight, self.bias).argmax(1).numpy()
 
 
-def _fit(x: np.ndarray, y: np.ndarray, seed: int) -> _LinearProbe:
-    return _LinearProbe(x, y, seed)
+def _fit(x: np.ndarray, y: np.ndarray, seed: int) -> LinearProbe:
+    return LinearProbe(x, y, seed)
 
 
 def majority_rate(y: np.ndarray) -> float:

@@ -17,17 +17,14 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..data import load_dataset
 from ..data import schema
-from ..data.common import as_tensors
-from ..data.probes import _LinearProbe
+from ..data.probes import LinearProbe, split_tensors
 from ..usage import aligned_code_agreement, code_usage, shared_fraction
 from .runs import run_history
 
 
 def _segments(dataset, modality: str) -> tuple[torch.Tensor, np.ndarray]:
     """Inputs ``(N, T, ...)`` and per-segment event class ``(N*T,)`` (background = C) of a split."""
-    tables = getattr(dataset, "_diag_tables", None)
-    if tables is None:
-        tables = dataset._diag_tables = as_tensors(dataset)
+    tables = split_tensors(dataset)
     return tables[modality], tables[schema.segment_key(modality)].argmax(-1).flatten().numpy()
 
 
@@ -71,7 +68,7 @@ def model_diagnostics(model, data: str = "avdigits", *, scale: str = "default",
         zte, cte = _encode(model, xte, m)
         out[f"purity/{m}"] = code_purity(cte, yte, background)
         ev_tr, ev_te = ytr != background, yte != background
-        probe = _LinearProbe(ztr[ev_tr], ytr[ev_tr], probe_seed)
+        probe = LinearProbe(ztr[ev_tr], ytr[ev_tr], probe_seed)
         out[f"probe_z/{m}"] = float((probe.predict(zte[ev_te]) == yte[ev_te]).mean())
         out[f"probe_chance/{m}"] = float(np.bincount(yte[ev_te]).max() / ev_te.sum())
     usage = code_usage(model, test)["all"]
