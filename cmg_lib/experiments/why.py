@@ -17,11 +17,12 @@ import numpy as np
 from ..config import BOOK_EPOCHS
 from . import claims
 from .diagnostics import diagnose
+from .evals import AV_DIRECTIONS
 from .notebook import NotebookRun
 from .runs import snapshot
 
 LABELLED = (("audio", "audio"), ("video", "video"))
-CROSS = (("video", "audio"), ("audio", "video"))
+CROSS = AV_DIRECTIONS                              # V→A, A→V: the paper's cross-modal directions
 
 
 @dataclass(frozen=True)
