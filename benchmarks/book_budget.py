@@ -1,10 +1,12 @@
-"""Estimate the book's pre-training compute from its budget table, in a couple of minutes (not a test).
+"""Estimate the book's pre-training and downstream compute from its budget table, in a few minutes (not a test).
 
-The pre-training runs are enumerated as the notebooks make them (``book_runs``: notebooks 01-08 call
-``experiments.pretrain_run`` / ``pretrained`` with these arguments; equal configurations share one cached run, so
-they are counted once by their cache key). Each distinct configuration's step is timed on random inputs of its
-shapes (``--steps`` steps after one warm-up, median), and the estimate is runs x steps x step time. The downstream
-work is listed as the number of head trainings per task (runs x directions x seeds), not timed.
+The pre-training runs are enumerated as the notebooks make them (``book_runs``: notebooks 01-09 call
+``experiments.pretrain_run`` with these arguments; equal configurations share one cached run, so they are counted
+once by their cache key). Each distinct configuration's step is timed on random inputs of its shapes (``--steps``
+steps after one warm-up, median) with ``--threads`` threads and with ``--threads / 2`` (two notebooks side by side,
+as ``tools/build_book.py`` runs them); the estimate is runs x steps x step time. Each downstream task's head
+training is timed once on a randomly initialised model (needs the scale's data: ``make data``) and multiplied by
+the number of head trainings (runs x directions x seeds).
 
     python benchmarks/book_budget.py --scale default --threads 2
     python benchmarks/book_budget.py --scale default --set-budget pretrain_steps=600   # a changed budget
@@ -27,12 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_step import random_batch  # noqa: E402
 
 from cmg_lib.config import BOOK_EPOCHS  # noqa: E402
-from cmg_lib.data.avdigits import SCALES  # noqa: E402
 from cmg_lib.model import build_model  # noqa: E402
 from cmg_lib.train import make_optimizers, seed_everything, train_step  # noqa: E402
 
 LIMIT_S = 45 * 60          # the default book's build limit on 2 cores
-PRETRAIN_CLIPS = {scale: dict(zip(("24k", "40k", "81k"), table.splits["pretrain"])) for scale, table in SCALES.items()}
+WORKERS = 2                # notebooks side by side in tools/build_book.py on a 2-core machine
 
 
 def read_budget(scale: str):
@@ -43,34 +44,35 @@ def read_budget(scale: str):
 
 def book_runs(b, scale: str, grid: list[tuple[str, str]]) -> list[dict]:
     """Every ``pretrain_run`` call of notebooks 01-09 for budget ``b`` (before de-duplication), in notebook order;
-    evals: the downstream head trainings made on that checkpoint as ``(task, directions, seeds)``."""
+    evals: the downstream head trainings made on that checkpoint as ``(task, heads)`` (directions x head seeds)."""
     from cmg_lib import experiments as ex
     seeds, main, av = len(b.seeds), b.pretrain_sizes[0], len(ex.AV_DIRECTIONS)
+    av_tasks = [("ave", av * seeds), ("avvp", av * seeds)]
     runs = [dict(nb="01", preset="tiny", method="unicode", size="40k", overrides=(), evals=[])]
-    runs += [dict(nb="02", preset="tiny_av", method=m, size=s, overrides=(),
-                  evals=[("ave", av, seeds), ("avvp", av, seeds)]) for s, m in grid]
+    runs += [dict(nb="02", preset="tiny_av", method=m, size=s, overrides=(), evals=av_tasks) for s, m in grid]
     runs += [dict(nb="03", preset="tiny_av", method="unicode", size=s, overrides=tuple(ex.ablation_overrides(r)),
-                  evals=[("ave", av, seeds), ("avvp", av, seeds)]) for s in b.ablation_sizes for r in b.ablations]
+                  evals=av_tasks) for s in b.ablation_sizes for r in b.ablations]
     runs += [dict(nb="04", preset="tiny", method="unicode", size="40k", overrides=tuple(ex.ablation_overrides(r)),
-                  evals=[("ave+avvp+ucf_vgg", av, seeds)]) for r in b.avt_ablations]
+                  evals=[(t, av * seeds) for t in ("ave", "avvp", "ave_avvp", "ucf_vgg")]) for r in b.avt_ablations]
     runs += [dict(nb="04", preset="tiny", method="unicode", size="40k", overrides=(),
-                  evals=[("ave+avvp+ucf_vgg labeled modality", 2, seeds)])]
+                  evals=[(t, 2 * seeds) for t in ("ave", "avvp", "ucf_vgg")])]           # the labelled-modality row
     runs += [dict(nb="05", preset="tiny_av", method="unicode", size=main, overrides=(f"model.codebook_size={L}",),
-                  evals=[("ave", av, seeds)]) for L in b.codebook_sizes]
+                  evals=[("ave", av * seeds)]) for L in b.codebook_sizes]
     runs += [dict(nb="06", preset="tiny_av", method=m, size=main, overrides=(), evals=[])
              for m in ("baseline", "cmcm", "unicode") if m in b.methods]
-    runs += [dict(nb="07", preset="tiny", method=m, size="40k", overrides=(), evals=[("avs", 2, len(b.avs_seeds))])
+    runs += [dict(nb="07", preset="tiny", method=m, size="40k", overrides=(), evals=[("avs", 2 * len(b.avs_seeds))])
              for m in ("baseline", "unicode")]
     size = "24k" if "24k" in b.pretrain_sizes else main
-    runs += [dict(nb="08", preset="tiny_vt", method=m, size=size, overrides=(), evals=[("retrieval", 2, seeds)])
+    runs += [dict(nb="08", preset="tiny_vt", method=m, size=size, overrides=(), evals=[("retrieval", 2 * seeds)])
              for m in ("baseline", "unicode")]
     runs = [dict(r, seed=s) for r in runs for s in b.pretrain_seeds]           # every notebook loops over them
-    per_epoch = PRETRAIN_CLIPS.get(scale, {}).get("24k", 0) // b.batch_size
-    why = [("book_av", "unicode", ())] + [("book_av", "unicode", sw.overrides) for sw in ex.why.SWITCHES.values()]
-    why += [("tiny_av", "unicode", (f"train.epochs={BOOK_EPOCHS}",)), ("book_av", "baseline", ())]
-    runs += [dict(nb="09", preset=p, method=m, size="24k", overrides=o, seed=s,
-                  evals=[("ave", 2 * av, 1)], steps=b.book_steps or BOOK_EPOCHS * per_epoch)
-             for p, m, o in why for s in b.why_seeds]
+    recipe = b.recipe_steps("book_av", scale, "24k")                           # experiments.why.row_runs
+    why = [("book_av", "unicode", (), b.why_long_factor * recipe, 3)]           # evaluated at 3 of its steps
+    why += [("book_av", "unicode", sw.overrides, None, 1) for sw in ex.why.SWITCHES.values()]
+    why += [("tiny_av", "unicode", (f"train.epochs={BOOK_EPOCHS}",), recipe, 1), ("book_av", "baseline", (), None, 1)]
+    runs += [dict(nb="09", preset=p, method=m, size="24k", overrides=o, seed=s, steps=steps,
+                  evals=[("ave", 2 * av * points if m == "unicode" else av * len(b.seeds))])
+             for p, m, o, steps, points in why for s in b.why_seeds]
     return runs
 
 
@@ -78,12 +80,14 @@ def _config(run: dict, scale: str, b):
     from cmg_lib import experiments as ex
     cfg = ex.experiment_config(run["preset"], run["method"], scale=scale, seed=run["seed"],
                                pretrain_size=run["size"], overrides=run["overrides"])
-    steps = run.get("steps") or b.steps_for(run["preset"])
+    steps = run.get("steps") or b.steps_for(run["preset"])         # None: the book recipe's epochs
     return cfg, ex.run_key(cfg, "avdigits", steps)[1]
 
 
-def step_seconds(cfg, steps: int) -> float:
-    """Median seconds of one training step of ``cfg`` at its batch size, random inputs, after one warm-up."""
+def step_seconds(cfg, steps: int, threads: int) -> float:
+    """Median seconds of one training step of ``cfg`` at its batch size with ``threads`` torch threads, random
+    inputs, after one warm-up."""
+    torch.set_num_threads(threads)
     seed_everything(0)
     model = build_model(cfg)
     main_opt, club_opt, _ = make_optimizers(model, cfg)
@@ -95,6 +99,41 @@ def step_seconds(cfg, steps: int) -> float:
         train_step(model, batch, main_opt, club_opt, cfg)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+# the head trainings of each task: (preset of the checkpoint, directions timed, epochs field of the budget)
+HEAD_SHAPES = {"ave": ("tiny_av", ("video", "audio"), "downstream_epochs"),
+               "avvp": ("tiny_av", ("video", "audio"), "downstream_epochs"),
+               "ave_avvp": ("tiny", ("video", "audio"), "downstream_epochs"),
+               "ucf_vgg": ("tiny", ("video", "audio"), "downstream_epochs"),
+               "avs": ("tiny", ("text", "audio"), "avs_epochs"),
+               "retrieval": ("tiny_vt", ("video", "text"), "downstream_epochs")}
+
+
+def downstream_seconds(tasks, scale: str, b, threads: int) -> dict[str, tuple[float, float]] | None:
+    """Per task, seconds of a checkpoint's first head training (its frozen codes extracted) and of each further
+    one (codes reused, as ``run_task``'s code cache does within a notebook): ``cmg_lib.downstream.run_task`` on a
+    randomly initialised model of the task's preset with the budget's epochs; None when the data is not built."""
+    from cmg_lib import experiments as ex
+    from cmg_lib.data.avdigits import folder
+    from cmg_lib.downstream import run_task
+
+    if not (folder(scale) / "manifest.json").is_file():
+        return None
+    torch.set_num_threads(threads)
+    out = {}
+    for task in tasks:
+        preset_name, (train_m, test_m), epochs = HEAD_SHAPES[task]
+        seed_everything(0)
+        model = build_model(ex.experiment_config(preset_name, "unicode", scale=scale)).eval()
+        times = []
+        for seed in (0, 1):
+            start = time.perf_counter()
+            run_task(task, model=model, data="avdigits", scale=scale, train_modality=train_m, test_modality=test_m,
+                     seed=seed, epochs=getattr(b, epochs), progress=False, allow_data_mismatch=True)
+            times.append(time.perf_counter() - start)
+        out[task] = (times[0], times[1])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,17 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     for run in calls:
         cfg, key = _config(run, args.scale, b)
         runs.setdefault(key, {**run, "config": cfg, "evals": []})["evals"] += run["evals"]
-    timed: dict[tuple, float] = {}
+    timed: dict[tuple, tuple[float, float]] = {}
     started = time.perf_counter()
     for run in runs.values():                # the data size does not change a step's cost: time each shape once
         shape = (run["preset"], run["method"], run["overrides"])
         if shape not in timed:
-            timed[shape] = step_seconds(run["config"], args.steps)
-        run["step_s"] = timed[shape]
-    for r in runs.values():
-        r["steps"] = r.get("steps") or b.steps_for(r["preset"])
+            timed[shape] = (step_seconds(run["config"], args.steps, args.threads),
+                            step_seconds(run["config"], args.steps, max(1, args.threads // WORKERS)))
+        run["step_s"], run["step_side_s"] = timed[shape]
+        run["steps"] = run.get("steps") or b.recipe_steps(run["preset"], args.scale, run["size"])
     total = sum(r["step_s"] * r["steps"] for r in runs.values())
-    print(f"scale={args.scale} threads={torch.get_num_threads()} pretrain_steps={b.pretrain_steps} "
+    side = sum(r["step_side_s"] * r["steps"] for r in runs.values()) / WORKERS
+    print(f"scale={args.scale} threads={args.threads} pretrain_steps={b.pretrain_steps} "
           f"book_steps={b.book_steps} batch={b.batch_size} "
           f"({len(calls)} pretrain_run calls in the notebooks, {len(runs)} distinct runs, {len(timed)} step shapes "
           f"timed in {time.perf_counter() - started:.0f} s)")
@@ -151,12 +191,25 @@ def main(argv: list[str] | None = None) -> int:
               f"(steps: {', '.join(kinds)})")
     heads: dict[str, int] = {}
     for r in runs.values():
-        for task, directions, seeds in r["evals"]:
-            heads[task] = heads.get(task, 0) + directions * seeds
-    print(f"pre-training estimate: {total:.0f} s = {total / 60:.1f} min of the {LIMIT_S // 60}-minute limit "
-          f"({total / LIMIT_S:.0%})")
-    print("downstream head trainings (runs x directions x seeds; not timed): "
-          + ", ".join(f"{t} {n}" for t, n in heads.items()))
+        for task, count in r["evals"]:
+            heads[task] = heads.get(task, 0) + count
+    print(f"pre-training, one run at a time ({args.threads} threads): {total:.0f} s = {total / 60:.1f} min")
+    print(f"pre-training, {WORKERS} runs side by side ({max(1, args.threads // WORKERS)} thread(s) each, as "
+          f"tools/build_book.py runs notebooks; perfect packing): {side:.0f} s = {side / 60:.1f} min")
+    per_head = downstream_seconds(heads, args.scale, b, args.threads)
+    if per_head is None:
+        print("downstream heads (not timed: the AV-Digits data of this scale is not built; `make data SCALE=...`): "
+              + ", ".join(f"{t} {n}" for t, n in heads.items()))
+        down = 0.0
+    else:        # per checkpoint and task: the first head extracts the codes, the others reuse them
+        print("downstream heads (count; seconds of a checkpoint's first / each further one, on a random model): "
+              + ", ".join(f"{t} {heads[t]}; {a:.1f} / {r:.1f} s" for t, (a, r) in per_head.items()))
+        down = sum(per_head[t][0] + (n - 1) * per_head[t][1] for r in runs.values() for t, n in r["evals"])
+    best = min(total, side) + down
+    print(f"estimate: pre-training {min(total, side) / 60:.1f} min + downstream {down / 60:.1f} min = "
+          f"{best / 60:.1f} min of compute, {best / LIMIT_S:.0%} of the {LIMIT_S // 60}-minute limit (the data build, "
+          "diagnostics, figures, data loading, kernel starts and the HTML build come on top: about 14 min in the default "
+          "build timed on a 2-core AVX2 machine, 2026-12-02)")
     return 0
 
 

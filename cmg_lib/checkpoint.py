@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ class CheckpointError(ValueError):
 def snapshot_name(step: int) -> str:
     """File name of the checkpoint saved at optimiser step ``step`` (``ckpt_every`` / ``snapshot_steps``)."""
     return f"step-{int(step):07d}.pt"
+
+
+def snapshot_step(path: str | os.PathLike) -> int | None:
+    """The step of a :func:`snapshot_name` file (``step-0000075.pt`` -> 75), None for any other name."""
+    match = re.fullmatch(r"step-(\d+)\.pt", Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 # ---------------------------------------------------------------------------------------------------- RNG state

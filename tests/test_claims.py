@@ -36,7 +36,7 @@ def test_fewer_than_three_pretraining_seeds_is_always_inconclusive():
 
 def test_greater_pairs_on_common_seeds_only():
     v = claims.greater("c", {0: 5.0, 1: 5.0, 2: 5.0, 7: 100.0}, {0: 1.0, 1: 1.0, 2: 1.0})
-    assert v.outcome == HOLDS and "over 3 pre-training seeds" in v.evidence and "a 5.0 vs b 1.0" in v.evidence
+    assert v.outcome == HOLDS and "over 3 pre-training seeds" in v.evidence and "a 5.00 vs b 1.00" in v.evidence
 
 
 def test_all_of_needs_every_part():
@@ -97,7 +97,7 @@ def test_markdown_shows_scope_outcome_and_rule():
     scope = claims.Scope("default", 200, (0,), (0, 1))
     text = claims.markdown([claims.greater("c", {0: 2.0}, {0: 1.0})], scope)
     assert "scale **default**: 200 pre-training steps" in text and "inconclusive** by rule" in text
-    assert "- c: **inconclusive** (a 2.0 vs b 1.0; difference 1.00 no interval points over 1 pre-training seed; " \
+    assert "- c: **inconclusive** (a 2.00 vs b 1.00; difference 1.00 no interval points over 1 pre-training seed; " \
            "rule: difference > 0 points; needs >= 3 seeds)" in text
 
 
@@ -112,11 +112,13 @@ def test_why_switch_and_target_claims_on_known_values():
     diag["CMCM without temperature"] = {s: dict(base, cmcm_margin=0.5 + 0.01 * s) for s in (0, 1, 2)}  # better
     records = []
     for s in (0, 1, 2):
-        for row, cross in (("book recipe", 70.0 + s), ("released recipe", 20.0), ("book recipe, fewer updates", 71.0 + s)):
+        for row, cross in (("book recipe", 70.0 + s), ("released recipe", 20.0), ("book recipe, fewer updates", 71.0 + s),
+                           ("book recipe, more updates", 72.0 + 2 * s)):
             records.append(_rec("unicode", s, 0, cross, row=row, kind="cross"))
         records.append(_rec("unicode", s, 0, 85.0, row="book recipe", kind="labelled"))
     verdicts = why.switch_claims(diag, records)
-    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, FAILS, HOLDS, HOLDS, FAILS]
+    # more updates: 72, 74, 76 against 70, 71, 72, paired differences 2, 3, 4 (t-interval 3 +- 2.5 > 0)
+    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, FAILS, HOLDS, HOLDS, FAILS, HOLDS]
     targets = why.target_claims(records, {0: 10.0, 1: 10.0, 2: 10.0}, diag["book recipe"])
     # cross / labelled = 70/85, 71/85, 72/85: mean 0.835, t-interval +- 0.029 lies above 0.8
     assert [v.outcome for v in targets] == [HOLDS, HOLDS, HOLDS, HOLDS]
@@ -127,4 +129,4 @@ def test_why_switch_and_target_claims_on_known_values():
 
 def test_all_of_reports_the_range_of_its_parts_differences():
     parts = [claims.greater("p", {0: 5.0}, {0: 1.0}), claims.greater("q", {0: 1.0}, {0: 3.0})]
-    assert "mean differences -2.0 to 4.0" in claims.all_of("c", parts).evidence
+    assert "mean differences -2.00 to 4.00" in claims.all_of("c", parts).evidence

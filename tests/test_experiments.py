@@ -209,6 +209,10 @@ def test_snapshot_paths_and_their_own_cache_keys(cfg, tmp_path):
     with pytest.raises(FileNotFoundError, match="step-0000002.pt"):
         snapshot(final, 3)
     assert checkpoint_key(final) == final.parent.name != checkpoint_key(snapshot(final, 2))
+    # a snapshot's history stops at its step (diagnostics of an early snapshot must not read the end of training)
+    (final.parent / "step-0000001.pt").write_bytes(b"earlier weights")
+    assert [h["step"] for h in run_history(snapshot(final, 1))] == [1]
+    assert [h["step"] for h in run_history(snapshot(final, 2))] == [1, 2] == [h["step"] for h in run_history(final)]
 
 
 class FakeModel:
@@ -279,3 +283,20 @@ def test_avs_overlays_share_the_cached_head_run_with_the_table(cfg, tmp_path, mo
                        runner=lambda *a, **k: pytest.fail("trained again"), scale="smoke",
                        epochs=budget("smoke").avs_epochs)
     assert table["cache_key"] == first["result"]["cache_key"]
+
+
+def test_setup_takes_its_torch_threads_from_the_build(monkeypatch):
+    import torch
+
+    from cmg_lib.experiments import setup
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("CMG_TORCH_THREADS", "1")
+        setup("default")
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("CMG_TORCH_THREADS", "0")
+        with pytest.raises(ValueError, match="CMG_TORCH_THREADS must be a positive integer"):
+            setup("default")
+    finally:
+        torch.set_num_threads(before)

@@ -3,6 +3,7 @@ parameters tools/build_book.py injects. (Executing the notebooks is `make book`'
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from pathlib import Path
@@ -62,6 +63,30 @@ def test_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path, mon
     text = str(err.value)
     assert "notebooks/bad.ipynb failed in cell" in text and "ValueError: broken on purpose" in text
     assert (tmp_path / "out" / "bad.ipynb").exists()         # the partial copy is kept for inspection
+
+
+def test_notebooks_side_by_side_share_the_cores_and_report_the_failure(tmp_path, monkeypatch):
+    import build_book
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    monkeypatch.setenv("CMG_TORCH_THREADS", "restored by monkeypatch")
+    (tmp_path / "nb").mkdir()
+    for name, body in (("bad", "raise ValueError('broken on purpose')"),
+                       ("good", "import os, torch\nfrom cmg_lib.experiments import setup\nsetup()\n"
+                                "print(os.environ['CMG_TORCH_THREADS'], torch.get_num_threads())")):
+        nb = new_notebook(cells=[new_code_cell("scale = 'x'"), new_code_cell(body)])
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / "nb" / f"{name}.ipynb")
+    monkeypatch.setattr(build_book, "NOTEBOOK_DIR", tmp_path / "nb")
+    monkeypatch.setattr(build_book, "EXECUTED_DIR", tmp_path / "out")
+    with pytest.raises(build_book.BuildError, match="notebooks/bad.ipynb failed in cell"):
+        build_book.execute_notebooks(["bad", "good"], {"scale": "smoke"}, timeout=120, workers=2)
+    good = nbformat.read(tmp_path / "out" / "good.ipynb", as_version=4)          # the other one ran to its end
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert good.cells[-1].outputs[0]["text"].split() == [threads, threads]
+    with pytest.raises(build_book.BuildError, match="at least 1"):
+        build_book.execute_notebooks(["good"], {}, workers=0)
 
 
 def test_toc_naming_a_missing_notebook_is_a_clear_error(tmp_path):

@@ -175,38 +175,76 @@ def record_run(path: Path, run: dict) -> None:
     nbformat.write(nb, path)
 
 
-def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = None,
-                      run: dict | None = None) -> list[tuple[str, float]]:
-    """Run each notebook with papermill into ``book/executed/``; return ``(name, seconds)`` per notebook.
+def execute_notebook(name: str, parameters: dict, timeout: int | None = None, run: dict | None = None) -> float:
+    """Run ``notebooks/<name>.ipynb`` with papermill into ``book/executed/`` and return its seconds.
 
-    Each executed copy gets :func:`record_run` with ``run`` (machine, commit; the execution date is added here).
-    Raises BuildError naming the notebook and cell on the first failure.
+    The kernel inherits this process's environment (``CMG_CACHE``, ``CMG_TORCH_THREADS``). The executed copy gets
+    :func:`record_run` with ``run`` (machine, commit; the execution date is added here). Raises BuildError naming
+    the notebook and cell on failure.
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    src, dst = NOTEBOOK_DIR / f"{name}.ipynb", EXECUTED_DIR / f"{name}.ipynb"
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name="python3",
+                            progress_bar=False, cwd=str(NOTEBOOK_DIR), execution_timeout=timeout,
+                            log_output=False, record_timing=False)
+    except PapermillExecutionError as err:
+        raise BuildError(f"notebook notebooks/{name}.ipynb failed in cell {err.cell_index + 1} "
+                         f"(execution count [{err.exec_count}] of book/executed/{name}.ipynb, which counts the "
+                         f"injected parameters cell): {err.ename}: {err.evalue}\n"
+                         f"cell source:\n{_indent(err.source)}\n"
+                         f"the partially executed notebook is book/executed/{name}.ipynb") from None
+    except Exception as err:  # kernel death, missing kernelspec, timeouts
+        raise BuildError(f"notebook notebooks/{name}.ipynb could not be executed: "
+                         f"{type(err).__name__}: {err}") from None
+    seconds = time.perf_counter() - start
+    record_run(dst, {**(run or {}), "executed": _utc_now()})
+    return seconds
+
+
+def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = None,
+                      run: dict | None = None, workers: int = 1) -> list[tuple[str, float]]:
+    """Run the notebooks (:func:`execute_notebook`); return ``(name, seconds)`` in the order given.
+
+    ``workers`` > 1 runs that many notebooks at a time, in the order given, each kernel with
+    ``CMG_TORCH_THREADS = cores // workers`` torch threads: the book's models are small, and two one-thread runs
+    on two cores finish sooner than the same runs one after another with two threads each
+    (``benchmarks/book_budget.py`` measures both). Runs that two notebooks share are trained once: the second
+    waits on the run's lock (``storage.locked``) and reads the cache. On a failure no further notebook starts; the
+    ones already running finish, then the first failure is raised.
+    """
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
     EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
-    times = []
-    for name in names:
-        src, dst = NOTEBOOK_DIR / f"{name}.ipynb", EXECUTED_DIR / f"{name}.ipynb"
+    if workers < 1:
+        raise BuildError(f"--workers must be at least 1, got {workers}")
+    if workers > 1:          # every kernel inherits it (cmg_lib.experiments.setup reads it)
+        os.environ["CMG_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    seconds: dict[str, float] = {}
+
+    def one(name: str) -> None:
         print(f"[book] executing notebooks/{name}.ipynb", flush=True)
-        start = time.perf_counter()
-        try:
-            pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name="python3",
-                                progress_bar=False, cwd=str(NOTEBOOK_DIR), execution_timeout=timeout,
-                                log_output=False, record_timing=False)
-        except PapermillExecutionError as err:
-            raise BuildError(f"notebook notebooks/{name}.ipynb failed in cell {err.cell_index + 1} "
-                             f"(execution count [{err.exec_count}] of book/executed/{name}.ipynb, which counts the "
-                             f"injected parameters cell): {err.ename}: {err.evalue}\n"
-                             f"cell source:\n{_indent(err.source)}\n"
-                             f"the partially executed notebook is book/executed/{name}.ipynb") from None
-        except Exception as err:  # kernel death, missing kernelspec, timeouts
-            raise BuildError(f"notebook notebooks/{name}.ipynb could not be executed: "
-                             f"{type(err).__name__}: {err}") from None
-        times.append((name, time.perf_counter() - start))
-        record_run(dst, {**(run or {}), "executed": _utc_now()})
-    return times
+        seconds[name] = execute_notebook(name, parameters, timeout, run)
+        if workers > 1:
+            print(f"[book] finished notebooks/{name}.ipynb in {seconds[name]:.0f} s", flush=True)
+
+    if workers == 1:
+        for name in names:
+            one(name)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(one, name) for name in names]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f.done() and f.exception() is not None]
+            if failed:
+                for f in pending:
+                    f.cancel()
+                wait(futures)
+                raise failed[0].exception()
+    return [(name, seconds[name]) for name in names]
 
 
 def _utc_now() -> str:
@@ -259,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-execute", action="store_true", help="use the notebooks already in book/executed")
     parser.add_argument("--no-strict", action="store_true", help="let warnings pass (local previews only)")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell time limit in seconds")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="notebooks executed at a time (default: the usable cores, at most 2)")
     args = parser.parse_args(argv)
 
     # the kernels inherit this environment: the cache location never becomes a notebook parameter
@@ -287,8 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_execute:
             params = notebook_parameters(args.scale, _seeds(args.seeds), args.device)
             print(f"[book] notebook parameters: {json.dumps(params)}", flush=True)
+            workers = args.workers or min(2, os.cpu_count() or 1)
+            print(f"[book] {workers} notebook(s) at a time", flush=True)
+            t0 = time.perf_counter()
             times = execute_notebooks(args.only or names, params, args.timeout,
-                                      run={"machine": machine, "commit": commit})
+                                      run={"machine": machine, "commit": commit}, workers=workers)
+            execute_seconds = time.perf_counter() - t0
         absent = [n for n in names if not (EXECUTED_DIR / f"{n}.ipynb").exists()]
         if absent:
             raise BuildError(f"no executed copy of {absent} in book/executed/; run without --skip-execute/--only")
@@ -296,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             print("[book] notebook execution times:")
             for name, sec in times:
                 print(f"    {name:<28s} {sec:7.1f} s")
-            print(f"    {'total':<28s} {sum(s for _, s in times):7.1f} s", flush=True)
+            print(f"    {'sum':<28s} {sum(s for _, s in times):7.1f} s", flush=True)
+            print(f"    {'wall (all notebooks)':<28s} {execute_seconds:7.1f} s", flush=True)
         page = write_status_page(names, {"date": _utc_now()[:10], "commit": commit, "scale": args.scale,
                                          "machine": machine, "data_seconds": data_seconds})
         print(f"[book] status page: {page.relative_to(ROOT)}", flush=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..config import ABLATIONS, Config, preset
+from ..config import ABLATIONS, BOOK_EPOCHS, Config, preset
+from ..data.avdigits import SCALES as DATA_SCALES
 
 ALL_METHODS = ("baseline", "smit", "mst", "codis", "turn", "cmcm", "dcid+smit", "dcid+mst", "dcid+turn",
                "dcid+codis", "dcid+cmcm", "unicode")
@@ -43,11 +44,18 @@ class Budget:
     book_steps: int | None            # updates of the book-recipe presets; None = the preset's epochs (6)
     why_seeds: tuple[int, ...]        # pre-training seeds of the "why" chapter's controlled experiments
     why_short_steps: int              # the shorter budget that chapter compares with (a snapshot of the same runs)
+    why_long_factor: int              # that chapter's longer row: the book recipe for this many times its updates
 
     def steps_for(self, preset_name: str) -> int | None:
         """Pre-training updates of a preset at this scale: ``book_steps`` for the book recipe (None: its epochs),
         else ``pretrain_steps`` (the released recipe's presets)."""
         return self.book_steps if preset_name.startswith("book") else self.pretrain_steps
+
+    def recipe_steps(self, preset_name: str, scale: str, pretrain_size: str) -> int:
+        """The number of updates a preset trains at this scale on ``pretrain_size``: ``steps_for``, or for the
+        book recipe's epochs ``BOOK_EPOCHS`` x the batches of one epoch (``drop_last``, as ``train.pretrain``)."""
+        steps = self.steps_for(preset_name)
+        return steps if steps is not None else BOOK_EPOCHS * epoch_batches(scale, pretrain_size, self.batch_size)
 
     @property
     def main_size(self) -> str:
@@ -60,9 +68,11 @@ BUDGETS: dict[str, Budget] = {
                     methods=("baseline", "cmcm", "unicode"), size_sweep_methods=("baseline", "cmcm", "unicode"),
                     ablation_sizes=("40k",), codebook_sizes=(16, 64), explorer_steps=(2, 4), batch_size=16,
                     ablations=("w/o DCID", "full"), avt_ablations=("w/o CLUB", "full"), explorer_classes=2,
-                    avs_seeds=(0,), avs_epochs=1, book_steps=6, why_seeds=(0,), why_short_steps=2),
+                    avs_seeds=(0,), avs_epochs=1, book_steps=6, why_seeds=(0,), why_short_steps=2,
+                    why_long_factor=2),
     # The published book on 2 CPU cores, meant to stay under 45 minutes: the "why" chapter's controlled
-    # experiments with three pre-training seeds at the book recipe's 6 epochs (~222 updates on 24K), paid for by
+    # experiments with three pre-training seeds at the book recipe's 6 epochs (~222 updates on 24K; its runs train
+    # 3x as long, their snapshots at 222 and 75 updates are the recipe's and the fewer-updates rows), paid for by
     # rows cut from the released-recipe tables (200 steps, one pre-training seed, two head seeds): Table 1 keeps the
     # baseline, CMCM, DCID+CMCM and Uni-Code (the other compared methods run at scale "full"), sizes 24K and 40K;
     # Table 2 five rows; five AVT rows; AVS heads with two seeds.
@@ -73,7 +83,7 @@ BUDGETS: dict[str, Budget] = {
                       ablations=("w/o CLUB", "w/o Cross-CPC", "w/o CMCM", "w/o MM-EMA, reset", "full"),
                       avt_ablations=("w/o CLUB", "w/o Cross-CPC", "w/o MM-EMA, reset", "w/o CMCM", "full"),
                       explorer_classes=3, avs_seeds=(0, 1), avs_epochs=6, book_steps=None, why_seeds=(0, 1, 2),
-                      why_short_steps=75),
+                      why_short_steps=75, why_long_factor=3),
     # Everything: all methods at all sizes, both ablation sizes, longer training, more seeds.
     "full": Budget(seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1, 2), pretrain_steps=2000,
                    pretrain_sizes=("24k", "40k", "81k"), downstream_epochs=30, methods=ALL_METHODS,
@@ -81,7 +91,7 @@ BUDGETS: dict[str, Budget] = {
                    codebook_sizes=(16, 32, 64, 128, 256, 512), explorer_steps=(100, 500, 2000), batch_size=64,
                    ablations=tuple(ABLATIONS), avt_ablations=tuple(r for r in ABLATIONS if r != "w/o DCID"),
                    explorer_classes=3, avs_seeds=(0, 1, 2), avs_epochs=10, book_steps=None,
-                   why_seeds=(0, 1, 2, 3, 4), why_short_steps=75),
+                   why_seeds=(0, 1, 2, 3, 4), why_short_steps=75, why_long_factor=3),
 }
 
 
@@ -90,6 +100,14 @@ def budget(scale: str) -> Budget:
     if scale not in BUDGETS:
         raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(BUDGETS)}")
     return BUDGETS[scale]
+
+
+def epoch_batches(scale: str, pretrain_size: str, batch_size: int) -> int:
+    """Optimiser steps in one epoch of the embedded AV-Digits pre-training set ``pretrain_size`` at ``scale``."""
+    sizes = dict(zip(("24k", "40k", "81k"), DATA_SCALES[scale].splits["pretrain"]))
+    if pretrain_size not in sizes:
+        raise ValueError(f"unknown pre-training size {pretrain_size!r}; expected one of {sorted(sizes)}")
+    return sizes[pretrain_size] // batch_size
 
 
 def with_seeds(b: Budget, seeds=None) -> Budget:

@@ -16,6 +16,8 @@ from .budgets import Budget, budget, with_seeds
 from .evals import avs_overlays, evaluate
 from .runs import pretrain_run
 
+THREADS_ENV = "CMG_TORCH_THREADS"   # torch threads of a notebook's kernel (set by tools/build_book.py)
+
 
 @dataclass
 class NotebookRun:
@@ -51,17 +53,26 @@ class NotebookRun:
     def avs_overlays(self, ckpt, **kwargs) -> dict:
         return avs_overlays(ckpt, scale=self.scale, data=self.data, cache_dir=self.cache_dir, **kwargs)
 
-    def scope(self, head_seeds: Sequence[int] | None = None) -> claims.Scope:
-        """What this notebook's verdicts rest on (printed above them)."""
-        return claims.Scope(self.scale, self.budget.pretrain_steps, tuple(self.pretrain_seeds),
+    def scope(self, head_seeds: Sequence[int] | None = None, *, steps: int | str | None = None,
+              pretrain_seeds: Sequence[int] | None = None) -> claims.Scope:
+        """What this notebook's verdicts rest on (printed above them): by default the tables' budget (its
+        ``pretrain_steps``, ``pretrain_seeds`` and head seeds); a chapter with its own runs passes them."""
+        return claims.Scope(self.scale, self.budget.pretrain_steps if steps is None else steps,
+                            tuple(self.pretrain_seeds if pretrain_seeds is None else pretrain_seeds),
                             tuple(self.seeds if head_seeds is None else head_seeds))
 
 
 def setup(scale: str = "default", data: str = "avdigits", seeds: Sequence[int] | None = None, device: str = "cpu",
-          cache_dir: str | os.PathLike | None = None, threads: int = 4) -> NotebookRun:
-    """Quiet warnings, cap torch's threads at ``threads``, show the scale banner (``cmg_lib.book.scale_banner``:
-    at a non-default scale the numbers test code paths, not claims) and return the notebook's :class:`NotebookRun`."""
+          cache_dir: str | os.PathLike | None = None, threads: int | None = None) -> NotebookRun:
+    """Quiet warnings, cap torch's threads at ``threads`` (None: ``$CMG_TORCH_THREADS``, which the book build sets
+    when it runs notebooks side by side, else 4), show the scale banner (``cmg_lib.book.scale_banner``: at a
+    non-default scale the numbers test code paths, not claims) and return the notebook's :class:`NotebookRun`."""
     warnings.filterwarnings("ignore")
+    if threads is None:
+        raw = os.environ.get(THREADS_ENV, "4")
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"${THREADS_ENV} must be a positive integer (torch threads per notebook), got {raw!r}")
+        threads = int(raw)
     torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
     run = NotebookRun(scale, str(data), device, cache_dir, with_seeds(budget(scale), seeds))
     banner = scale_banner(scale)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import read_checkpoint, snapshot_name
+from ..checkpoint import read_checkpoint, snapshot_name, snapshot_step
 from ..config import Config
 from ..data import load_dataset
 from ..storage import TMP_MARK, atomic_write_json, cache_root, clean_stale, locked, read_json
@@ -103,8 +103,11 @@ def history_records(history: Any) -> list[dict]:
 
 
 def run_history(ckpt: str | os.PathLike) -> list[dict]:
-    """The stored training history of a cached run (``history.json`` beside the checkpoint); [] if absent."""
-    return read_json(Path(ckpt).parent / "history.json", default=[])
+    """The stored training history of a cached run (``history.json`` beside the checkpoint) up to the
+    checkpoint's step (a ``step-<s>.pt`` snapshot sees the entries of steps <= s only); [] if absent."""
+    history = read_json(Path(ckpt).parent / "history.json", default=[])
+    step = snapshot_step(ckpt)
+    return history if step is None else [h for h in history if h.get("step", 0) <= step]
 
 
 def run_config(ckpt: str | os.PathLike) -> dict | None:
