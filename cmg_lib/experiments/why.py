@@ -64,14 +64,26 @@ def steps(nb: NotebookRun) -> dict[str, int]:
     return {"recipe": recipe, "shorter": nb.budget.why_short_steps, "longer": nb.budget.why_long_factor * recipe}
 
 
+def longer_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, str]:
+    """The book recipe trained for the longer row's updates, per seed, keeping snapshots at the recipe's and the
+    shorter row's updates (and the explorer's steps)."""
+    n = steps(nb)
+    kept = sorted({n["shorter"], n["recipe"], *nb.budget.explorer_steps} - {n["longer"]})
+    return {s: nb.pretrain("book_av", seed=s, pretrain_size=SIZE, steps=n["longer"],
+                           overrides=[f"train.snapshot_steps=[{','.join(map(str, kept))}]"]) for s in seeds}
+
+
+def baseline_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, str]:
+    """The targets' baseline: the book recipe with every Uni-Code component off, as long as the recipe."""
+    return {s: nb.pretrain("book_av", "baseline", seed=s, pretrain_size=SIZE) for s in seeds}
+
+
 def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
     """Checkpoint per (row, pre-training seed); every row trains as long as the book recipe except the shorter
     and longer rows, of which the book recipe's own row is a snapshot (see the module docstring)."""
     seeds = list(nb.budget.why_seeds if seeds is None else seeds)
     n = steps(nb)
-    kept = sorted({n["shorter"], n["recipe"], *nb.budget.explorer_steps} - {n["longer"]})
-    longer = {s: nb.pretrain("book_av", seed=s, pretrain_size=SIZE, steps=n["longer"],
-                             overrides=[f"train.snapshot_steps=[{','.join(map(str, kept))}]"]) for s in seeds}
+    longer = longer_runs(nb, seeds)
     out: dict[str, dict[int, str]] = {"book recipe": {s: snapshot(c, n["recipe"]) for s, c in longer.items()}}
     for name, switch in SWITCHES.items():
         out[name] = {s: nb.pretrain("book_av", seed=s, pretrain_size=SIZE, overrides=switch.overrides)
