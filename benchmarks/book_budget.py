@@ -207,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         down = sum(per_head[t][0] + (n - 1) * per_head[t][1] for r in runs.values() for t, n in r["evals"])
     best = min(total, side) + down
     print(f"estimate: pre-training {min(total, side) / 60:.1f} min + downstream {down / 60:.1f} min = "
-          f"{best / 60:.1f} min of compute, {best / LIMIT_S:.0%} of the {LIMIT_S // 60}-minute limit (the data build, "
-          "diagnostics, figures, data loading, kernel starts and the HTML build come on top: about 14 min in the default "
-          "build timed on a 2-core AVX2 machine, 2026-12-02)")
+          f"{best / 60:.1f} min of compute, {best / LIMIT_S:.0%} of the {LIMIT_S // 60}-minute limit (the data "
+          "build, diagnostics, figures, data loading, kernel starts and the HTML build come on top: about 14 min in "
+          "the default build timed on a 2-core AVX2 machine, 2026-12-02)")
     return 0
 
 

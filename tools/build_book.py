@@ -228,22 +228,17 @@ def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = 
     def one(name: str) -> None:
         print(f"[book] executing notebooks/{name}.ipynb", flush=True)
         seconds[name] = execute_notebook(name, parameters, timeout, run)
-        if workers > 1:
-            print(f"[book] finished notebooks/{name}.ipynb in {seconds[name]:.0f} s", flush=True)
+        print(f"[book] finished notebooks/{name}.ipynb in {seconds[name]:.0f} s", flush=True)
 
-    if workers == 1:
-        for name in names:
-            one(name)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(one, name) for name in names]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in futures if f.done() and f.exception() is not None]
-            if failed:
-                for f in pending:
-                    f.cancel()
-                wait(futures)
-                raise failed[0].exception()
+    with ThreadPoolExecutor(max_workers=workers) as pool:       # workers=1: one after another, in order
+        futures = [pool.submit(one, name) for name in names]
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and f.exception() is not None]
+        if failed:
+            for f in pending:
+                f.cancel()
+            wait(futures)
+            raise failed[0].exception()
     return [(name, seconds[name]) for name in names]
 
 

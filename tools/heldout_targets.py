@@ -28,15 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--seeds expects comma-separated integers, e.g. 100,101; got {args.seeds!r}") from None
     nb = ex.setup(args.scale, args.data)
     n = why.steps(nb)
-    longer = why.longer_runs(nb, seeds)
-    rows = {"book recipe": {s: ex.snapshot(c, n["recipe"]) for s, c in longer.items()}, why.LONGER: longer}
+    rows = {row: ckpts for row, ckpts in why.recipe_rows(nb, seeds).items() if row != why.SHORTER}
     records = why.transfer(nb, rows)
     diag = why.diagnostics(nb, rows)
     base = [r for c in why.baseline_runs(nb, seeds).values()
             for r in nb.evaluate(c, "ave", why.CROSS, tags={"row": "baseline"})]
     baseline = ex.claims.by_pretrain_seed(base)
-    print(f"scale {args.scale}, pre-training seeds {seeds}, head seed {nb.seeds[0]} (baseline: {nb.seeds}); updates: recipe {n['recipe']}, "
-          f"{why.LONGER} {n['longer']}; baseline (AVE cross) per seed: {baseline}")
+    print(f"scale {args.scale}, pre-training seeds {seeds}, head seed {nb.seeds[0]} (baseline: {nb.seeds}); "
+          f"updates: recipe {n['recipe']}, {why.LONGER} {n['longer']}; baseline (AVE cross) per seed: {baseline}")
     for row in rows:
         labelled = ex.claims.by_pretrain_seed(records, row=row, kind="labelled")
         cross = ex.claims.by_pretrain_seed(records, row=row, kind="cross")

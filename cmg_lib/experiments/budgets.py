@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..config import ABLATIONS, BOOK_EPOCHS, Config, preset
-from ..data.avdigits import SCALES as DATA_SCALES
+from ..data.avdigits.build import split_size
 
 ALL_METHODS = ("baseline", "smit", "mst", "codis", "turn", "cmcm", "dcid+smit", "dcid+mst", "dcid+turn",
                "dcid+codis", "dcid+cmcm", "unicode")
@@ -104,10 +104,7 @@ def budget(scale: str) -> Budget:
 
 def epoch_batches(scale: str, pretrain_size: str, batch_size: int) -> int:
     """Optimiser steps in one epoch of the embedded AV-Digits pre-training set ``pretrain_size`` at ``scale``."""
-    sizes = dict(zip(("24k", "40k", "81k"), DATA_SCALES[scale].splits["pretrain"]))
-    if pretrain_size not in sizes:
-        raise ValueError(f"unknown pre-training size {pretrain_size!r}; expected one of {sorted(sizes)}")
-    return sizes[pretrain_size] // batch_size
+    return split_size(scale, "pretrain", pretrain_size) // batch_size
 
 
 def with_seeds(b: Budget, seeds=None) -> Budget:

@@ -5,9 +5,10 @@ over the same pre-training seeds, so a difference is caused by that switch alone
 whole released recipe (``tiny_av`` trained as long as the book recipe), and the book recipe for fewer
 (``why_short_steps``, the default scale's old budget) and for more updates (``why_long_factor`` x its epochs). The
 book recipe's runs train the longest of these; the recipe's own row and the fewer-updates row are their snapshots
-(``runs.snapshot``: identical to runs stopped there, the learning rate being constant). For every row the chapter measures transfer (AVE,
-held-out protocol: the labelled-modality bound and the cross-modal directions) and the diagnostics of
-``experiments.diagnostics``; each switch's verdict tests the mechanism it is suspected of, on paired seeds.
+(``runs.snapshot``: identical to runs stopped there, the learning rate being constant). For every row the chapter
+measures transfer (AVE, held-out protocol: the labelled-modality bound and the cross-modal directions) and the
+diagnostics of ``experiments.diagnostics``; each switch's verdict tests the mechanism it is suspected of, on paired
+seeds.
 """
 from __future__ import annotations
 
@@ -78,21 +79,27 @@ def baseline_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, str]:
     return {s: nb.pretrain("book_av", "baseline", seed=s, pretrain_size=SIZE) for s in seeds}
 
 
+def recipe_rows(nb: NotebookRun, seeds: Sequence[int]) -> dict[str, dict[int, str]]:
+    """The book recipe's rows from its longer runs: ``book recipe`` and ``SHORTER`` (their snapshots at the
+    recipe's and the shorter row's updates) and ``LONGER`` (the runs themselves), per seed."""
+    n, longer = steps(nb), longer_runs(nb, seeds)
+    return {"book recipe": {s: snapshot(c, n["recipe"]) for s, c in longer.items()},
+            SHORTER: {s: snapshot(c, n["shorter"]) for s, c in longer.items()}, LONGER: longer}
+
+
 def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
-    """Checkpoint per (row, pre-training seed); every row trains as long as the book recipe except the shorter
-    and longer rows, of which the book recipe's own row is a snapshot (see the module docstring)."""
+    """Checkpoint per (row, pre-training seed), in :data:`ROWS` order; every row trains as long as the book recipe
+    except the shorter and longer rows (:func:`recipe_rows`)."""
     seeds = list(nb.budget.why_seeds if seeds is None else seeds)
-    n = steps(nb)
-    longer = longer_runs(nb, seeds)
-    out: dict[str, dict[int, str]] = {"book recipe": {s: snapshot(c, n["recipe"]) for s, c in longer.items()}}
+    recipe = recipe_rows(nb, seeds)
+    out: dict[str, dict[int, str]] = {"book recipe": recipe["book recipe"]}
     for name, switch in SWITCHES.items():
         out[name] = {s: nb.pretrain("book_av", seed=s, pretrain_size=SIZE, overrides=switch.overrides)
                      for s in seeds}
     # the released recipe for as long as the book recipe: its epochs, and exactly its number of updates
-    out["released recipe"] = {s: nb.pretrain("tiny_av", seed=s, pretrain_size=SIZE, steps=n["recipe"],
+    out["released recipe"] = {s: nb.pretrain("tiny_av", seed=s, pretrain_size=SIZE, steps=steps(nb)["recipe"],
                                              overrides=[f"train.epochs={BOOK_EPOCHS}"]) for s in seeds}
-    out[SHORTER] = {s: snapshot(c, n["shorter"]) for s, c in longer.items()}
-    out[LONGER] = longer
+    out[SHORTER], out[LONGER] = recipe[SHORTER], recipe[LONGER]
     return out
 
 
