@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cmg_lib.data import as_tensors, load_dataset, schema
-from cmg_lib.data.avdigits import audio, build, classes, extractors, sample, vision
+from cmg_lib.data.avdigits import audio, banks, build, classes, extractors, sample, vision
 from cmg_lib.data.avdigits.store import Store, one_hot_with_background
 
 
@@ -204,7 +204,7 @@ def test_segment_labels_agree_with_clip_label_and_banks(avdigits_smoke):
         part = ev & (c["a_w2"] < 0)
         assert np.isin(w1[part], [cs.tens_word[c["a_class"][part]], cs.unit_word[c["a_class"][part]]]).all()
         assert np.array_equal(part, c["a_partial"])
-        assert (c["a_w2"][bg] < 0).all() and ~np.isin(w1[bg & (c["a_w1"] >= 0)], list(build.NUMBER_WORDS)).any()
+        assert (c["a_w2"][bg] < 0).all() and ~np.isin(w1[bg & (c["a_w1"] >= 0)], list(banks.NUMBER_WORDS)).any()
         shown = (c["v_left"] >= 0) | (c["v_right"] >= 0)
         assert (shown == (c["v_class"] >= 0)).all()
         left = c["v_left"] >= 0
@@ -237,8 +237,8 @@ def test_extractors_trained_on_their_own_pool_and_task(avdigits_smoke):
     assert "isolated-word" in ex["audio"]["task"] and "single handwritten digit" in ex["vision"]["task"]
     st = _store(avdigits_smoke)
     b = st.bank
-    assert (b["voice_pool"][b["extractor_audio_voices"]] == build.EXTRACTOR).all()
-    assert (b["image_pool"][b["extractor_images"]] == build.EXTRACTOR).all()
+    assert (b["voice_pool"][b["extractor_audio_voices"]] == banks.EXTRACTOR).all()
+    assert (b["image_pool"][b["extractor_images"]] == banks.EXTRACTOR).all()
     model = extractors.load(b, "digit_net", extractors.DigitNet)
     assert not any(p.requires_grad for p in model.parameters())
 
@@ -276,7 +276,7 @@ def test_test_splits_use_unseen_voices_and_images(avdigits_smoke):
         assert not (v & extractor_v), f"{subset}/{split} shares voices with the audio extractor's training"
         assert not (i & extractor_i), f"{subset}/{split} shares images with the vision extractor's training"
     v, i = used("ucf_vgg", "ucf")
-    assert (b["image_pool"][sorted(i)] == build.POOLS.index("b")).all()
+    assert (b["image_pool"][sorted(i)] == banks.POOLS.index("b")).all()
 
 
 def test_avs_masks_cover_exactly_the_said_number(avdigits_smoke):

@@ -1,7 +1,6 @@
 """Shared data plumbing: array hashing, the array-backed Dataset, collate, dispatch."""
 from __future__ import annotations
 
-import json
 import sys
 import types
 

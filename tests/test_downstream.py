@@ -6,8 +6,6 @@ mixing, so every modality lands on the same class codes -> cross-modal transfer 
 decoders, unrelated codes per modality -> cross-modal transfer is near chance, the same modality still works.
 """
 import json
-import sys
-import types
 
 import pytest
 import torch
@@ -275,7 +273,6 @@ def test_determinism_and_results_file(models, data, tmp_path):
 
 
 def test_cli_runs_a_checkpoint_through_load_checkpoint(models, data, monkeypatch, capsys, tmp_path):
-    import argparse
     monkeypatch.setattr("cmg_lib.downstream.tasks.load_checkpoint", lambda path: models["shared"])
     monkeypatch.setattr("cmg_lib.downstream.common.load_split",
                         lambda ctx, subset, split: data[subset][split], raising=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ... import storage
 from .. import schema
-from . import audio, build, extractors, verify, vision
+from . import audio, banks, build, clips, extractors, verify, vision
 
 FEATURE_SHAPES = {"audio": (extractors.AUDIO_DIM,), "video": (extractors.GRID, extractors.GRID, extractors.VIDEO_DIM),
                   "text": (384,)}
@@ -130,7 +130,7 @@ class Store:
                 arr = np.load(path, mmap_mode="r")
             except (OSError, ValueError):           # truncated or foreign file: ignore it, recompute
                 continue
-            if arr.dtype == np.float16 and arr.shape[1:] == (build.T,) + FEATURE_SHAPES["video"]:
+            if arr.dtype == np.float16 and arr.shape[1:] == (schema.SEGMENTS,) + FEATURE_SHAPES["video"]:
                 return arr
         return None
 
@@ -146,7 +146,7 @@ class Store:
     def render_avs(self, c: dict[str, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """AVS frames (n, F, 40, 40), the said number's mask (n, F, 40, 40) and per-number masks (n, F, 2, 40, 40)."""
         b = self.bank
-        n, f = len(rows), build.AVS_FRAMES
+        n, f = len(rows), clips.AVS_FRAMES
         canvas = b["field"][c["s_field"][rows].reshape(-1)].astype(np.float32)
         number_masks = np.zeros((n * f, 2, vision.CANVAS, vision.CANVAS), np.float32)
         half = vision.CANVAS // 2
@@ -188,8 +188,8 @@ class Store:
     def waveform(self, c: dict[str, np.ndarray], row: int) -> np.ndarray:
         """The 16 kHz audio of one clip, one second per segment, concatenated: exactly what was featurised."""
         if self._waves is None:
-            self._waves = (build.unpack(self.bank, "word_wave"), build.unpack(self.bank, "noise_wave"))
-        mix = build.mix_of(c, slice(row, row + 1))
+            self._waves = (banks.unpack(self.bank, "word_wave"), banks.unpack(self.bank, "noise_wave"))
+        mix = clips.mix_of(c, slice(row, row + 1))
         return np.concatenate([audio.compose_waveform(*self._waves, mix, t) for t in range(len(mix["w1"]))])
 
     def nuisance(self, subset: str, split: str) -> dict[str, dict[str, np.ndarray]]:
