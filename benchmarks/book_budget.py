@@ -42,34 +42,36 @@ def read_budget(scale: str):
     return ex.budget(scale), ex.table1_grid(scale)
 
 
-def book_runs(b, scale: str, grid: list[tuple[str, str]]) -> list[dict]:
-    """Every ``pretrain_run`` call of notebooks 01-09 for budget ``b`` (before de-duplication), in notebook order;
-    evals: the downstream head trainings made on that checkpoint as ``(task, heads)`` (directions x head seeds)."""
+def book_runs(b, scale: str, grid: list[tuple[str, str]], recipe: str = "book") -> list[dict]:
+    """Every ``pretrain_run`` call of notebooks 01-09 for budget ``b`` and the tables' ``recipe`` (before
+    de-duplication), in notebook order; evals: the downstream head trainings made on that checkpoint as ``(task,
+    heads)`` (directions x head seeds)."""
     from cmg_lib import experiments as ex
     seeds, main, av = len(b.seeds), b.pretrain_sizes[0], len(ex.AV_DIRECTIONS)
+    p_av, p_avt, p_vt = (ex.recipe_preset(recipe, m) for m in ("av", "avt", "vt"))
     av_tasks = [("ave", av * seeds), ("avvp", av * seeds)]
-    runs = [dict(nb="01", preset="tiny", method="unicode", size="40k", overrides=(), evals=[])]
-    runs += [dict(nb="02", preset="tiny_av", method=m, size=s, overrides=(), evals=av_tasks) for s, m in grid]
-    runs += [dict(nb="03", preset="tiny_av", method="unicode", size=s, overrides=tuple(ex.ablation_overrides(r)),
+    runs = [dict(nb="01", preset=p_avt, method="unicode", size="40k", overrides=(), evals=[])]
+    runs += [dict(nb="02", preset=p_av, method=m, size=s, overrides=(), evals=av_tasks) for s, m in grid]
+    runs += [dict(nb="03", preset=p_av, method="unicode", size=s, overrides=tuple(ex.ablation_overrides(r)),
                   evals=av_tasks) for s in b.ablation_sizes for r in b.ablations]
-    runs += [dict(nb="04", preset="tiny", method="unicode", size="40k", overrides=tuple(ex.ablation_overrides(r)),
+    runs += [dict(nb="04", preset=p_avt, method="unicode", size="40k", overrides=tuple(ex.ablation_overrides(r)),
                   evals=[(t, av * seeds) for t in ("ave", "avvp", "ave_avvp", "ucf_vgg")]) for r in b.avt_ablations]
-    runs += [dict(nb="04", preset="tiny", method="unicode", size="40k", overrides=(),
+    runs += [dict(nb="04", preset=p_avt, method="unicode", size="40k", overrides=(),
                   evals=[(t, 2 * seeds) for t in ("ave", "avvp", "ucf_vgg")])]           # the labelled-modality row
-    runs += [dict(nb="05", preset="tiny_av", method="unicode", size=main, overrides=(f"model.codebook_size={L}",),
-                  evals=[("ave", av * seeds)]) for L in b.codebook_sizes]
-    runs += [dict(nb="06", preset="tiny_av", method=m, size=main, overrides=(), evals=[])
+    runs += [dict(nb="05", preset=p_av, method="unicode", size=main, overrides=(f"model.codebook_size={L}",),
+                  evals=[("ave", av * seeds)]) for L in ex.codebook_sweep(b, p_av)]
+    runs += [dict(nb="06", preset=p_av, method=m, size=main, overrides=(), evals=[])
              for m in ("baseline", "cmcm", "unicode") if m in b.methods]
-    runs += [dict(nb="07", preset="tiny", method=m, size="40k", overrides=(), evals=[("avs", 2 * len(b.avs_seeds))])
+    runs += [dict(nb="07", preset=p_avt, method=m, size="40k", overrides=(), evals=[("avs", 2 * len(b.avs_seeds))])
              for m in ("baseline", "unicode")]
     size = "24k" if "24k" in b.pretrain_sizes else main
-    runs += [dict(nb="08", preset="tiny_vt", method=m, size=size, overrides=(), evals=[("retrieval", 2 * seeds)])
+    runs += [dict(nb="08", preset=p_vt, method=m, size=size, overrides=(), evals=[("retrieval", 2 * seeds)])
              for m in ("baseline", "unicode")]
     runs = [dict(r, seed=s) for r in runs for s in b.pretrain_seeds]           # every notebook loops over them
-    recipe = b.recipe_steps("book_av", scale, "24k")                           # experiments.why.row_runs
-    why = [("book_av", "unicode", (), b.why_long_factor * recipe, 3)]           # evaluated at 3 of its steps
+    updates = b.recipe_steps("book_av", scale, "24k")                          # experiments.why.row_runs
+    why = [("book_av", "unicode", (), b.why_long_factor * updates, 3)]          # evaluated at 3 of its steps
     why += [("book_av", "unicode", sw.overrides, None, 1) for sw in ex.why.SWITCHES.values()]
-    why += [("tiny_av", "unicode", (f"train.epochs={BOOK_EPOCHS}",), recipe, 1), ("book_av", "baseline", (), None, 1)]
+    why += [("tiny_av", "unicode", (f"train.epochs={BOOK_EPOCHS}",), updates, 1), ("book_av", "baseline", (), None, 1)]
     runs += [dict(nb="09", preset=p, method=m, size="24k", overrides=o, seed=s, steps=steps,
                   evals=[("ave", 2 * av * points if m == "unicode" else av * len(b.seeds))])
              for p, m, o, steps, points in why for s in b.why_seeds]
@@ -113,7 +115,9 @@ HEAD_SHAPES = {"ave": ("tiny_av", ("video", "audio"), "downstream_epochs"),
 def downstream_seconds(tasks, scale: str, b, threads: int) -> dict[str, tuple[float, float]] | None:
     """Per task, seconds of a checkpoint's first head training (its frozen codes extracted) and of each further
     one (codes reused, as ``run_task``'s code cache does within a notebook): ``cmg_lib.downstream.run_task`` on a
-    randomly initialised model of the task's preset with the budget's epochs; None when the data is not built."""
+    randomly initialised model of the task's preset with the budget's epochs, after a warm-up call on another
+    model (a kernel pays the one-time imports and the data loading once, not per checkpoint); None when the data is
+    not built."""
     from cmg_lib import experiments as ex
     from cmg_lib.data.avdigits import folder
     from cmg_lib.downstream import run_task
@@ -124,15 +128,16 @@ def downstream_seconds(tasks, scale: str, b, threads: int) -> dict[str, tuple[fl
     out = {}
     for task in tasks:
         preset_name, (train_m, test_m), epochs = HEAD_SHAPES[task]
-        seed_everything(0)
-        model = build_model(ex.experiment_config(preset_name, "unicode", scale=scale)).eval()
         times = []
-        for seed in (0, 1):
+        for model_seed, seed in ((1, 0), (0, 0), (0, 1)):   # a warm-up (one-time imports, data loading), then timed
+            if seed == 0:                                   # a new model: its codes are extracted again
+                seed_everything(model_seed)
+                model = build_model(ex.experiment_config(preset_name, "unicode", scale=scale)).eval()
             start = time.perf_counter()
             run_task(task, model=model, data="avdigits", scale=scale, train_modality=train_m, test_modality=test_m,
                      seed=seed, epochs=getattr(b, epochs), progress=False, allow_data_mismatch=True)
             times.append(time.perf_counter() - start)
-        out[task] = (times[0], times[1])
+        out[task] = (times[1], times[2])
     return out
 
 
@@ -141,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="default")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per distinct configuration")
+    parser.add_argument("--recipe", default="book", help="the tables' recipe (the notebooks' `recipe` parameter): "
+                        "book or released")
     parser.add_argument("--set-budget", nargs="*", default=[], metavar="KEY=VALUE",
                         help="budget entries to change (JSON values), e.g. pretrain_steps=600")
     args = parser.parse_args(argv)
@@ -162,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(item.startswith(("methods=", "size_sweep_methods=", "pretrain_sizes=")) for item in args.set_budget):
         grid = [(s, m) for i, s in enumerate(b.pretrain_sizes) for m in b.methods
                 if i == 0 or m in b.size_sweep_methods]
-    calls = book_runs(b, args.scale, grid)
+    if args.recipe not in ("book", "released"):
+        raise SystemExit(f"book_budget.py: error: --recipe must be book or released, got {args.recipe!r}")
+    calls = book_runs(b, args.scale, grid, args.recipe)
     runs: dict[str, dict] = {}
     for run in calls:
         cfg, key = _config(run, args.scale, b)
@@ -178,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         run["steps"] = run.get("steps") or b.recipe_steps(run["preset"], args.scale, run["size"])
     total = sum(r["step_s"] * r["steps"] for r in runs.values())
     side = sum(r["step_side_s"] * r["steps"] for r in runs.values()) / WORKERS
-    print(f"scale={args.scale} threads={args.threads} pretrain_steps={b.pretrain_steps} "
+    print(f"scale={args.scale} recipe={args.recipe} threads={args.threads} pretrain_steps={b.pretrain_steps} "
           f"book_steps={b.book_steps} batch={b.batch_size} "
           f"({len(calls)} pretrain_run calls in the notebooks, {len(runs)} distinct runs, {len(timed)} step shapes "
           f"timed in {time.perf_counter() - started:.0f} s)")

@@ -27,20 +27,26 @@ def scale_banner(scale: str) -> str:
     """
     if scale == PUBLISHED_SCALE:
         return ""
+    from .config import BOOK_EPOCHS
+    from .experiments.budgets import SCALES
+
+    def run_text(b: dict[str, Any]) -> str:
+        updates = f"{b['book_steps']} updates" if b["book_steps"] else f"{BOOK_EPOCHS} epochs"
+        return (f"book recipe {updates}, released recipe {b['pretrain_steps']} steps, pre-training seeds "
+                f"{list(b['pretrain_seeds'])}, head seeds {list(b['seeds'])}")
+
     this, published = scale_budget(scale), scale_budget(PUBLISHED_SCALE)
-    run = (f"{this['pretrain_steps']} pre-training steps, seeds {list(this['seeds'])}, "
-           f"{this['downstream_epochs']} head epochs")
-    if this["pretrain_steps"] < published["pretrain_steps"]:
+    run = f"{run_text(this)}, {this['downstream_epochs']} head epochs"
+    if SCALES.index(scale) < SCALES.index(PUBLISHED_SCALE):
         title = f"Scale “{scale}”: these numbers test code paths, not claims"
         body = (f"This page was built at scale <code>{html.escape(scale)}</code> ({html.escape(run)}). At this "
                 "scale the runs only check that every step of the code works; the tables, figures and verdicts "
                 "below say nothing about the paper's claims. The published book is built at scale "
-                f"<code>{PUBLISHED_SCALE}</code> (<code>make book</code>, "
-                f"{published['pretrain_steps']} steps, seeds {list(published['seeds'])}).")
+                f"<code>{PUBLISHED_SCALE}</code> (<code>make book</code>, {html.escape(run_text(published))}).")
     else:
         title = f"Scale “{scale}”: not the published book's numbers"
         body = (f"This page was built at scale <code>{html.escape(scale)}</code> ({html.escape(run)}), larger than "
-                f"the published book's <code>{PUBLISHED_SCALE}</code> ({published['pretrain_steps']} steps, seeds "
-                f"{list(published['seeds'])}); its numbers differ from the published pages.")
+                f"the published book's <code>{PUBLISHED_SCALE}</code> ({html.escape(run_text(published))}); its "
+                "numbers differ from the published pages.")
     return (f'<div class="admonition warning cmg-scale-banner"><p class="admonition-title">{html.escape(title)}</p>'
             f"<p>{body}</p></div>")

@@ -335,7 +335,7 @@ def _tiny(names: tuple[str, ...]) -> Config:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The book's small-scale recipe (book/recipe.md states the principles; book/differences.md rows 16-20 the switches).
+# The book's small-scale recipe (book/differences.md rows 16-20: the switches and why; the "why" chapter tests each).
 # Chosen from principles written down before any claim was measured, and checked on pre-training seeds the book
 # does not use:
 # * geometry: the released code width D = 256 sets the scale of CMCM's distance softmax (|z| ~ sqrt(D) after the
@@ -385,6 +385,23 @@ PRESETS = {
     "book_at": lambda: _book(("audio", "text")),
     "book_vt": lambda: _book(("video", "text")),
 }
+
+
+# The presets of each recipe per set of modalities: the tables run ``book`` (the recipe above) by default and the
+# released recipe (``tiny_*``: its geometry and choices at the AV-Digits shapes) when a notebook's ``recipe`` says so.
+RECIPES: dict[str, dict[str, str]] = {
+    "book": {"av": "book_av", "at": "book_at", "vt": "book_vt", "avt": "book_avt"},
+    "released": {"av": "tiny_av", "at": "tiny_at", "vt": "tiny_vt", "avt": "tiny"},
+}
+
+
+def recipe_preset(recipe: str, modalities: str) -> str:
+    """The preset of ``recipe`` ("book" | "released") for ``modalities`` ("av", "at", "vt" or "avt")."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; expected one of {sorted(RECIPES)}")
+    if modalities not in RECIPES[recipe]:
+        raise ValueError(f"unknown modalities {modalities!r}; expected one of {sorted(RECIPES[recipe])}")
+    return RECIPES[recipe][modalities]
 
 
 def preset(name: str, method: str = "unicode", overrides: list[str] | tuple[str, ...] = ()) -> Config:

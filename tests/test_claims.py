@@ -96,7 +96,7 @@ def test_codebook_size_claim_picks_the_best_intermediate_size():
 def test_markdown_shows_scope_outcome_and_rule():
     scope = claims.Scope("default", 200, (0,), (0, 1))
     text = claims.markdown([claims.greater("c", {0: 2.0}, {0: 1.0})], scope)
-    assert "scale **default**: 200 pre-training steps" in text and "inconclusive** by rule" in text
+    assert "scale **default**: pre-training steps 200; pre-training seeds [0]" in text and "inconclusive** by rule" in text
     assert "- c: **inconclusive** (a 2.00 vs b 1.00; difference 1.00 no interval points over 1 pre-training seed; " \
            "rule: difference > 0 points; needs >= 3 seeds)" in text
 
@@ -130,3 +130,15 @@ def test_why_switch_and_target_claims_on_known_values():
 def test_all_of_reports_the_range_of_its_parts_differences():
     parts = [claims.greater("p", {0: 5.0}, {0: 1.0}), claims.greater("q", {0: 1.0}, {0: 3.0})]
     assert "mean differences -2.00 to 4.00" in claims.all_of("c", parts).evidence
+
+
+def test_same_code_claims_test_the_central_property_as_worded():
+    same = {"baseline": {0: 0.10, 1: 0.12, 2: 0.11}, "unicode": {0: 0.60, 1: 0.64, 2: 0.62}}
+    above, half = claims.same_code_claims(same)
+    assert above.outcome == HOLDS and "Uni-Code 62.0 vs baseline 11.0" in above.evidence
+    assert half.outcome == HOLDS and "50 % of the aligned segments" in half.claim
+    low = {"baseline": same["baseline"], "unicode": {0: 0.14, 1: 0.15, 2: 0.16}}
+    assert [v.outcome for v in claims.same_code_claims(low)] == [HOLDS, FAILS]
+    noisy = {"unicode": {0: 0.30, 1: 0.70, 2: 0.52}}                  # mean 50.7, interval across 50: inconclusive
+    assert [v.outcome for v in claims.same_code_claims(noisy)] == [INCONCLUSIVE]
+    assert claims.same_code_claims({"cmcm": {0: 0.5}}) == []

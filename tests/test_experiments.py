@@ -186,7 +186,7 @@ def test_paper_tables_and_side_by_side():
 def test_budget_and_ablations():
     smoke, default = budget("smoke"), budget("default")
     assert len(smoke.seeds) == 1 and smoke.pretrain_steps < default.pretrain_steps
-    assert set(default.methods) >= {"baseline", "cmcm", "dcid+cmcm", "unicode"}
+    assert set(default.methods) >= {"baseline", "cmcm", "unicode"} and len(default.pretrain_seeds) >= 3
     with pytest.raises(ValueError, match="smoke"):
         budget("huge")
     cfg = preset("tiny_av", "unicode", overrides=ablation_overrides("w/o DCID"))
@@ -195,8 +195,10 @@ def test_budget_and_ablations():
     assert direction_label("audio", "video") == "A→V"
     grid = table1_grid("default")
     assert [m for size, m in grid if size == "24k"] == list(default.methods)          # every method at the main size
-    assert sorted(m for size, m in grid if size == "40k") == sorted(default.size_sweep_methods)
-    assert len(table1_grid("full")) == 3 * len(budget("full").methods)
+    assert {size for size, _ in grid} == set(default.pretrain_sizes)
+    full = table1_grid("full")
+    assert sorted(m for size, m in full if size == "40k") == sorted(budget("full").size_sweep_methods)
+    assert len(full) == 3 * len(budget("full").methods)
     book = experiment_config("tiny_av", "unicode", scale="default")
     assert book.train.snapshot_steps == (20, 60) and not book.train.epoch_ckpts     # 200 = final.pt itself
 
@@ -300,3 +302,41 @@ def test_setup_takes_its_torch_threads_from_the_build(monkeypatch):
             setup("default")
     finally:
         torch.set_num_threads(before)
+
+
+def test_recipe_presets_and_the_codebook_sweep():
+    from cmg_lib.experiments import RECIPES, codebook_sweep, recipe_preset
+
+    assert recipe_preset("book", "av") == "book_av" and recipe_preset("released", "avt") == "tiny"
+    assert set(RECIPES["book"]) == set(RECIPES["released"]) == {"av", "at", "vt", "avt"}
+    with pytest.raises(ValueError, match="unknown recipe 'paper'; expected one of"):
+        recipe_preset("paper", "av")
+    with pytest.raises(ValueError, match="unknown modalities 'a'"):
+        recipe_preset("book", "a")
+    b = budget("default")
+    assert codebook_sweep(b, "book_av") == [16, 80, 256]          # the budget's sizes and the recipe's own 80
+    assert codebook_sweep(b, "tiny_av") == [16, 64, 256]
+
+
+def test_notebook_run_names_the_updates_of_the_runs_it_asked_for(tmp_path, monkeypatch):
+    from cmg_lib.experiments import notebook
+
+    calls = []
+    monkeypatch.setattr(notebook, "pretrain_run", lambda *a, **k: calls.append((a, k)) or tmp_path / "final.pt")
+    nb = notebook.NotebookRun("default", "avdigits", "cpu", tmp_path, budget("default"), recipe="book")
+    assert nb.steps_text() == "200"                                # nothing asked for yet: the budget's steps
+    nb.pretrain(nb.preset("av"), seed=1, pretrain_size="24k")
+    nb.pretrain(nb.preset("avt"), seed=1)
+    nb.pretrain("book_av", seed=2, pretrain_size="24k", steps=50)  # an explicit length
+    assert nb.steps_text() == "50, 222 (book_av, 24K); 372 (book_avt, 40K)"
+    assert calls[0][0] == ("book_av", "unicode") and calls[0][1]["steps"] is None
+    scope = nb.scope()
+    assert scope.steps == nb.steps_text() and scope.pretrain_seeds == (0, 1, 2) and scope.head_seeds == (0,)
+    released = notebook.NotebookRun("default", "avdigits", "cpu", tmp_path, budget("default"), recipe="released")
+    released.pretrain(released.preset("av"), pretrain_size="24k")
+    assert released.steps_text() == "200 (tiny_av, 24K)"
+    official = notebook.NotebookRun("default", "/data/feats", "cpu", tmp_path, budget("default"))
+    official.pretrain(official.preset("av"), pretrain_size="24k")
+    assert official.steps_text() == "6 epochs (book_av, 24K)"     # the split sizes of other data are not known here
+    with pytest.raises(ValueError, match="unknown recipe"):
+        notebook.setup("default", recipe="paper")

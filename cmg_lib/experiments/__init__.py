@@ -8,12 +8,12 @@
 * ``notebook``: a notebook's setup in one call (``setup``).
 * ``diagnostics`` / ``why``: the measures and controlled experiments of the chapter on the released recipe.
 """
-from ..config import ABLATIONS, ablation_overrides
+from ..config import ABLATIONS, RECIPES, ablation_overrides, recipe_preset
 from ..downstream import direction_label
 from ..storage import cache_root
 from ..usage import code_usage
 from . import claims, diagnostics, why
-from .budgets import BUDGETS, Budget, budget, experiment_config, table1_grid
+from .budgets import BUDGETS, Budget, budget, codebook_sweep, experiment_config, table1_grid
 from .evals import AV_DIRECTIONS, TASK_METRIC, avs_overlays, downstream, evaluate, load_results
 from .notebook import NotebookRun, setup
 from .paper import paper_table
@@ -21,7 +21,8 @@ from .runs import (checkpoint_key, history_records, pretrain_run, pretrained, ru
                    snapshot)
 from .tables import aggregate, field, mean_metric, results_table, side_by_side
 
-__all__ = ["ABLATIONS", "AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "TASK_METRIC", "ablation_overrides",
+__all__ = ["ABLATIONS", "AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "RECIPES", "TASK_METRIC",
+           "ablation_overrides", "codebook_sweep", "recipe_preset",
            "aggregate", "avs_overlays", "budget", "cache_root", "checkpoint_key", "claims", "code_usage", "diagnostics",
            "direction_label", "downstream", "evaluate", "experiment_config", "field", "history_records",
            "load_results", "mean_metric", "paper_table", "pretrain_run", "pretrained", "results_table",

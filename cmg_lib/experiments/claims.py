@@ -57,7 +57,7 @@ class Scope:
     head_seeds: tuple[int, ...]
 
     def markdown(self) -> str:
-        text = (f"Verdicts at scale **{self.scale}**: {self.steps} pre-training steps, pre-training seeds "
+        text = (f"Verdicts at scale **{self.scale}**: pre-training steps {self.steps}; pre-training seeds "
                 f"{list(self.pretrain_seeds)}, head seeds {list(self.head_seeds)}; {int(CONFIDENCE * 100)} % "
                 f"t-intervals over pre-training seeds, at least {MIN_SEEDS} seeds for a verdict.")
         if len(self.pretrain_seeds) < MIN_SEEDS:
@@ -284,6 +284,21 @@ def code_sharing_claims(shared: Mapping[str, Mapping[int, float]], almost_all: f
     if "unicode" in pct:
         out.append(exceeds("almost all of Uni-Code's used codes are used by both modalities", pct["unicode"],
                            100 * almost_all, what="shared codes", unit=" %"))
+    return out
+
+
+def same_code_claims(same: Mapping[str, Mapping[int, float]], half: float = 0.5) -> list[Verdict]:
+    """The paper's central property per method (``same[method][seed]``: on aligned segments, the fraction that
+    audio and video quantise to the same code, ``usage.aligned_code_agreement``): Uni-Code above the baseline, and
+    on at least ``half`` of the aligned segments."""
+    pct = {m: {s: 100 * v for s, v in d.items()} for m, d in same.items()}
+    out = []
+    if {"baseline", "unicode"} <= set(pct):
+        out.append(greater("Uni-Code gives audio and video the same code on aligned segments more often than the "
+                           "baseline", pct["unicode"], pct["baseline"], names=("Uni-Code", "baseline")))
+    if "unicode" in pct:
+        out.append(exceeds(f"Uni-Code gives audio and video the same code on {100 * half:.0f} % of the aligned segments",
+                           pct["unicode"], 100 * half, what="same code on aligned segments", unit=" %"))
     return out
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..book import scale_banner
+from ..config import BOOK_EPOCHS, recipe_preset
 from . import claims
 from .budgets import Budget, budget, with_seeds
 from .evals import avs_overlays, evaluate
@@ -21,13 +22,15 @@ THREADS_ENV = "CMG_TORCH_THREADS"   # torch threads of a notebook's kernel (set 
 
 @dataclass
 class NotebookRun:
-    """The parameters of one executed notebook and the budget they select."""
+    """The parameters of one executed notebook, the budget they select, and the runs it has asked for."""
 
     scale: str
     data: str
     device: str
     cache_dir: str | os.PathLike | None
     budget: Budget
+    recipe: str = "book"
+    trained: dict[tuple[str, str], set] = field(default_factory=dict)   # (preset, size) -> lengths asked for
 
     @property
     def seeds(self) -> list[int]:
@@ -38,12 +41,27 @@ class NotebookRun:
     def pretrain_seeds(self) -> list[int]:
         return list(self.budget.pretrain_seeds)
 
+    def preset(self, modalities: str) -> str:
+        """This notebook's recipe's preset for ``modalities`` ("av", "at", "vt", "avt"; ``config.RECIPES``)."""
+        return recipe_preset(self.recipe, modalities)
+
     def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str = "40k",
                  overrides: Sequence[str] = (), steps: int | None = None) -> Path:
         """The cached run of a preset at this notebook's scale (``runs.pretrain_run``; 40K, the paper's AVT size,
-        unless ``pretrain_size`` says otherwise)."""
+        unless ``pretrain_size`` says otherwise). Its number of updates is remembered for :meth:`scope`."""
+        fixed = steps or self.budget.steps_for(preset_name)
+        self.trained.setdefault((preset_name, pretrain_size), set()).add(
+            fixed if fixed is not None else self.budget.recipe_steps(preset_name, self.scale, pretrain_size)
+            if self.data == "avdigits" else f"{BOOK_EPOCHS} epochs")
         return pretrain_run(preset_name, method, scale=self.scale, data=self.data, seed=seed, device=self.device,
                             pretrain_size=pretrain_size, overrides=overrides, steps=steps, cache_dir=self.cache_dir)
+
+    def steps_text(self) -> str:
+        """The updates of the runs this notebook asked for, e.g. "222 (book_av, 24K); 372 (book_avt, 40K)"."""
+        if not self.trained:
+            return str(self.budget.pretrain_steps)
+        return "; ".join(f"{', '.join(map(str, sorted(n, key=lambda v: (isinstance(v, str), v))))} ({p}, {size.upper()})"
+                         for (p, size), n in sorted(self.trained.items()))
 
     def evaluate(self, ckpt, task: str, directions, seeds: Sequence[int] | None = None, **kwargs) -> list[dict]:
         """Cached downstream records of ``ckpt`` (``evals.evaluate``) over this notebook's head seeds."""
@@ -55,18 +73,21 @@ class NotebookRun:
 
     def scope(self, head_seeds: Sequence[int] | None = None, *, steps: int | str | None = None,
               pretrain_seeds: Sequence[int] | None = None) -> claims.Scope:
-        """What this notebook's verdicts rest on (printed above them): by default the tables' budget (its
-        ``pretrain_steps``, ``pretrain_seeds`` and head seeds); a chapter with its own runs passes them."""
-        return claims.Scope(self.scale, self.budget.pretrain_steps if steps is None else steps,
+        """What this notebook's verdicts rest on (printed above them): by default the updates of the runs it asked
+        for (:meth:`steps_text`), the budget's ``pretrain_seeds`` and head seeds; a chapter with its own runs
+        passes them."""
+        return claims.Scope(self.scale, self.steps_text() if steps is None else steps,
                             tuple(self.pretrain_seeds if pretrain_seeds is None else pretrain_seeds),
                             tuple(self.seeds if head_seeds is None else head_seeds))
 
 
 def setup(scale: str = "default", data: str = "avdigits", seeds: Sequence[int] | None = None, device: str = "cpu",
-          cache_dir: str | os.PathLike | None = None, threads: int | None = None) -> NotebookRun:
+          cache_dir: str | os.PathLike | None = None, threads: int | None = None, recipe: str = "book") -> NotebookRun:
     """Quiet warnings, cap torch's threads at ``threads`` (None: ``$CMG_TORCH_THREADS``, which the book build sets
     when it runs notebooks side by side, else 4), show the scale banner (``cmg_lib.book.scale_banner``: at a
-    non-default scale the numbers test code paths, not claims) and return the notebook's :class:`NotebookRun`."""
+    non-default scale the numbers test code paths, not claims) and return the notebook's :class:`NotebookRun`;
+    ``recipe`` picks the tables' presets ("book", the book's recipe, or "released"; ``config.RECIPES``)."""
+    recipe_preset(recipe, "av")                        # an unknown recipe fails here, before any training
     warnings.filterwarnings("ignore")
     if threads is None:
         raw = os.environ.get(THREADS_ENV, "4")
@@ -74,7 +95,7 @@ def setup(scale: str = "default", data: str = "avdigits", seeds: Sequence[int] |
             raise ValueError(f"${THREADS_ENV} must be a positive integer (torch threads per notebook), got {raw!r}")
         threads = int(raw)
     torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
-    run = NotebookRun(scale, str(data), device, cache_dir, with_seeds(budget(scale), seeds))
+    run = NotebookRun(scale, str(data), device, cache_dir, with_seeds(budget(scale), seeds), recipe)
     banner = scale_banner(scale)
     if banner:
         from IPython.display import HTML, display      # only inside a notebook kernel
