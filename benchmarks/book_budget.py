@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_step import random_batch  # noqa: E402
 
-from cmg_lib.config import BOOK_EPOCHS  # noqa: E402
+from cmg_lib.config import BOOK_EPOCHS, RECIPES  # noqa: E402
 from cmg_lib.model import build_model  # noqa: E402
 from cmg_lib.train import make_optimizers, seed_everything, train_step  # noqa: E402
 
@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="default")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per distinct configuration")
-    parser.add_argument("--recipe", default="book", help="the tables' recipe (the notebooks' `recipe` parameter): "
-                        "book or released")
+    parser.add_argument("--recipe", default="book", choices=sorted(RECIPES),
+                        help="the tables' recipe (the notebooks' `recipe` parameter)")
     parser.add_argument("--set-budget", nargs="*", default=[], metavar="KEY=VALUE",
                         help="budget entries to change (JSON values), e.g. pretrain_steps=600")
     args = parser.parse_args(argv)
@@ -169,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     if any(item.startswith(("methods=", "size_sweep_methods=", "pretrain_sizes=")) for item in args.set_budget):
         grid = [(s, m) for i, s in enumerate(b.pretrain_sizes) for m in b.methods
                 if i == 0 or m in b.size_sweep_methods]
-    if args.recipe not in ("book", "released"):
-        raise SystemExit(f"book_budget.py: error: --recipe must be book or released, got {args.recipe!r}")
     calls = book_runs(b, args.scale, grid, args.recipe)
     runs: dict[str, dict] = {}
     for run in calls:

@@ -297,8 +297,8 @@ def same_code_claims(same: Mapping[str, Mapping[int, float]], half: float = 0.5)
         out.append(greater("Uni-Code gives audio and video the same code on aligned segments more often than the "
                            "baseline", pct["unicode"], pct["baseline"], names=("Uni-Code", "baseline")))
     if "unicode" in pct:
-        out.append(exceeds(f"Uni-Code gives audio and video the same code on {100 * half:.0f} % of the aligned segments",
-                           pct["unicode"], 100 * half, what="same code on aligned segments", unit=" %"))
+        out.append(exceeds(f"Uni-Code gives audio and video the same code on {100 * half:.0f} % of the aligned "
+                           "segments", pct["unicode"], 100 * half, what="same code on aligned segments", unit=" %"))
     return out
 
 

@@ -49,19 +49,30 @@ class NotebookRun:
                  overrides: Sequence[str] = (), steps: int | None = None) -> Path:
         """The cached run of a preset at this notebook's scale (``runs.pretrain_run``; 40K, the paper's AVT size,
         unless ``pretrain_size`` says otherwise). Its number of updates is remembered for :meth:`scope`."""
-        fixed = steps or self.budget.steps_for(preset_name)
-        self.trained.setdefault((preset_name, pretrain_size), set()).add(
-            fixed if fixed is not None else self.budget.recipe_steps(preset_name, self.scale, pretrain_size)
-            if self.data == "avdigits" else f"{BOOK_EPOCHS} epochs")
+        self.trained.setdefault((preset_name, pretrain_size), set()).add(self._updates(preset_name, pretrain_size,
+                                                                                       steps))
         return pretrain_run(preset_name, method, scale=self.scale, data=self.data, seed=seed, device=self.device,
                             pretrain_size=pretrain_size, overrides=overrides, steps=steps, cache_dir=self.cache_dir)
+
+    def _updates(self, preset_name: str, pretrain_size: str, steps: int | None) -> int | str:
+        """What a run of ``pretrain`` trains: ``steps``, else the budget's steps for the preset, else the book
+        recipe's epochs as updates of the embedded set (as "6 epochs" for other data, whose size is not known here)."""
+        fixed = steps or self.budget.steps_for(preset_name)
+        if fixed is not None:
+            return fixed
+        if self.data != "avdigits":
+            return f"{BOOK_EPOCHS} epochs"
+        return self.budget.recipe_steps(preset_name, self.scale, pretrain_size)
 
     def steps_text(self) -> str:
         """The updates of the runs this notebook asked for, e.g. "222 (book_av, 24K); 372 (book_avt, 40K)"."""
         if not self.trained:
             return str(self.budget.pretrain_steps)
-        return "; ".join(f"{', '.join(map(str, sorted(n, key=lambda v: (isinstance(v, str), v))))} ({p}, {size.upper()})"
-                         for (p, size), n in sorted(self.trained.items()))
+        parts = []
+        for (preset_name, size), lengths in sorted(self.trained.items()):
+            ordered = sorted(lengths, key=lambda v: (isinstance(v, str), v))       # numbers first, then "6 epochs"
+            parts.append(f"{', '.join(map(str, ordered))} ({preset_name}, {size.upper()})")
+        return "; ".join(parts)
 
     def evaluate(self, ckpt, task: str, directions, seeds: Sequence[int] | None = None, **kwargs) -> list[dict]:
         """Cached downstream records of ``ckpt`` (``evals.evaluate``) over this notebook's head seeds."""

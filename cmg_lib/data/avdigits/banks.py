@@ -162,7 +162,8 @@ def gains(rng, shape, snr_db: tuple[float, float]) -> tuple[np.ndarray, np.ndarr
 def train_audio_extractor(seed: int, spec: Scale, bank: dict, mixer: AudioMixer) -> tuple[dict, dict]:
     """Isolated-word recognition (34 words or noise) on the extractor voices: 4/5 train, 1/5 held out."""
     ex_voices = np.flatnonzero(bank["voice_pool"] == EXTRACTOR)
-    held = ex_voices[stream_rng(seed, "extractor-held-voices").permutation(len(ex_voices))[: max(1, len(ex_voices) // 5)]]
+    order = stream_rng(seed, "extractor-held-voices").permutation(len(ex_voices))
+    held = ex_voices[order[: max(1, len(ex_voices) // 5)]]
     noise_ids = np.flatnonzero(bank["noise_pool"] == EXTRACTOR)
     ex_words = np.flatnonzero(bank["word_pool"] == EXTRACTOR)
 

@@ -87,7 +87,8 @@ def _video_track(rng, lk: Lookups, p: int, seg_class: np.ndarray, partial: float
     out = {"v_left": left.astype(np.int32), "v_right": right.astype(np.int32),
            "v_x": (rng.random(shape) * (room_x + 1)).astype(np.int8), "v_gap": gap.astype(np.int8),
            "v_y": rng.integers(2, vision.CANVAS - vision.SPRITE - 1, shape).astype(np.int8),
-           "v_dy": rng.integers(-2, 3, shape).astype(np.int8), "v_gain": rng.uniform(0.7, 1.0, shape).astype(np.float16),
+           "v_dy": rng.integers(-2, 3, shape).astype(np.int8),
+           "v_gain": rng.uniform(0.7, 1.0, shape).astype(np.float16),
            "v_partial": part}
     out.update(vision.clutter_params(rng, shape, lambda: lk.draw(rng, lk.fragment, np.full(shape, p)),
                                      lambda: lk.draw(rng, lk.field, np.full(shape, p)), lk.spec.redundancy.clutter))
