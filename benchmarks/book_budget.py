@@ -1,12 +1,12 @@
 """Estimate the book's pre-training and downstream compute from its budget table, in a few minutes (not a test).
 
-The pre-training runs are enumerated as the notebooks make them (``book_runs``: notebooks 01-09 call
-``experiments.pretrain_run`` with these arguments; equal configurations share one cached run, so they are counted
-once by their cache key). Each distinct configuration's step is timed on random inputs of its shapes (``--steps``
+The pre-training runs are the ones the notebooks make (``book_runs``: ``experiments.chapters.plan`` replays the
+chapter functions that notebooks 01-09 call, recording instead of training; equal configurations share one cached
+run, so they are counted once by their cache key). Each distinct configuration's step is timed on random inputs of its shapes (``--steps``
 steps after one warm-up, median) with ``--threads`` threads and with ``--threads / 2`` (two notebooks side by side,
 as ``tools/build_book.py`` runs them); the estimate is runs x steps x step time. Each downstream task's head
 training is timed once on a randomly initialised model (needs the scale's data: ``make data``) and multiplied by
-the number of head trainings (runs x directions x seeds).
+the number of head trainings the chapters make (the first on each checkpoint extracts its codes).
 
     python benchmarks/book_budget.py --scale default --threads 2
     python benchmarks/book_budget.py --scale default --set-budget pretrain_steps=600   # a changed budget
@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_step import random_batch  # noqa: E402
 
-from cmg_lib.config import BOOK_EPOCHS, RECIPES  # noqa: E402
+from cmg_lib.config import RECIPES  # noqa: E402
 from cmg_lib.model import build_model  # noqa: E402
 from cmg_lib.train import make_optimizers, seed_everything, train_step  # noqa: E402
 
@@ -37,53 +37,16 @@ WORKERS = 2                # notebooks side by side in tools/build_book.py on a 
 
 
 def read_budget(scale: str):
-    """The budget of ``scale`` and its Table 1 grid (``cmg_lib.experiments.budgets``)."""
+    """The budget of ``scale`` (``cmg_lib.experiments.budgets``)."""
     from cmg_lib import experiments as ex
-    return ex.budget(scale), ex.table1_grid(scale)
+    return ex.budget(scale)
 
 
-def book_runs(b, scale: str, grid: list[tuple[str, str]], recipe: str = "book") -> list[dict]:
-    """Every ``pretrain_run`` call of notebooks 01-09 for budget ``b`` and the tables' ``recipe`` (before
-    de-duplication), in notebook order; evals: the downstream head trainings made on that checkpoint as ``(task,
-    heads)`` (directions x head seeds)."""
+def book_runs(b, scale: str, recipe: str = "book"):
+    """The distinct pre-training runs of notebooks 01-09 for budget ``b`` and the tables' ``recipe``, with the head
+    trainings made on each: ``experiments.chapters.plan``, the chapters' own functions replayed without training."""
     from cmg_lib import experiments as ex
-    seeds, main, av = len(b.seeds), b.pretrain_sizes[0], len(ex.AV_DIRECTIONS)
-    p_av, p_avt, p_vt = (ex.recipe_preset(recipe, m) for m in ("av", "avt", "vt"))
-    av_tasks = [("ave", av * seeds), ("avvp", av * seeds)]
-    runs = [dict(nb="01", preset=p_avt, method="unicode", size="40k", overrides=(), evals=[])]
-    runs += [dict(nb="02", preset=p_av, method=m, size=s, overrides=(), evals=av_tasks) for s, m in grid]
-    runs += [dict(nb="03", preset=p_av, method="unicode", size=s, overrides=tuple(ex.ablation_overrides(r)),
-                  evals=av_tasks) for s in b.ablation_sizes for r in b.ablations]
-    runs += [dict(nb="04", preset=p_avt, method="unicode", size="40k", overrides=tuple(ex.ablation_overrides(r)),
-                  evals=[(t, av * seeds) for t in ("ave", "avvp", "ave_avvp", "ucf_vgg")]) for r in b.avt_ablations]
-    runs += [dict(nb="04", preset=p_avt, method="unicode", size="40k", overrides=(),
-                  evals=[(t, 2 * seeds) for t in ("ave", "avvp", "ucf_vgg")])]           # the labelled-modality row
-    runs += [dict(nb="05", preset=p_av, method="unicode", size=main, overrides=(f"model.codebook_size={L}",),
-                  evals=[("ave", av * seeds)]) for L in ex.codebook_sweep(b, p_av)]
-    runs += [dict(nb="06", preset=p_av, method=m, size=main, overrides=(), evals=[])
-             for m in ("baseline", "cmcm", "unicode") if m in b.methods]
-    runs += [dict(nb="07", preset=p_avt, method=m, size="40k", overrides=(), evals=[("avs", 2 * len(b.avs_seeds))])
-             for m in ("baseline", "unicode")]
-    size = "24k" if "24k" in b.pretrain_sizes else main
-    runs += [dict(nb="08", preset=p_vt, method=m, size=size, overrides=(), evals=[("retrieval", 2 * seeds)])
-             for m in ("baseline", "unicode")]
-    runs = [dict(r, seed=s) for r in runs for s in b.pretrain_seeds]           # every notebook loops over them
-    updates = b.recipe_steps("book_av", scale, "24k")                          # experiments.why.row_runs
-    why = [("book_av", "unicode", (), b.why_long_factor * updates, 3)]          # evaluated at 3 of its steps
-    why += [("book_av", "unicode", sw.overrides, None, 1) for sw in ex.why.SWITCHES.values()]
-    why += [("tiny_av", "unicode", (f"train.epochs={BOOK_EPOCHS}",), updates, 1), ("book_av", "baseline", (), None, 1)]
-    runs += [dict(nb="09", preset=p, method=m, size="24k", overrides=o, seed=s, steps=steps,
-                  evals=[("ave", 2 * av * points if m == "unicode" else av * len(b.seeds))])
-             for p, m, o, steps, points in why for s in b.why_seeds]
-    return runs
-
-
-def _config(run: dict, scale: str, b):
-    from cmg_lib import experiments as ex
-    cfg = ex.experiment_config(run["preset"], run["method"], scale=scale, seed=run["seed"],
-                               pretrain_size=run["size"], overrides=run["overrides"])
-    steps = run.get("steps") or b.steps_for(run["preset"])         # None: the book recipe's epochs
-    return cfg, ex.run_key(cfg, "avdigits", steps)[1]
+    return ex.chapters.plan(scale, recipe, b)
 
 
 def step_seconds(cfg, steps: int, threads: int) -> float:
@@ -156,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{args.steps}")
     torch.set_num_threads(args.threads)
     try:
-        b, grid = read_budget(args.scale)
+        b = read_budget(args.scale)
     except ValueError as err:
         raise SystemExit(f"book_budget.py: error: {err}") from None
     known = {f.name for f in dataclasses.fields(b)}
@@ -166,40 +129,34 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"book_budget.py: error: unknown budget key {key!r}; known: {sorted(known)}")
         value = json.loads(raw)
         b = dataclasses.replace(b, **{key: tuple(value) if isinstance(value, list) else value})
-    if any(item.startswith(("methods=", "size_sweep_methods=", "pretrain_sizes=")) for item in args.set_budget):
-        grid = [(s, m) for i, s in enumerate(b.pretrain_sizes) for m in b.methods
-                if i == 0 or m in b.size_sweep_methods]
-    calls = book_runs(b, args.scale, grid, args.recipe)
-    runs: dict[str, dict] = {}
-    for run in calls:
-        cfg, key = _config(run, args.scale, b)
-        runs.setdefault(key, {**run, "config": cfg, "evals": []})["evals"] += run["evals"]
+    plan = book_runs(b, args.scale, args.recipe)
+    runs = plan.runs
     timed: dict[tuple, tuple[float, float]] = {}
     started = time.perf_counter()
-    for run in runs.values():                # the data size does not change a step's cost: time each shape once
-        shape = (run["preset"], run["method"], run["overrides"])
+    step_s: dict[str, tuple[float, float]] = {}     # run key -> (step seconds, step seconds side by side)
+    for key, run in runs.items():           # the data size does not change a step's cost: time each shape once
+        shape = (run.preset, run.method, run.overrides)
         if shape not in timed:
-            timed[shape] = (step_seconds(run["config"], args.steps, args.threads),
-                            step_seconds(run["config"], args.steps, max(1, args.threads // WORKERS)))
-        run["step_s"], run["step_side_s"] = timed[shape]
-        run["steps"] = run.get("steps") or b.recipe_steps(run["preset"], args.scale, run["size"])
-    total = sum(r["step_s"] * r["steps"] for r in runs.values())
-    side = sum(r["step_side_s"] * r["steps"] for r in runs.values()) / WORKERS
+            timed[shape] = (step_seconds(run.config, args.steps, args.threads),
+                            step_seconds(run.config, args.steps, max(1, args.threads // WORKERS)))
+        step_s[key] = timed[shape]
+    total = sum(step_s[k][0] * r.steps for k, r in runs.items())
+    side = sum(step_s[k][1] * r.steps for k, r in runs.items()) / WORKERS
     print(f"scale={args.scale} recipe={args.recipe} threads={args.threads} pretrain_steps={b.pretrain_steps} "
           f"book_steps={b.book_steps} batch={b.batch_size} "
-          f"({len(calls)} pretrain_run calls in the notebooks, {len(runs)} distinct runs, {len(timed)} step shapes "
+          f"({plan.calls} pretrain calls in the notebooks, {len(runs)} distinct runs, {len(timed)} step shapes "
           f"timed in {time.perf_counter() - started:.0f} s)")
     by_nb: dict[str, list] = {}
-    for r in runs.values():
-        by_nb.setdefault(r["nb"], []).append(r)
-    for nb, rs in sorted(by_nb.items()):
-        kinds = sorted({f"{r['preset']}/{r['method']} {r['step_s'] * 1e3:.0f} ms" for r in rs})
-        print(f"  notebook {nb}: {len(rs):2d} new runs, {sum(r['step_s'] * r['steps'] for r in rs):7.0f} s "
+    for key, r in runs.items():
+        by_nb.setdefault(r.chapter, []).append(key)
+    for nb, keys in sorted(by_nb.items()):
+        kinds = sorted({f"{runs[k].preset}/{runs[k].method} {step_s[k][0] * 1e3:.0f} ms" for k in keys})
+        print(f"  notebook {nb}: {len(keys):2d} new runs, {sum(step_s[k][0] * runs[k].steps for k in keys):7.0f} s "
               f"(steps: {', '.join(kinds)})")
     heads: dict[str, int] = {}
     for r in runs.values():
-        for task, count in r["evals"]:
-            heads[task] = heads.get(task, 0) + count
+        for task, *_ in r.heads:
+            heads[task] = heads.get(task, 0) + 1
     print(f"pre-training, one run at a time ({args.threads} threads): {total:.0f} s = {total / 60:.1f} min")
     print(f"pre-training, {WORKERS} runs side by side ({max(1, args.threads // WORKERS)} thread(s) each, as "
           f"tools/build_book.py runs notebooks; perfect packing): {side:.0f} s = {side / 60:.1f} min")
@@ -211,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     else:        # per checkpoint and task: the first head extracts the codes, the others reuse them
         print("downstream heads (count; seconds of a checkpoint's first / each further one, on a random model): "
               + ", ".join(f"{t} {heads[t]}; {a:.1f} / {r:.1f} s" for t, (a, r) in per_head.items()))
-        down = sum(per_head[t][0] + (n - 1) * per_head[t][1] for r in runs.values() for t, n in r["evals"])
+        down = sum(per_head[t][0] + (n - 1) * per_head[t][1] for r in runs.values()
+                   for (t, _ckpt), n in r.heads_per_checkpoint().items())
     best = min(total, side) + down
     print(f"estimate: pre-training {min(total, side) / 60:.1f} min + downstream {down / 60:.1f} min = "
           f"{best / 60:.1f} min of compute, {best / LIMIT_S:.0%} of the {LIMIT_S // 60}-minute limit (the data "

@@ -6,13 +6,15 @@
 * ``tables``: mean ± std tables over seeds, ours beside the paper's; ``paper``: the paper's printed numbers.
 * ``claims``: holds / does not hold / inconclusive over pre-training seeds, one tested function per claim.
 * ``notebook``: a notebook's setup in one call (``setup``).
+* ``chapters``: the runs and head trainings of each chapter (what the notebooks call), and ``plan``, which replays
+  them without training (``benchmarks/book_budget.py`` counts the book's compute with it).
 * ``diagnostics`` / ``why``: the measures and controlled experiments of the chapter on the released recipe.
 """
 from ..config import ABLATIONS, RECIPES, ablation_overrides, recipe_preset
 from ..downstream import direction_label
 from ..storage import cache_root
 from ..usage import code_usage
-from . import claims, diagnostics, why
+from . import chapters, claims, diagnostics, why
 from .budgets import BUDGETS, Budget, budget, codebook_sweep, experiment_config, table1_grid
 from .evals import AV_DIRECTIONS, TASK_METRIC, avs_overlays, downstream, evaluate, load_results
 from .notebook import NotebookRun, setup
@@ -23,7 +25,7 @@ from .tables import aggregate, field, mean_metric, results_table, side_by_side
 
 __all__ = ["ABLATIONS", "AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "RECIPES", "TASK_METRIC",
            "ablation_overrides", "codebook_sweep", "recipe_preset",
-           "aggregate", "avs_overlays", "budget", "cache_root", "checkpoint_key", "claims", "code_usage", "diagnostics",
+           "aggregate", "avs_overlays", "budget", "cache_root", "chapters", "checkpoint_key", "claims", "code_usage", "diagnostics",
            "direction_label", "downstream", "evaluate", "experiment_config", "field", "history_records",
            "load_results", "mean_metric", "paper_table", "pretrain_run", "pretrained", "results_table",
            "run_config", "run_history", "run_key", "setup", "side_by_side", "snapshot", "table1_grid", "why"]

@@ -109,8 +109,12 @@ def epoch_batches(scale: str, pretrain_size: str, batch_size: int) -> int:
 
 
 def with_seeds(b: Budget, seeds=None) -> Budget:
-    """``b`` with its head seeds replaced (a notebook's ``seeds`` parameter), unchanged for None."""
-    return b if not seeds else replace(b, seeds=tuple(int(s) for s in seeds))
+    """``b`` with its head seeds replaced (a notebook's ``seeds`` parameter), the AVS task's too; unchanged for
+    None."""
+    if not seeds:
+        return b
+    seeds = tuple(int(s) for s in seeds)
+    return replace(b, seeds=seeds, avs_seeds=seeds)
 
 
 def codebook_sweep(b: Budget, preset_name: str) -> list[int]:
@@ -119,10 +123,10 @@ def codebook_sweep(b: Budget, preset_name: str) -> list[int]:
     return sorted({*b.codebook_sizes, preset(preset_name).model.codebook_size})
 
 
-def table1_grid(scale: str) -> list[tuple[str, str]]:
-    """``(pretrain_size, method)`` pairs of Table 1 at a scale: every method at the main size, the
-    ``size_sweep_methods`` at every size."""
-    b = budget(scale)
+def table1_grid(scale: str | Budget) -> list[tuple[str, str]]:
+    """``(pretrain_size, method)`` pairs of Table 1 at a scale (or of a budget): every method at the main size,
+    the ``size_sweep_methods`` at every size."""
+    b = scale if isinstance(scale, Budget) else budget(scale)
     return [(size, m) for i, size in enumerate(b.pretrain_sizes) for m in b.methods
             if i == 0 or m in b.size_sweep_methods]
 

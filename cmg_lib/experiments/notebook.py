@@ -15,7 +15,7 @@ from ..config import BOOK_EPOCHS, recipe_preset
 from . import claims
 from .budgets import Budget, budget, with_seeds
 from .evals import avs_overlays, evaluate
-from .runs import pretrain_run
+from .runs import pretrain_run, snapshot
 
 THREADS_ENV = "CMG_TORCH_THREADS"   # torch threads of a notebook's kernel (set by tools/build_book.py)
 
@@ -41,6 +41,12 @@ class NotebookRun:
     def pretrain_seeds(self) -> list[int]:
         return list(self.budget.pretrain_seeds)
 
+    @property
+    def avs_seeds(self) -> list[int]:
+        """Head seeds of the AVS task (its own budget entry: the costliest head; the notebook's ``seeds`` when
+        given)."""
+        return list(self.budget.avs_seeds)
+
     def preset(self, modalities: str) -> str:
         """This notebook's recipe's preset for ``modalities`` ("av", "at", "vt", "avt"; ``config.RECIPES``)."""
         return recipe_preset(self.recipe, modalities)
@@ -53,6 +59,10 @@ class NotebookRun:
                                                                                        steps))
         return pretrain_run(preset_name, method, scale=self.scale, data=self.data, seed=seed, device=self.device,
                             pretrain_size=pretrain_size, overrides=overrides, steps=steps, cache_dir=self.cache_dir)
+
+    def snapshot(self, ckpt, step: int) -> Path:
+        """The same run's checkpoint at ``step`` (``runs.snapshot``)."""
+        return snapshot(ckpt, step)
 
     def _updates(self, preset_name: str, pretrain_size: str, steps: int | None) -> int | str:
         """What a run of ``pretrain`` trains: ``steps``, else the budget's steps for the preset, else the book

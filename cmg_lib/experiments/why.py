@@ -22,7 +22,6 @@ from . import claims
 from .diagnostics import diagnose
 from .evals import AV_DIRECTIONS
 from .notebook import NotebookRun
-from .runs import snapshot
 
 LABELLED = (("audio", "audio"), ("video", "video"))
 CROSS = AV_DIRECTIONS                              # V→A, A→V: the paper's cross-modal directions
@@ -83,8 +82,8 @@ def recipe_rows(nb: NotebookRun, seeds: Sequence[int]) -> dict[str, dict[int, st
     """The book recipe's rows from its longer runs: ``book recipe`` and ``SHORTER`` (their snapshots at the
     recipe's and the shorter row's updates) and ``LONGER`` (the runs themselves), per seed."""
     n, longer = steps(nb), longer_runs(nb, seeds)
-    return {"book recipe": {s: snapshot(c, n["recipe"]) for s, c in longer.items()},
-            SHORTER: {s: snapshot(c, n["shorter"]) for s, c in longer.items()}, LONGER: longer}
+    return {"book recipe": {s: nb.snapshot(c, n["recipe"]) for s, c in longer.items()},
+            SHORTER: {s: nb.snapshot(c, n["shorter"]) for s, c in longer.items()}, LONGER: longer}
 
 
 def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:

@@ -1,0 +1,223 @@
+"""What each chapter trains and evaluates: the pre-training runs and head trainings of notebooks 01-09, one function
+per chapter, each taking the notebook's :class:`NotebookRun`.
+
+The notebooks call these functions; :func:`plan` calls the same functions on a :class:`PlanRecorder`, a
+``NotebookRun`` that records every run and head training instead of doing it, so the book's compute is counted
+from the code that spends it (``benchmarks/book_budget.py``) and there is no second list of runs to keep in step.
+Run lists and evaluation loops live here; the tables, figures and verdicts stay in the notebooks and ``claims``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..checkpoint import snapshot_name
+from ..config import Config, ablation_overrides
+from . import why
+from .budgets import Budget, budget, codebook_sweep, experiment_config, table1_grid, with_seeds
+from .evals import AV_DIRECTIONS
+from .notebook import NotebookRun
+from .runs import run_key
+
+AV_TASKS = ("ave", "avvp")
+AVT_TASKS = ("ave", "avvp", "ave_avvp", "ucf_vgg")
+LABELLED_TASKS = ("ave", "avvp", "ucf_vgg")           # Table 3's labelled-modality row
+LABELLED_ROW = ((("video", "video"),), "V→A"), ((("audio", "audio"),), "A→V")   # (directions, the column it sits in)
+AVS_DIRECTIONS = (("audio", "text"), ("text", "audio"))
+RETRIEVAL_DIRECTIONS = (("video", "text"), ("text", "video"))
+FIG4_METHODS = ("baseline", "cmcm", "unicode")
+PAIR_METHODS = ("baseline", "unicode")               # Tables 4 and 5: the baseline against Uni-Code
+
+
+def _per_measure(records: list[dict], measures: Sequence[str]) -> list[dict]:
+    """One record per (record, measure), ``metric`` set to that measure (Tables 4 and 5 report two each)."""
+    return [{**r, "metric": r["metrics"][k], "measure": k} for r in records for k in measures]
+
+
+# ------------------------------------------------------------------------------------------------------ chapters
+def pretraining(nb: NotebookRun) -> dict[int, Path]:
+    """Notebook 01: one AVT Uni-Code run per pre-training seed."""
+    return {s: nb.pretrain(nb.preset("avt"), "unicode", seed=s) for s in nb.pretrain_seeds}
+
+
+def table1(nb: NotebookRun) -> list[dict]:
+    """Notebook 02: AVE and AVVP records of the scale's methods at its sizes (``budgets.table1_grid``), tagged
+    ``method`` and ``pretrain_size``."""
+    records = []
+    for size, method in table1_grid(nb.budget):
+        for seed in nb.pretrain_seeds:
+            ckpt = nb.pretrain(nb.preset("av"), method, seed=seed, pretrain_size=size)
+            for task in AV_TASKS:
+                records += nb.evaluate(ckpt, task, AV_DIRECTIONS, tags={"method": method, "pretrain_size": size})
+    return records
+
+
+def table2(nb: NotebookRun) -> list[dict]:
+    """Notebook 03: AVE and AVVP records of the AV ablation rows at the budget's ``ablation_sizes``, tagged
+    ``row`` and ``pretrain_size``."""
+    records = []
+    for size in nb.budget.ablation_sizes:
+        for row in nb.budget.ablations:
+            for seed in nb.pretrain_seeds:
+                ckpt = nb.pretrain(nb.preset("av"), "unicode", seed=seed, pretrain_size=size,
+                                   overrides=ablation_overrides(row))
+                for task in AV_TASKS:
+                    records += nb.evaluate(ckpt, task, AV_DIRECTIONS, tags={"row": row, "pretrain_size": size})
+    return records
+
+
+def table3(nb: NotebookRun) -> list[dict]:
+    """Notebook 04: records of the AVT ablation rows on the four tasks, and the labelled-modality row (the full
+    model's head trained and tested on the same modality, shown in the column of the direction it bounds), tagged
+    ``row`` (and ``direction`` for that row)."""
+    records = []
+    for row in nb.budget.avt_ablations:
+        for seed in nb.pretrain_seeds:
+            ckpt = nb.pretrain(nb.preset("avt"), "unicode", seed=seed, overrides=ablation_overrides(row))
+            for task in AVT_TASKS:
+                records += nb.evaluate(ckpt, task, AV_DIRECTIONS, tags={"row": row})
+    for seed in nb.pretrain_seeds:
+        ckpt = nb.pretrain(nb.preset("avt"), "unicode", seed=seed)
+        for task in LABELLED_TASKS:
+            for same, label in LABELLED_ROW:
+                records += nb.evaluate(ckpt, task, same, tags={"row": "labeled modality", "direction": label})
+    return records
+
+
+def figure3(nb: NotebookRun) -> list[dict]:
+    """Notebook 05: AVE records of Uni-Code per codebook size (``budgets.codebook_sweep``), tagged
+    ``codebook_size``."""
+    records = []
+    for size in codebook_sweep(nb.budget, nb.preset("av")):
+        for seed in nb.pretrain_seeds:
+            ckpt = nb.pretrain(nb.preset("av"), "unicode", seed=seed, pretrain_size=nb.budget.main_size,
+                               overrides=[f"model.codebook_size={size}"])
+            records += nb.evaluate(ckpt, "ave", AV_DIRECTIONS, tags={"codebook_size": size})
+    return records
+
+
+def figure4(nb: NotebookRun) -> dict[tuple[str, int], Path]:
+    """Notebook 06: the AV runs whose codes the chapter maps, per (method, pre-training seed), for the methods of
+    :data:`FIG4_METHODS` the budget trains."""
+    return {(m, s): nb.pretrain(nb.preset("av"), m, seed=s, pretrain_size=nb.budget.main_size)
+            for m in FIG4_METHODS if m in nb.budget.methods for s in nb.pretrain_seeds}
+
+
+def table4(nb: NotebookRun, count: int = 4) -> tuple[list[dict], dict[str, dict]]:
+    """Notebook 07: AVS records (one per measure, mIoU and F-score, tagged ``method`` and ``measure``) over the
+    AVS head seeds, and Fig. 5's T→A masks of the first ``count`` test clips per method (the first pre-training
+    seed; the same cached head run as the table's first T→A seed)."""
+    records, masks = [], {}
+    epochs = nb.budget.avs_epochs
+    for method in PAIR_METHODS:
+        for seed in nb.pretrain_seeds:
+            ckpt = nb.pretrain(nb.preset("avt"), method, seed=seed)
+            if seed == nb.pretrain_seeds[0]:
+                masks[method] = nb.avs_overlays(ckpt, train_modality="text", test_modality="audio",
+                                                seed=nb.avs_seeds[0], epochs=epochs, count=count)
+            records += _per_measure(nb.evaluate(ckpt, "avs", AVS_DIRECTIONS, nb.avs_seeds, tags={"method": method},
+                                                epochs=epochs), ("miou", "f_score"))
+    return records, masks
+
+
+def table5(nb: NotebookRun) -> list[dict]:
+    """Notebook 08: video-text retrieval records (one per measure, R@5 and R@10), tagged ``method`` and
+    ``measure``, pre-trained on 24K (the paper's VT set) when the budget has it."""
+    size = "24k" if "24k" in nb.budget.pretrain_sizes else nb.budget.main_size
+    records = []
+    for method in PAIR_METHODS:
+        for seed in nb.pretrain_seeds:
+            ckpt = nb.pretrain(nb.preset("vt"), method, seed=seed, pretrain_size=size)
+            records += _per_measure(nb.evaluate(ckpt, "retrieval", RETRIEVAL_DIRECTIONS, tags={"method": method}),
+                                    ("R@5", "R@10"))
+    return records
+
+
+def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict[int, Path]], list[dict], list[dict]]:
+    """Notebook 09: the controlled experiments' checkpoints per (row, seed) (``why.row_runs``), their AVE records
+    (``why.transfer``) and the baseline's cross-modal records over the same seeds (the targets' reference)."""
+    runs = why.row_runs(nb)
+    baseline = why.baseline_runs(nb, nb.budget.why_seeds)
+    base = [r for c in baseline.values() for r in nb.evaluate(c, "ave", why.CROSS, tags={"row": "baseline"})]
+    return runs, why.transfer(nb, runs), base
+
+
+# ------------------------------------------------------------------------------------------------------ the plan
+@dataclass
+class PlannedRun:
+    """One distinct pre-training run of the book: the configuration trained, its updates, the first chapter that
+    asks for it, and the head trainings made on it (``(task, checkpoint, direction, seed, epochs)``, checkpoint
+    being ``final.pt`` or a snapshot's name)."""
+
+    key: str
+    config: Config
+    steps: int
+    chapter: str
+    preset: str
+    method: str
+    overrides: tuple[str, ...]
+    heads: set[tuple] = field(default_factory=set)
+
+    def heads_per_checkpoint(self) -> dict[tuple[str, str], int]:
+        """Head trainings per ``(task, checkpoint)``: the first on each extracts that checkpoint's codes."""
+        out: dict[tuple[str, str], int] = {}
+        for task, ckpt, *_ in self.heads:
+            out[(task, ckpt)] = out.get((task, ckpt), 0) + 1
+        return out
+
+
+class PlanRecorder(NotebookRun):
+    """A :class:`NotebookRun` that trains and evaluates nothing: ``pretrain`` records the run (by its cache key,
+    as ``runs.pretrained`` would find it) and returns where its ``final.pt`` would be, ``evaluate`` records the head
+    trainings (as the result cache would de-duplicate them) and returns no records."""
+
+    PLACEHOLDER = Path("<planned>")
+
+    def __init__(self, scale: str, b: Budget, recipe: str = "book"):
+        super().__init__(scale, "avdigits", "cpu", None, b, recipe)
+        self.chapter = ""
+        self.runs: dict[str, PlannedRun] = {}
+        self.calls = 0
+
+    def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str = "40k",
+                 overrides: Sequence[str] = (), steps: int | None = None) -> Path:
+        self.calls += 1
+        updates = self._updates(preset_name, pretrain_size, steps)
+        self.trained.setdefault((preset_name, pretrain_size), set()).add(updates)
+        cfg = experiment_config(preset_name, method, scale=self.scale, seed=seed, device=self.device,
+                                pretrain_size=pretrain_size, overrides=overrides)
+        full, key = run_key(cfg, self.data, steps or self.budget.steps_for(preset_name))
+        self.runs.setdefault(key, PlannedRun(key, full, updates, self.chapter, preset_name, method,
+                                             tuple(overrides)))
+        return self.PLACEHOLDER / key / "final.pt"
+
+    def snapshot(self, ckpt, step: int) -> Path:
+        return Path(ckpt).parent / snapshot_name(step)
+
+    def evaluate(self, ckpt, task: str, directions, seeds: Sequence[int] | None = None, **kwargs) -> list[dict]:
+        ckpt = Path(ckpt)
+        epochs = kwargs.get("epochs", self.budget.downstream_epochs)
+        for train_m, test_m in directions:
+            for seed in self.seeds if seeds is None else seeds:
+                self.runs[ckpt.parent.name].heads.add((task, ckpt.name, (train_m, test_m), int(seed), epochs))
+        return []
+
+    def avs_overlays(self, ckpt, **kwargs) -> dict:
+        return {}
+
+
+def plan(scale: str, recipe: str = "book", b: Budget | None = None,
+         seeds: Sequence[int] | None = None) -> PlanRecorder:
+    """Every pre-training run and head training of notebooks 01-09 at ``scale`` (budget ``b``, default the
+    scale's; ``seeds``: the notebooks' head-seed parameter), recorded without training: the recorder's ``runs``
+    (distinct runs by cache key, in the order the chapters first ask for them) and ``calls`` (pretrain calls)."""
+    recorder = PlanRecorder(scale, with_seeds(b if b is not None else budget(scale), seeds), recipe)
+    chapters = {"01": pretraining, "02": table1, "03": table2, "04": table3, "05": figure3, "06": figure4,
+                "07": table4, "08": table5}
+    for name, chapter in chapters.items():
+        recorder.chapter = name
+        chapter(recorder)
+    recorder.chapter = "09"                      # the why chapter names its presets itself (book_av, tiny_av)
+    why_released_recipe(recorder)
+    return recorder

@@ -1,0 +1,96 @@
+"""experiments.chapters: the notebooks' run lists, and the plan that replays them without training."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cmg_lib.checkpoint import snapshot_name
+from cmg_lib.experiments import chapters, notebook, runs
+from cmg_lib.experiments.budgets import budget
+from cmg_lib.storage import atomic_write_json
+
+CHAPTERS = [chapters.pretraining, chapters.table1, chapters.table2, chapters.table3, chapters.figure3,
+            chapters.figure4, chapters.table4, chapters.table5, chapters.why_released_recipe]
+
+
+def _heads(plan) -> Counter:
+    return Counter(task for run in plan.runs.values() for task, *_ in run.heads)
+
+
+def test_plan_counts_the_smoke_and_default_books():
+    # Known answers: the run and result caches of the smoke book (CI) and of the default build of 2026-12-02 hold
+    # exactly these runs and head trainings.
+    smoke = chapters.plan("smoke")
+    assert (smoke.calls, len(smoke.runs)) == (26, 18)
+    assert _heads(smoke) == {"ave": 52, "avvp": 14, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4, "retrieval": 4}
+    default = chapters.plan("default")
+    assert (default.calls, len(default.runs)) == (84, 57)
+    assert _heads(default) == {"ave": 162, "avvp": 54, "ucf_vgg": 18, "ave_avvp": 12, "avs": 12, "retrieval": 12}
+    assert Counter(r.chapter for r in default.runs.values()) == {"01": 3, "02": 9, "03": 9, "04": 3, "05": 6,
+                                                                 "07": 3, "08": 6, "09": 18}
+    # the why chapter's longest runs train 3x the recipe's 222 updates; their snapshots carry the shorter rows' heads
+    longest = [r for r in default.runs.values() if r.steps == 666]
+    assert len(longest) == 3 and all({c for _, c, *_ in r.heads} == {"final.pt", snapshot_name(222), snapshot_name(75)}
+                                     for r in longest)
+
+
+def test_plan_follows_the_budget_and_the_seeds_parameter():
+    b = budget("smoke")
+    fewer = chapters.plan("smoke", b=b.__class__(**{**b.__dict__, "ablations": ("full",)}))
+    assert len(fewer.runs) == 17                       # the "w/o DCID" row's run is gone, "full" is shared
+    seeds = chapters.plan("smoke", seeds=[0, 1])
+    # AVE: the tables' 18 heads per head seed, the why chapter's 8 rows x 4 directions on the first seed only, its
+    # baseline's 2 directions per head seed; AVS takes the notebook's seeds as well
+    assert _heads(seeds)["ave"] == 2 * 18 + 8 * 4 + 2 * 2 and _heads(seeds)["avs"] == 2 * 4
+    released = chapters.plan("smoke", recipe="released")
+    assert {r.preset for r in released.runs.values() if r.chapter != "09"} == {"tiny", "tiny_av", "tiny_vt"}
+
+
+def test_plan_is_what_the_notebooks_train(tmp_path, monkeypatch):
+    """The chapters on a real NotebookRun, with the trainer and the heads replaced by recorders, ask for exactly the
+    plan's runs (same cache keys) and head trainings."""
+    trained, heads = set(), set()
+
+    def fake_pretrained(config, data=None, *, steps=None, cache_dir=None, **_):
+        full, key = runs.run_key(config, data, steps)
+        folder = tmp_path / "runs" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "config.json", full.to_dict())
+        for step in full.train.snapshot_steps:               # what the trainer would leave beside final.pt
+            (folder / snapshot_name(step)).touch()
+        (folder / "final.pt").touch()
+        trained.add(key)
+        return folder / "final.pt"
+
+    def fake_evaluate(ckpt, task, directions, seeds, *, scale, epochs=None, **_):
+        ckpt = Path(ckpt)
+        epochs = budget(scale).downstream_epochs if epochs is None else epochs
+        heads.update((ckpt.parent.name, task, ckpt.name, tuple(d), int(s), epochs) for d in directions for s in seeds)
+        return []
+
+    monkeypatch.setattr(runs, "pretrained", fake_pretrained)
+    monkeypatch.setattr(notebook, "evaluate", fake_evaluate)
+    monkeypatch.setattr(notebook, "avs_overlays", lambda *a, **k: {})
+    nb = notebook.NotebookRun("smoke", "avdigits", "cpu", tmp_path, budget("smoke"))
+    for chapter in CHAPTERS:
+        chapter(nb)
+    plan = chapters.plan("smoke")
+    assert trained == set(plan.runs)
+    assert heads == {(key, *h) for key, run in plan.runs.items() for h in run.heads}
+
+
+@pytest.mark.parametrize("name", ["table2", "table3"])
+def test_chapter_records_carry_their_tags(name, tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "pretrained", lambda config, data=None, **k: tmp_path / runs.run_key(config)[1])
+    monkeypatch.setattr(notebook, "evaluate", lambda ckpt, task, directions, seeds, tags=None, **k:
+                        [{"task": task, "direction": d, **(tags or {})} for d in directions])
+    nb = notebook.NotebookRun("smoke", "avdigits", "cpu", tmp_path, budget("smoke"))
+    records = getattr(chapters, name)(nb)
+    rows = Counter(r["row"] for r in records)
+    if name == "table2":        # 2 rows x 1 seed x 2 tasks x 2 directions
+        assert rows == {"w/o DCID": 4, "full": 4}
+    else:                       # 2 rows x 4 tasks x 2 directions; the labelled row: 3 tasks x 2 one-modality heads
+        assert rows == {"w/o CLUB": 8, "full": 8, "labeled modality": 6}
+        assert {r["direction"] for r in records if r["row"] == "labeled modality"} == {"V→A", "A→V"}
