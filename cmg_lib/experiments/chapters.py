@@ -183,8 +183,7 @@ class PlanRecorder(NotebookRun):
     def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str = "40k",
                  overrides: Sequence[str] = (), steps: int | None = None) -> Path:
         self.calls += 1
-        updates = self._updates(preset_name, pretrain_size, steps)
-        self.trained.setdefault((preset_name, pretrain_size), set()).add(updates)
+        updates = self._asked(preset_name, pretrain_size, steps)
         cfg = experiment_config(preset_name, method, scale=self.scale, seed=seed, device=self.device,
                                 pretrain_size=pretrain_size, overrides=overrides)
         full, key = run_key(cfg, self.data, steps or self.budget.steps_for(preset_name))

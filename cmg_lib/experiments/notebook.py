@@ -55,14 +55,19 @@ class NotebookRun:
                  overrides: Sequence[str] = (), steps: int | None = None) -> Path:
         """The cached run of a preset at this notebook's scale (``runs.pretrain_run``; 40K, the paper's AVT size,
         unless ``pretrain_size`` says otherwise). Its number of updates is remembered for :meth:`scope`."""
-        self.trained.setdefault((preset_name, pretrain_size), set()).add(self._updates(preset_name, pretrain_size,
-                                                                                       steps))
+        self._asked(preset_name, pretrain_size, steps)
         return pretrain_run(preset_name, method, scale=self.scale, data=self.data, seed=seed, device=self.device,
                             pretrain_size=pretrain_size, overrides=overrides, steps=steps, cache_dir=self.cache_dir)
 
     def snapshot(self, ckpt, step: int) -> Path:
         """The same run's checkpoint at ``step`` (``runs.snapshot``)."""
         return snapshot(ckpt, step)
+
+    def _asked(self, preset_name: str, pretrain_size: str, steps: int | None) -> int | str:
+        """Remember a run asked for (its updates, for :meth:`scope`) and return those updates."""
+        updates = self._updates(preset_name, pretrain_size, steps)
+        self.trained.setdefault((preset_name, pretrain_size), set()).add(updates)
+        return updates
 
     def _updates(self, preset_name: str, pretrain_size: str, steps: int | None) -> int | str:
         """What a run of ``pretrain`` trains: ``steps``, else the budget's steps for the preset, else the book
