@@ -2,11 +2,12 @@
 
 The pre-training runs are the ones the notebooks make (``book_runs``: ``experiments.chapters.plan`` replays the
 chapter functions that notebooks 01-09 call, recording instead of training; equal configurations share one cached
-run, so they are counted once by their cache key). Each distinct configuration's step is timed on random inputs of its shapes (``--steps``
-steps after one warm-up, median) with ``--threads`` threads and with ``--threads / 2`` (two notebooks side by side,
-as ``tools/build_book.py`` runs them); the estimate is runs x steps x step time. Each downstream task's head
-training is timed once on a randomly initialised model (needs the scale's data: ``make data``) and multiplied by
-the number of head trainings the chapters make (the first on each checkpoint extracts its codes).
+run, so they are counted once by their cache key). Each distinct configuration's step is timed on random inputs of
+its shapes (``pretrain_step.step_seconds``: ``--steps`` steps after one warm-up, median) with ``--threads`` threads
+and with ``--threads / 2`` (two notebooks side by side, as ``tools/build_book.py`` runs them); the estimate is runs
+x steps x step time. Each downstream task's head training is timed once on a randomly initialised model (needs the
+scale's data: ``make data``) and multiplied by the number of head trainings the chapters make (the first on each
+checkpoint extracts its codes).
 
     python benchmarks/book_budget.py --scale default --threads 2
     python benchmarks/book_budget.py --scale default --set-budget pretrain_steps=600   # a changed budget
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_step import random_batch  # noqa: E402
+from pretrain_step import step_seconds  # noqa: E402
 
 from cmg_lib.config import RECIPES  # noqa: E402
 from cmg_lib.model import build_model  # noqa: E402
-from cmg_lib.train import make_optimizers, seed_everything, train_step  # noqa: E402
+from cmg_lib.train import seed_everything  # noqa: E402
 
 LIMIT_S = 45 * 60          # the default book's build limit on 2 cores
 WORKERS = 2                # notebooks side by side in tools/build_book.py on a 2-core machine
@@ -47,23 +47,6 @@ def book_runs(b, scale: str, recipe: str = "book"):
     trainings made on each: ``experiments.chapters.plan``, the chapters' own functions replayed without training."""
     from cmg_lib import experiments as ex
     return ex.chapters.plan(scale, recipe, b)
-
-
-def step_seconds(cfg, steps: int, threads: int) -> float:
-    """Median seconds of one training step of ``cfg`` at its batch size with ``threads`` torch threads, random
-    inputs, after one warm-up."""
-    torch.set_num_threads(threads)
-    seed_everything(0)
-    model = build_model(cfg)
-    main_opt, club_opt, _ = make_optimizers(model, cfg)
-    batch = random_batch(cfg, cfg.train.batch_size, torch.device("cpu"))
-    train_step(model, batch, main_opt, club_opt, cfg)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        train_step(model, batch, main_opt, club_opt, cfg)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 # the head trainings of each task: (preset of the checkpoint, directions timed, epochs field of the budget)
@@ -137,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, run in runs.items():           # the data size does not change a step's cost: time each shape once
         shape = (run.preset, run.method, run.overrides)
         if shape not in timed:
-            timed[shape] = (step_seconds(run.config, args.steps, args.threads),
-                            step_seconds(run.config, args.steps, max(1, args.threads // WORKERS)))
+            timed[shape] = (step_seconds(run.config, args.steps, threads=args.threads),
+                            step_seconds(run.config, args.steps, threads=max(1, args.threads // WORKERS)))
         step_s[key] = timed[shape]
     total = sum(step_s[k][0] * r.steps for k, r in runs.items())
     side = sum(step_s[k][1] * r.steps for k, r in runs.items()) / WORKERS

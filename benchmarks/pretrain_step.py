@@ -101,6 +101,19 @@ def random_batch(config, batch: int, device: torch.device, dtype: torch.dtype = 
             for s in config.model.modalities}
 
 
+def step_seconds(config, steps: int, *, threads: int | None = None, batch: int | None = None) -> float:
+    """Median seconds of one full CPU training step of ``config`` on random inputs at ``batch`` (default: the
+    config's batch size), after one warm-up step; ``threads`` sets torch's intra-op threads first."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    seed_everything(0)
+    model = build_model(config)
+    main_opt, club_opt, _ = make_optimizers(model, config)
+    data = random_batch(config, batch or config.train.batch_size, torch.device("cpu"))
+    times, _, _ = time_steps(model, data, main_opt, club_opt, config, steps, torch.device("cpu"))
+    return median(times)
+
+
 def released_replay(args) -> list[float]:
     """Seconds per released-equivalent step on this CPU (see the module docstring)."""
     config = preset(args.preset, args.method, [f"train.batch_size={args.batch}", "model.conv_impl=torch",

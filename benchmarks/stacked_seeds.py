@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_step import random_batch  # noqa: E402
+from pretrain_step import step_seconds  # noqa: E402
 
 from cmg_lib.config import PRESETS, preset  # noqa: E402
 from cmg_lib.model import build_model  # noqa: E402
-from cmg_lib.train import make_optimizers, seed_everything, train_step  # noqa: E402
+from cmg_lib.train import seed_everything  # noqa: E402
 
 
 def median_ms(fn, steps: int) -> float:
@@ -44,15 +44,6 @@ def median_ms(fn, steps: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
-
-
-def step_ms(cfg, batch: int, steps: int) -> float:
-    """Median milliseconds of a full training step of ``cfg`` at ``batch``."""
-    seed_everything(0)
-    model = build_model(cfg)
-    main_opt, club_opt, _ = make_optimizers(model, cfg)
-    data = random_batch(cfg, batch, torch.device("cpu"))
-    return median_ms(lambda: train_step(model, data, main_opt, club_opt, cfg), steps)
 
 
 class GridBranch(nn.Module):
@@ -122,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = preset(args.preset, "unicode")
     s, b = args.seeds, args.batch
-    single, wide = step_ms(cfg, b, args.steps), step_ms(cfg, s * b, args.steps)
+    single, wide = (1e3 * step_seconds(cfg, args.steps, batch=n) for n in (b, s * b))
     print(f"{args.preset}, {args.threads} thread(s): full step at batch {b}: {single:.1f} ms; at batch {s * b}: "
           f"{wide:.1f} ms = {wide / s:.1f} ms per {b} samples")
     print(f"bound: a model stacking {s} seeds gains at most {s * single / wide:.2f}x over training them one after "

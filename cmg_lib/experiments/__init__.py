@@ -25,7 +25,8 @@ from .tables import aggregate, field, mean_metric, results_table, side_by_side
 
 __all__ = ["ABLATIONS", "AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "RECIPES", "TASK_METRIC",
            "ablation_overrides", "codebook_sweep", "recipe_preset",
-           "aggregate", "avs_overlays", "budget", "cache_root", "chapters", "checkpoint_key", "claims", "code_usage", "diagnostics",
+           "aggregate", "avs_overlays", "budget", "cache_root", "chapters", "checkpoint_key", "claims", "code_usage",
+           "diagnostics",
            "direction_label", "downstream", "evaluate", "experiment_config", "field", "history_records",
            "load_results", "mean_metric", "paper_table", "pretrain_run", "pretrained", "results_table",
            "run_config", "run_history", "run_key", "setup", "side_by_side", "snapshot", "table1_grid", "why"]
