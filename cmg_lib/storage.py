@@ -6,23 +6,30 @@
   :func:`atomic_torch_save`: the content goes to a uniquely named temp file in the same folder (owner pid and a
   random suffix, so two writers never share one), then ``os.replace`` puts it in place. A crash leaves the old file
   or the new one, never half of either. :func:`atomic_directory` does the same for a whole folder.
-* :func:`locked` is the exclusive lock file that makes a second process wait for (or take over from a dead) holder.
+  A write that runs out of space fails in one line (:class:`NotWritableError`, "no space left") and leaves the old
+  file in place.
+* :func:`locked` is an OS lock (``flock``, through the ``filelock`` package) that makes a second process wait for
+  the holder; the kernel drops it when the holder dies, so a killed run's lock is free at once.
 * :func:`check_writable` proves a folder can take files (create, write, rename, remove a probe) before any work;
+  :func:`writable_cache_root` does it for the cache root, naming ``CMG_CACHE`` when that is what is wrong;
   :func:`clean_stale` removes the temp entries that killed processes left behind.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import filelock
 import torch
 
 TMP_MARK = ".tmp-"          # every temp name contains it: ".<name>.tmp-<pid>-<random>"
@@ -42,11 +49,44 @@ class LockHeld(TimeoutError):
         self.path, self.holder = path, holder
 
 
+CACHE_ENV = "CMG_CACHE"
+
+
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: ``cache_dir`` if given, else env ``CMG_CACHE``, else ``~/.cache/cmg`` (absolute)."""
+    """The cache folder: ``cache_dir`` if given, else env ``CMG_CACHE``, else ``~/.cache/cmg`` (absolute).
+
+    A ``CMG_CACHE`` that cannot be a folder (it, or a folder above it, is a file; or it is missing and cannot be
+    created) is a :class:`NotWritableError` naming ``CMG_CACHE``."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser().absolute()
-    return Path(os.environ.get("CMG_CACHE") or Path.home() / ".cache" / "cmg").expanduser().absolute()
+    env = os.environ.get(CACHE_ENV)
+    if not env:
+        return (Path.home() / ".cache" / "cmg").absolute()
+    root = Path(env).expanduser().absolute()
+    existing = next(p for p in (root, *root.parents) if os.path.exists(p))
+    if not existing.is_dir():
+        where = "is a file" if existing == root else f"is under {existing}, which is a file"
+        raise _cache_env_error(env, f"{where}, not a folder")
+    if existing != root and not os.access(existing, os.W_OK | os.X_OK):
+        raise _cache_env_error(env, f"does not exist and {existing} does not let this user create it")
+    return root
+
+
+def _cache_env_error(env: str, reason: str) -> NotWritableError:
+    return NotWritableError(f"{CACHE_ENV}={env} {reason}; expected {CACHE_ENV} to name a folder this user can "
+                            f"write into (or unset it to use ~/.cache/cmg)")
+
+
+def writable_cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """:func:`cache_root` after :func:`check_writable` proved it can take files; the error names ``CMG_CACHE``
+    when the folder came from it."""
+    root = cache_root(cache_dir)
+    try:
+        return check_writable(root)
+    except NotWritableError as err:
+        if cache_dir is None and os.environ.get(CACHE_ENV):
+            raise _cache_env_error(os.environ[CACHE_ENV], f"cannot be written: {err}") from None
+        raise
 
 
 def _temp_path(path: Path) -> Path:
@@ -68,11 +108,20 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
         write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path, err) from None
         raise
     return path
+
+
+def disk_full(path: Path, err: OSError) -> NotWritableError:
+    """The one-line error for a write of ``path`` that ran out of space (``ENOSPC``) or quota (``EDQUOT``)."""
+    free = shutil.disk_usage(path.parent).free
+    return NotWritableError(f"no space left to write {path} ({err.strerror}; {free / 2 ** 20:.1f} MiB free on its "
+                            f"device); {path.name} was not replaced: free space or write elsewhere")
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
@@ -98,8 +147,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` atomically: a kill during the write leaves the previous file (or none), never a partial one."""
-    return atomic_write_with(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` atomically: a kill during the write leaves the previous file (or none), never a partial one.
+
+    The bytes go through a Python file object, so a full disk is an ``OSError`` with its errno (a path given to
+    ``torch.save`` fails inside its C++ writer with no reason) and the archive's inner folder is always
+    ``archive/``, not the temp file's random name."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    return atomic_write_with(path, write)
 
 
 @contextlib.contextmanager
@@ -140,45 +196,67 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_HELD: dict[tuple[str, int], int] = {}     # (lock path, thread id) -> how deep that thread holds it
+
+
 @contextlib.contextmanager
 def locked(lock_path: str | os.PathLike, timeout: float | None = None, poll: float = 2.0) -> Iterator[Path]:
-    """Hold the exclusive lock file ``lock_path`` for the block.
+    """Hold the exclusive OS lock on ``lock_path`` for the block.
 
-    While another live process holds it, wait (``poll`` s between looks; ``timeout`` s at most, then a
-    TimeoutError naming the holder). A lock left by a dead process of this host is taken over.
+    The lock is ``flock`` on the file (``filelock.UnixFileLock``, never its pid-based soft fallback): the kernel
+    grants it to one open file at a time and drops it when the holder's process dies, so there is no stale lock to
+    take over and no race between waiters. While another process (or thread) holds it, wait (``poll`` s between
+    tries; ``timeout`` s at most, None = for ever, 0 = one try), then :class:`LockHeld` naming the holder, whose
+    ``{"pid", "host", "since"}`` the lock file holds. Re-entrant in one thread: a nested ``locked`` of a path this
+    thread holds passes through. On release the file is removed while still locked; a waiter that opened it
+    before sees it unlinked and tries again on the new file.
     """
-    lock_path = Path(lock_path)
+    lock_path = Path(lock_path).absolute()
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-    start = time.monotonic()
-    while True:
+    key = (str(lock_path), threading.get_ident())
+    if _HELD.get(key):
+        _HELD[key] += 1
         try:
-            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock_path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            if holder.get("host") == me["host"] and "pid" in holder and not pid_alive(int(holder["pid"])):
-                with contextlib.suppress(FileNotFoundError):
-                    lock_path.unlink()       # stale: its process died without cleaning up
-                continue
-            if timeout is not None and time.monotonic() - start >= timeout:
-                who = (f"pid {holder['pid']} on {holder.get('host', '?')}" if "pid" in holder
-                       else "another process")
-                waited = f" for more than {timeout} s" if timeout > 0 else ""
-                raise LockHeld(f"{lock_path} is held by {who}{waited}; delete it if that process is gone",
-                               lock_path, holder)
-            time.sleep(poll)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
+            yield lock_path
+        finally:
+            _HELD[key] -= 1
+        return
+
+    def write_holder(fd: int) -> None:
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me, 0)
+
+    lock = filelock.UnixFileLock(lock_path, timeout=-1 if timeout is None else max(float(timeout), 0.0),
+                                 poll_interval=max(poll, 1e-3), preserve_lock_file=True, on_acquired=write_holder)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = lock_holder(lock_path)
+        who = f"pid {holder['pid']} on {holder.get('host', '?')}" if "pid" in holder else "another process"
+        waited = f" for more than {timeout} s" if timeout else ""
+        raise LockHeld(f"{lock_path} is held by {who}{waited}; wait for it to finish (the lock is freed when that "
+                       "process ends)", lock_path, holder) from None
+    except OSError as err:
+        raise NotWritableError(f"cannot lock {lock_path}: {err.strerror or err}; expected a folder on a file "
+                               "system with file locks (flock)") from None
+    _HELD[key] = 1
     try:
         yield lock_path
     finally:
+        del _HELD[key]
         with contextlib.suppress(FileNotFoundError):
-            lock_path.unlink()
+            lock_path.unlink()                 # while still held: no one can hold a file that is then removed
+        lock.release()
+
+
+def lock_holder(lock_path: str | os.PathLike) -> dict:
+    """The ``{"pid", "host", "since"}`` its holder wrote into a lock file; {} when unknown."""
+    try:
+        holder = json.loads(Path(lock_path).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def check_writable(folder: str | os.PathLike) -> Path:

@@ -2,9 +2,11 @@
 was there unchanged."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import threading
 
 import pytest
 import torch
@@ -85,17 +87,36 @@ def test_cli_bad_out_is_one_error_line_before_the_data_loads(tmp_path, monkeypat
 
 
 # ------------------------------------------------------------------------------------------ 2. one run per folder
+@contextlib.contextmanager
+def _held_by_another_thread(lock):
+    """``lock`` held by a second thread of this process (a nested hold in one thread would pass through)."""
+    holding, done = threading.Event(), threading.Event()
+
+    def hold():
+        with storage.locked(lock):
+            holding.set()
+            done.wait(60)
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(30)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def test_a_live_run_holds_its_out_folder(trained, tmp_path, monkeypatch):
     cfg, data, _ = trained
     _no_step(monkeypatch)
-    (tmp_path / RUN_LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    with pytest.raises(storage.LockHeld) as err:
-        pretrain(cfg, data, out_dir=tmp_path, steps=2, progress=False)
-    assert str(err.value).startswith(f"out folder {tmp_path} is in use by another run (pid {os.getpid()} on ")
-    assert sorted(os.listdir(tmp_path)) == [RUN_LOCK]               # nothing written, the holder's lock kept
+    with _held_by_another_thread(tmp_path / RUN_LOCK):
+        with pytest.raises(storage.LockHeld) as err:
+            pretrain(cfg, data, out_dir=tmp_path, steps=2, progress=False)
+        assert str(err.value).startswith(f"out folder {tmp_path} is in use by another run (pid {os.getpid()} on ")
+        assert sorted(os.listdir(tmp_path)) == [RUN_LOCK]           # nothing written, the holder's lock kept
 
 
-def test_a_dead_runs_lock_is_taken_over_and_released(trained, tmp_path):
+def test_a_dead_runs_lock_file_does_not_hold_the_folder(trained, tmp_path):
     cfg, data, _ = trained
     (tmp_path / RUN_LOCK).write_text(json.dumps({"pid": DEAD_PID, "host": socket.gethostname()}))
     pretrain(cfg, data, out_dir=tmp_path, steps=2, progress=False)
