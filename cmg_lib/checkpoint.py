@@ -4,15 +4,18 @@ One ``.pt`` per save, written atomically (``storage.atomic_torch_save``)::
 
     {"format": "cmg-checkpoint/1", "config": dict, "step": int, "epoch": int, "model": state_dict,
      "optimizers": {"main", "scheduler"[, "club"]}, "rng": {...}, "metrics": dict, "version": str,
-     "position": {"epoch", "batch"}, "history": [...], "monitor": {...}, "data": {...}}
+     "position": {"epoch", "batch"}, "history": [...], "monitor": {...}, "data": {...}, "digest": str}
 
 ``data`` (:func:`data_identity`) says what the model was trained on, so downstream runs default to the same build
-and refuse another (absent in older files, which load as before). ``position``, ``history`` and ``monitor`` let ``pretrain(resume=...)`` continue exactly (data position, the logged history and the open
+and refuse another (absent in older files, which load as before). ``digest`` (:func:`content_digest`, a sha256 of
+every other value, tensors by their bytes) is checked on every read: a changed byte in a tensor or a value is a
+:class:`CheckpointError` naming the file (files written before it have none and load as before). ``position``, ``history`` and ``monitor`` let ``pretrain(resume=...)`` continue exactly (data position, the logged history and the open
 logging window). :func:`load_checkpoint` rebuilds the model from the stored config alone. Files are read with
 ``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain containers, never code.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
@@ -95,6 +98,54 @@ def data_mismatch(stored: dict | None, actual: dict) -> list[str]:
             if stored.get(k) is not None and actual.get(k) is not None and stored[k] != actual[k]]
 
 
+# ---------------------------------------------------------------------------------------------------- integrity
+DIGEST_KEY = "digest"
+ZIP_MAGIC = b"PK\x03\x04"           # torch.save's archive (the only format this library writes)
+
+
+def content_digest(state: dict) -> str:
+    """``"sha256:<hex>"`` of every value of ``state`` but :data:`DIGEST_KEY`: tensors by dtype, shape and bytes,
+    other values by type and ``repr``, dict keys in sorted order, so the same content always gives the same
+    digest, before and after a ``torch.save`` / ``torch.load`` round trip."""
+    h = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(value, dict):
+            h.update(f"D{len(value)}:".encode())
+            for key in sorted(value, key=repr):
+                feed(key)
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            h.update(f"{type(value).__name__}{len(value)}:".encode())
+            for item in value:
+                feed(item)
+        else:
+            h.update(f"{type(value).__name__}:{value!r};".encode())
+
+    feed({k: v for k, v in state.items() if k != DIGEST_KEY})
+    return f"sha256:{h.hexdigest()}"
+
+
+def seal(state: dict) -> dict:
+    """``state`` with its :func:`content_digest` stored under :data:`DIGEST_KEY` (what :func:`save_checkpoint`
+    writes; a deliberately edited checkpoint must be sealed again to load)."""
+    return {**state, DIGEST_KEY: content_digest(state)}
+
+
+def check_digest(ckpt: dict, path: str | os.PathLike) -> None:
+    """A :class:`CheckpointError` naming ``path`` when the stored digest does not match the content (none: a file
+    older than the digest, accepted)."""
+    stored = ckpt.get(DIGEST_KEY)
+    if stored is not None and stored != content_digest(ckpt):
+        raise CheckpointError(f"checkpoint {path} is damaged: its content does not match the digest stored in it "
+                              f"({str(stored)[:19]}...); it changed after it was written (a flipped bit, a bad "
+                              "copy or an edit): use another copy or train it again")
+
+
 # ---------------------------------------------------------------------------------------------------- write / read
 def save_checkpoint(path: str | os.PathLike, *, config: Config, model: UniCode, step: int, epoch: int,
                     optimizers: dict, loader_gen: torch.Generator, **extra: Any) -> Path:
@@ -104,17 +155,23 @@ def save_checkpoint(path: str | os.PathLike, *, config: Config, model: UniCode, 
     state = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "step": int(step), "epoch": int(epoch),
              "model": model.state_dict(), "optimizers": optimizers, "rng": rng_state(loader_gen),
              "metrics": history[-1] if history else {}, "version": __version__, **extra}
-    return atomic_torch_save(state, path)
+    return atomic_torch_save(seal(state), path)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """The raw checkpoint dict after checking that it is one: a :class:`CheckpointError` (one line naming the file)
-    for a truncated, empty, foreign or code-carrying file, a wrong format tag or a missing key."""
+    for a truncated, empty, foreign (not a torch archive, e.g. a text file) or code-carrying file, a wrong format
+    tag, a missing key or content that no longer matches its digest (:func:`check_digest`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a write that never finished?")
+    with open(path, "rb") as f:
+        head = f.read(len(ZIP_MAGIC))
+    if head != ZIP_MAGIC:
+        raise CheckpointError(f"{path} is not a cmg checkpoint: it starts with {head!r}, expected a torch.save "
+                              f"archive (a zip file, {ZIP_MAGIC!r})")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -122,7 +179,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         detail = next((line.strip() for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0])
         raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain containers, refused "
                               f"unread ({detail[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError, TypeError, IndexError,
+            AttributeError) as err:                 # what a damaged archive or pickle stream can raise
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt: "
                               f"{first[:160]})") from None
@@ -134,6 +192,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                               f"{list(REQUIRED_KEYS)}")
     if ckpt["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {ckpt['format']!r}, expected {CHECKPOINT_FORMAT!r}")
+    check_digest(ckpt, path)
     return ckpt
 
 

@@ -184,7 +184,7 @@ def test_downstream_refuses_another_build_unless_asked(trained, monkeypatch):
 def test_old_checkpoints_without_data_identity_still_load(trained, tmp_path, monkeypatch):
     _, _, final = trained
     ckpt = torch.load(final, weights_only=True)
-    del ckpt["data"]
+    del ckpt["data"], ckpt["digest"]                                # as written before either existed
     torch.save(ckpt, tmp_path / "old.pt")
     assert load_checkpoint(tmp_path / "old.pt").data_identity is None
     calls = []
@@ -321,6 +321,21 @@ def test_cli_refused_pickle_and_bad_checkpoint_are_one_error_line(tmp_path, monk
     rc, err = _cli(["downstream", "ave", "--ckpt", str(tmp_path / "empty.pt"), "--no-progress"], capsys)
     assert rc == 2 and err == (f"error: checkpoint {tmp_path / 'empty.pt'} is empty (0 bytes): a write that never "
                                "finished?")
+    (tmp_path / "t.pt").write_text("hello\n")                      # issue 26 item 2: was a KeyError traceback
+    rc, err = _cli(["downstream", "ave", "--ckpt", str(tmp_path / "t.pt"), "--no-progress"], capsys)
+    assert rc == 2 and err.startswith(f"error: {tmp_path / 't.pt'} is not a cmg checkpoint: it starts with b'hell'")
+
+
+def test_cli_a_flipped_byte_is_one_error_line_before_any_data(trained, tmp_path, monkeypatch, capsys):
+    """Issue 26 item 1: a checkpoint with one flipped bit in a tensor gave a result; now rc 2 and one line."""
+    _, _, final = trained
+    raw = bytearray(final.read_bytes())
+    raw[len(raw) // 2] ^= 0x01                     # the middle of the file: inside a tensor's bytes
+    (tmp_path / "flip.pt").write_bytes(bytes(raw))
+    monkeypatch.setattr(cmg_lib.downstream.common, "load_dataset", lambda *a, **k: pytest.fail("data was read"))
+    rc, err = _cli(["downstream", "ave", "--ckpt", str(tmp_path / "flip.pt"), "--no-progress"], capsys)
+    assert rc == 2 and err.startswith(f"error: checkpoint {tmp_path / 'flip.pt'} is damaged: its content does not "
+                                      "match the digest stored in it")
 
 
 def test_cli_passes_layout_paths_to_the_loader(trained, monkeypatch, capsys):

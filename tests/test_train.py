@@ -8,7 +8,7 @@ import cmg_lib.cli
 import cmg_lib.precision
 from cmg_lib.config import PRESETS, preset
 from cmg_lib.model import build_model
-from cmg_lib.checkpoint import load_checkpoint, read_checkpoint, snapshot_name
+from cmg_lib.checkpoint import load_checkpoint, read_checkpoint, seal, snapshot_name
 from cmg_lib.train import EpochSampler, pretrain
 
 TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
@@ -82,7 +82,7 @@ def test_load_checkpoint_errors_name_the_problem(tmp_path, make_dataset):
     with pytest.raises(ValueError, match="optimizers"):
         load_checkpoint(tmp_path / "missing.pt")
     unknown = dict(ckpt, config={**ckpt["config"], "model": {**ckpt["config"]["model"], "warp_factor": 9}})
-    torch.save(unknown, tmp_path / "unknown.pt")
+    torch.save(seal(unknown), tmp_path / "unknown.pt")
     with pytest.raises(ValueError, match="warp_factor"):
         load_checkpoint(tmp_path / "unknown.pt")
     torch.save(dict(ckpt, format="other/2"), tmp_path / "format.pt")
@@ -98,9 +98,8 @@ def test_failed_save_leaves_no_partial_file(tmp_path, make_dataset, monkeypatch)
     pretrain(cfg, data, out_dir=tmp_path, steps=1, progress=False)
     good = (tmp_path / "final.pt").read_bytes()
 
-    def failing_save(obj, path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"partial")
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", failing_save)
