@@ -20,6 +20,7 @@ import os
 import pickle
 import random
 import re
+import types
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,15 @@ def snapshot_step(path: str | os.PathLike) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------------- RNG state
-def rng_state(loader_gen: torch.Generator) -> dict:
-    """Python, NumPy, torch (and CUDA) generator states plus the data loader's, as tensors and plain values."""
+def rng_state(loader: torch.Generator | torch.Tensor) -> dict:
+    """Python, NumPy, torch (and CUDA) generator states plus the data loader's (its generator, or the state to
+    store for it), as tensors and plain values."""
     np_state = np.random.get_state()
     state = {"python": random.getstate(),
              "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
                        int(np_state[3]), float(np_state[4])],
-             "torch": torch.get_rng_state(), "loader": loader_gen.get_state()}
+             "torch": torch.get_rng_state(),
+             "loader": loader.get_state() if isinstance(loader, torch.Generator) else loader.clone()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -146,16 +149,31 @@ def check_digest(ckpt: dict, path: str | os.PathLike) -> None:
                               "copy or an edit): use another copy or train it again")
 
 
+class _ValuePickler(pickle.Pickler):
+    """A pickler without a memo (``fast`` mode): its bytes depend on the values only, not on which equal strings or
+    tuples happen to be one object. A resumed run holds strings unpickled from its checkpoint where the original
+    holds Python's interned literals; with a memo the two pickle the same state to different bytes."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fast = True
+
+
+VALUE_PICKLE = types.ModuleType("cmg_value_pickle")      # torch.save(pickle_module=...) needs only ``Pickler``
+VALUE_PICKLE.Pickler = _ValuePickler
+
+
 # ---------------------------------------------------------------------------------------------------- write / read
 def save_checkpoint(path: str | os.PathLike, *, config: Config, model: UniCode, step: int, epoch: int,
-                    optimizers: dict, loader_gen: torch.Generator, **extra: Any) -> Path:
-    """Write one checkpoint atomically; ``extra`` adds keys such as ``position``, ``history``, ``monitor``."""
+                    optimizers: dict, loader_gen: torch.Generator | torch.Tensor, **extra: Any) -> Path:
+    """Write one checkpoint atomically; ``extra`` adds keys such as ``position``, ``history``, ``monitor``;
+    ``loader_gen``: the data loader's generator or the state to store for it (:func:`rng_state`)."""
     from . import __version__                 # the package's version; cmg_lib/__init__ imports nothing eagerly
     history = extra.get("history") or []
     state = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "step": int(step), "epoch": int(epoch),
              "model": model.state_dict(), "optimizers": optimizers, "rng": rng_state(loader_gen),
              "metrics": history[-1] if history else {}, "version": __version__, **extra}
-    return atomic_torch_save(seal(state), path)
+    return atomic_torch_save(seal(state), path, pickle_module=VALUE_PICKLE)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

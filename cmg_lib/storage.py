@@ -146,15 +146,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, default=json_default))
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+def atomic_torch_save(obj: Any, path: str | os.PathLike, **save_options: Any) -> Path:
     """``torch.save`` atomically: a kill during the write leaves the previous file (or none), never a partial one.
 
     The bytes go through a Python file object, so a full disk is an ``OSError`` with its errno (a path given to
     ``torch.save`` fails inside its C++ writer with no reason) and the archive's inner folder is always
-    ``archive/``, not the temp file's random name."""
+    ``archive/``, not the temp file's random name. ``save_options`` go to ``torch.save``."""
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            torch.save(obj, f, **save_options)
     return atomic_write_with(path, write)
 
 

@@ -291,13 +291,17 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
                          f"total including the checkpoint's, so it must exceed {state.step}")
     trainer = Trainer(model, main_opt, club_opt, config, device, group, net=_data_parallel(model, group, device))
     identity = data_identity(config, dataset)
+    epoch_loader_state = loader_gen.get_state()
 
     def save(name: str) -> None:
         if out_dir is not None:
             optimizers = {"main": main_opt.state_dict(), "scheduler": scheduler.state_dict(),
                           **({"club": club_opt.state_dict()} if club_opt is not None else {})}
+            # mid-epoch: the loader generator as it was before this epoch's iterator drew from it, which is what a
+            # resume restores before drawing again; so the file equals the uninterrupted run's, byte for byte
+            loader_state = epoch_loader_state if state.in_epoch else loader_gen.get_state()
             save_checkpoint(out_dir / name, config=config, model=model, step=state.step, epoch=state.epoch,
-                            optimizers=optimizers, loader_gen=loader_gen, history=state.history,
+                            optimizers=optimizers, loader_gen=loader_state, history=state.history,
                             position={"epoch": state.epoch, "batch": state.in_epoch}, monitor=monitor.state(),
                             data=identity)
 
@@ -306,6 +310,7 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
     try:
         while state.step < total:
             sampler.start(state.epoch, state.in_epoch * local_bs)
+            epoch_loader_state = loader_gen.get_state()
             for batch in loader:
                 terms, indices, stats = trainer.step(_move(batch, device))
                 state.step, state.in_epoch = state.step + 1, state.in_epoch + 1

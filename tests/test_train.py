@@ -9,7 +9,7 @@ import cmg_lib.precision
 from cmg_lib.config import PRESETS, preset
 from cmg_lib.model import build_model
 from cmg_lib.checkpoint import load_checkpoint, read_checkpoint, seal, snapshot_name
-from cmg_lib.train import EpochSampler, pretrain
+from cmg_lib.train import EpochSampler, Trainer, pretrain
 
 TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
 
@@ -55,6 +55,46 @@ def test_resume_continues_exactly(tmp_path, make_dataset):
     assert hist_a == hist_b
     other, _ = pretrain(_tiny("tiny", "train.seed=7"), data, steps=2, progress=False)
     assert not torch.equal(other.codebook.embedding, straight.codebook.embedding)
+
+
+class _Killed(RuntimeError):
+    """Stands for a kill -9 between two steps: the run stops, what it wrote stays."""
+
+
+def _killed_after(monkeypatch, steps: int) -> None:
+    """The next run stops before its step ``steps + 1`` (counted from the start of that run)."""
+    real, done = Trainer.step, []
+
+    def step(self, batch):
+        if len(done) == steps:
+            raise _Killed(f"killed after {steps} steps")
+        done.append(1)
+        return real(self, batch)
+    monkeypatch.setattr(Trainer, "step", step)
+
+
+def test_a_run_killed_and_resumed_twice_writes_the_uninterrupted_runs_bytes(tmp_path, make_dataset, monkeypatch):
+    """Issue 26 item 4. 3 batches per epoch, a checkpoint every step, a logging window of 3 steps that straddles
+    epochs. Killed after step 2, resumed from step-0000002.pt (mid-epoch) and killed after step 5 (the first
+    resume crossed the epoch boundary at step 3), resumed from step-0000005.pt to step 8: every file (each step,
+    each epoch and final.pt) equals the uninterrupted run's byte for byte, the loader generator's state included
+    (stored as it was when the epoch's data order was drawn)."""
+    cfg = _tiny("tiny_av", "train.ckpt_every=1", "train.log_every=3")
+    data = make_dataset(cfg, n=12)
+    pretrain(cfg, data, out_dir=tmp_path / "a", steps=8, progress=False)
+    out = tmp_path / "b"
+    for resume, stop in ((None, 2), (out / "step-0000002.pt", 3), (out / "step-0000005.pt", None)):
+        monkeypatch.undo()
+        if stop is not None:
+            _killed_after(monkeypatch, stop)
+        try:
+            pretrain(cfg, data, out_dir=out, steps=8, resume=resume, progress=False)
+        except _Killed:
+            pass
+    names = sorted(os.listdir(tmp_path / "a"))
+    assert names == sorted(os.listdir(out)) and "epoch-1.pt" in names and "step-0000008.pt" in names
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (out / name).read_bytes(), name
 
 
 def test_checkpoint_round_trip(tmp_path, make_dataset, make_batch):
