@@ -120,8 +120,8 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
 def disk_full(path: Path, err: OSError) -> NotWritableError:
     """The one-line error for a write of ``path`` that ran out of space (``ENOSPC``) or quota (``EDQUOT``)."""
     free = shutil.disk_usage(path.parent).free
-    return NotWritableError(f"no space left to write {path} ({err.strerror}; {free / 2 ** 20:.1f} MiB free on its "
-                            f"device); {path.name} was not replaced: free space or write elsewhere")
+    return NotWritableError(f"no space left to write {path} ({err.strerror}; {free / 2 ** 20:.1f} MiB free there "
+                            f"without the partial file); {path.name} was not replaced: free space or write elsewhere")
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
@@ -149,13 +149,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike, **save_options: Any) -> Path:
     """``torch.save`` atomically: a kill during the write leaves the previous file (or none), never a partial one.
 
-    The bytes go through a Python file object, so a full disk is an ``OSError`` with its errno (a path given to
-    ``torch.save`` fails inside its C++ writer with no reason) and the archive's inner folder is always
-    ``archive/``, not the temp file's random name. ``save_options`` go to ``torch.save``."""
+    The bytes go through a Python file object that keeps the ``OSError`` of a failed write, since torch's C++
+    writer drops it and fails later with "unexpected pos": a full disk is then ``ENOSPC`` (one line, see
+    :func:`atomic_write_with`). The archive's inner folder is ``archive/``, not the temp file's random name.
+    ``save_options`` go to ``torch.save``."""
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            torch.save(obj, f, **save_options)
+            sink = _ErrorKeepingWriter(f)
+            try:
+                torch.save(obj, sink, **save_options)
+            except Exception:
+                if sink.error is not None:
+                    raise sink.error from None
+                raise
     return atomic_write_with(path, write)
+
+
+class _ErrorKeepingWriter:
+    """A binary file's ``write`` that remembers the ``OSError`` it raised (``error``)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import contextlib
 import math
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,11 +30,11 @@ from tqdm.auto import tqdm
 from . import usage
 from .checkpoint import (checkpoint_config, data_identity, data_mismatch, load_model_state, read_checkpoint,
                          save_checkpoint, set_rng_state, snapshot_name)
-from .config import Config
+from .config import Config, TrainConfig
 from .distributed import ProcessGroup
 from .model import UniCode, build_model
 from .precision import autocast, check_precision
-from .storage import LockHeld, check_writable, clean_stale, locked
+from .storage import LockHeld, NotWritableError, check_writable, clean_stale, locked
 
 
 # ---------------------------------------------------------------------------------------------------- data order
@@ -229,7 +230,8 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
     Everything a user can get wrong fails before the first step, in one line: a step count below 1, an
     ``out_dir`` that cannot take files (``storage.NotWritableError``) or that another live run holds
     (``storage.LockHeld``; the run holds ``out_dir/.run.lock`` until it returns), a resume checkpoint that is
-    damaged, already at or past the total, or trained with other settings or data (:func:`check_resume`).
+    damaged, already at or past the total, or trained with other settings or data (:func:`check_resume`), too
+    little free space in ``out_dir`` for the checkpoints the run will write (:func:`check_space`).
     Every checkpoint stores the data identity (``checkpoint.data_identity``).
     """
     tc = config.train
@@ -289,6 +291,9 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
     if ckpt is not None and total <= state.step:
         raise ValueError(f"cannot resume {resume} (step {state.step}) for {total} steps: the step count is the "
                          f"total including the checkpoint's, so it must exceed {state.step}")
+    if out_dir is not None:
+        check_space(out_dir, checkpoint_bytes(model, main_opt, club_opt),
+                    planned_checkpoints(tc, state.step, total, per_epoch))
     trainer = Trainer(model, main_opt, club_opt, config, device, group, net=_data_parallel(model, group, device))
     identity = data_identity(config, dataset)
     epoch_loader_state = loader_gen.get_state()
@@ -341,6 +346,39 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
     model.step, model.metrics = state.step, state.history[-1] if state.history else {}
     model.data_identity = identity
     return model, state.history
+
+
+def checkpoint_bytes(model: UniCode, *optimizers: torch.optim.Optimizer | None) -> int:
+    """Bytes of one checkpoint, before the first step: the model's state, Adam's two moments and step per trained
+    parameter, and 1 MiB for the rest (config, history, RNG states, archive overhead)."""
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    params = [p for opt in optimizers if opt is not None for group in opt.param_groups for p in group["params"]]
+    return state + sum(2 * p.numel() * p.element_size() + 8 for p in params) + 2 ** 20
+
+
+def planned_checkpoints(tc: TrainConfig, start: int, total: int, per_epoch: int) -> list[str]:
+    """Names of the checkpoints a run from step ``start`` to ``total`` writes (``train`` settings ``tc``)."""
+    names = ["final.pt"]
+    for s in range(start + 1, total + 1):
+        if tc.epoch_ckpts and s % per_epoch == 0:
+            names.append(f"epoch-{s // per_epoch - 1}.pt")
+        if (tc.ckpt_every and s % tc.ckpt_every == 0) or s in tc.snapshot_steps:
+            names.append(snapshot_name(s))
+    return sorted(set(names))
+
+
+def check_space(out_dir: Path, per_file: int, names: list[str]) -> None:
+    """A ``storage.NotWritableError`` before any step when ``out_dir``'s device has less free space than the
+    checkpoints ``names`` (``per_file`` bytes each; one more while a file is replaced) need."""
+    new = [n for n in names if not (out_dir / n).exists()]
+    need = per_file * (len(new) + (len(new) < len(names)))
+    free = shutil.disk_usage(out_dir).free
+    if free < need:
+        mib = 2 ** 20
+        raise NotWritableError(f"not enough free space in {out_dir} for this run's checkpoints: {len(names)} files "
+                               f"of about {per_file / mib:.1f} MiB need {need / mib:.1f} MiB, {free / mib:.1f} MiB "
+                               "are free; free space, write fewer (train.ckpt_every, train.snapshot_steps, "
+                               "train.epoch_ckpts) or choose another --out")
 
 
 def _training_device(name: str, group: ProcessGroup) -> torch.device:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -13,6 +16,7 @@ import torch
 
 import cmg_lib.cli
 import cmg_lib.downstream.common
+import cmg_lib.train
 from cmg_lib import storage
 from cmg_lib.checkpoint import load_checkpoint, read_checkpoint
 from cmg_lib.config import preset
@@ -350,3 +354,81 @@ def test_cli_passes_layout_paths_to_the_loader(trained, monkeypatch, capsys):
     rc, _ = _cli(["downstream", "ave", "--epochs", "1", "--ckpt", str(final), "--data", str(folder), "--no-progress",
                   "--paths", "ave=/mnt/ave/data", "--paths", "text_embeddings=te", "--opt", "code_cache=false"], capsys)
     assert rc == 0 and seen and all(p == {"ave": "/mnt/ave/data", "text_embeddings": "te"} for p in seen)
+
+
+# ------------------------------------------------------------------------------------------ issue 26: disk full
+def test_too_little_free_space_fails_before_the_first_step(tmp_path, monkeypatch):
+    """Item 3: an out folder whose device cannot take the run's checkpoints is refused before any step, in one
+    line with the numbers; nothing is written."""
+    _no_step(monkeypatch)
+    cfg = _cfg("train.ckpt_every=1")
+    monkeypatch.setattr(cmg_lib.train.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(8 << 20, 0, 8 << 20))
+    with pytest.raises(storage.NotWritableError) as err:
+        pretrain(cfg, FakeDataset(cfg, n=8), out_dir=tmp_path, steps=4, progress=False)
+    message = str(err.value)
+    assert message.startswith(f"not enough free space in {tmp_path} for this run's checkpoints: 7 files of about ")
+    assert message.endswith("8.0 MiB are free; free space, write fewer (train.ckpt_every, train.snapshot_steps, "
+                            "train.epoch_ckpts) or choose another --out") and "\n" not in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_planned_checkpoints_and_the_size_estimate(trained):
+    cfg, _, final = trained
+    tc = _cfg("train.ckpt_every=2", "train.snapshot_steps=5").train
+    assert cmg_lib.train.planned_checkpoints(tc, 1, 7, 3) == [
+        "epoch-0.pt", "epoch-1.pt", "final.pt", "step-0000002.pt", "step-0000004.pt", "step-0000005.pt",
+        "step-0000006.pt"]
+    model = load_checkpoint(final)
+    main_opt, club_opt, _ = cmg_lib.train.make_optimizers(model, cfg)
+    estimate, real = cmg_lib.train.checkpoint_bytes(model, main_opt, club_opt), final.stat().st_size
+    assert real <= estimate <= 1.1 * real + (1 << 20)
+
+
+TMPFS_RUN = """
+import os, sys
+sys.path.insert(0, {tests!r})
+import torch
+from conftest import FakeDataset
+import cmg_lib.train
+from cmg_lib import storage
+from cmg_lib.checkpoint import read_checkpoint
+from cmg_lib.config import preset
+out = sys.argv[1]
+cfg = preset("tiny_av", overrides=["train.batch_size=4", "train.ckpt_every=1"])
+data = FakeDataset(cfg, n=8)
+for check in (True, False):
+    if not check:          # as before the check: the disk fills at the second checkpoint
+        cmg_lib.train.check_space = lambda *args: None
+    try:
+        cmg_lib.train.pretrain(cfg, data, out_dir=out, steps=4, progress=False)
+    except storage.NotWritableError as err:
+        print("ERROR", err)
+    print("FILES", sorted(os.listdir(out)))
+print("KEPT step", read_checkpoint(os.path.join(out, "step-0000001.pt"))["step"])
+"""
+
+
+def _tmpfs_available() -> bool:
+    probe = "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d && umount $d; rmdir $d"
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _tmpfs_available(), reason="needs `unshare -rm` to mount a private tmpfs")
+def test_a_real_8_mib_tmpfs_is_refused_before_training_and_enospc_is_one_line(tmp_path):
+    """Item 3 on a real device: an 8 MiB tmpfs (private mount namespace) as the out folder with a checkpoint every
+    step. The free-space check refuses it before the first step; without the check, the second checkpoint
+    (epoch-0.pt at step 2, saved before step-0000002.pt) meets ENOSPC, which is one line saying "no space left"
+    (torch's writer turns it into "unexpected pos" unless storage keeps it), and the first checkpoint is intact."""
+    script = tmp_path / "run.py"
+    script.write_text(TMPFS_RUN.format(tests=os.path.dirname(__file__)))
+    mount = tmp_path / "full"
+    mount.mkdir()
+    shell = f"mount -t tmpfs -o size=8m tmpfs {mount} && {sys.executable} {script} {mount}"
+    run = subprocess.run(["unshare", "-rm", "sh", "-c", shell], capture_output=True, text=True, timeout=300)
+    lines = [line for line in run.stdout.splitlines() if line.startswith(("ERROR", "FILES", "KEPT"))]
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert lines[0].startswith(f"ERROR not enough free space in {mount} for this run's checkpoints: 7 files of ")
+    assert lines[1] == "FILES []"
+    assert lines[2].startswith(f"ERROR no space left to write {mount / 'epoch-0.pt'} (No space left on device; ")
+    assert lines[3] == "FILES ['step-0000001.pt']" and lines[4] == "KEPT step 1"
