@@ -17,11 +17,12 @@ from .data import load_dataset
 from .data.avdigits import build_dataset, manifest
 from .data.probes import run_probes
 from .downstream import TASKS, run_task
-from .storage import NotWritableError, check_writable
-from .train import pretrain
+from .distributed import RankFailed
+from .storage import NotWritableError
+from .train import holding_out_folder, pretrain
 
 SCALES = ("smoke", "default", "full")
-USER_ERRORS = (ValueError, FileNotFoundError, TimeoutError, pickle.UnpicklingError, NotWritableError)
+USER_ERRORS = (ValueError, FileNotFoundError, TimeoutError, pickle.UnpicklingError, NotWritableError, RankFailed)
 
 
 def _layout_path(text: str) -> tuple[str, str]:
@@ -90,10 +91,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     config = preset(args.preset, args.method, overrides)
     if args.steps is not None and args.steps < 1:          # checked again by pretrain; here before the data loads
         raise ValueError(f"--steps must be a positive number of optimiser steps, got {args.steps}")
-    check_writable(args.out)
     extra = {"paths": dict(args.paths)} if args.paths else {}
-    dataset = load_dataset(args.data, "pretrain", config.data.pretrain_size, scale=config.data.scale, **extra)
-    pretrain(config, dataset, out_dir=args.out, steps=args.steps, resume=args.resume)
+    with holding_out_folder(args.out, config.train.device):   # a busy --out is refused before the data loads
+        dataset = load_dataset(args.data, "pretrain", config.data.pretrain_size, scale=config.data.scale, **extra)
+        pretrain(config, dataset, out_dir=args.out, steps=args.steps, resume=args.resume)
     print(f"checkpoint: {Path(args.out) / 'final.pt'}")
     return 0
 

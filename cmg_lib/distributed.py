@@ -7,7 +7,9 @@ concatenated batch (tests/test_ddp.py).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -19,6 +21,10 @@ _REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.R
 def is_distributed() -> bool:
     """Whether an initialised process group with more than one process exists."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class RankFailed(RuntimeError):
+    """Another rank failed a step that every rank must pass (:meth:`ProcessGroup.together`)."""
 
 
 class ProcessGroup:
@@ -58,6 +64,26 @@ class ProcessGroup:
         for g in grads:
             g.copy_(flat[offset: offset + g.numel()].view_as(g))
             offset += g.numel()
+
+    @contextlib.contextmanager
+    def together(self, what: str) -> Iterator[None]:
+        """Run the block on every rank, then agree on its outcome (one all-reduce of a flag): an error is raised
+        on the rank where it happened and :class:`RankFailed` naming ``what`` and that rank on every other one,
+        so no rank is left waiting in a later collective for one that stopped. In one process: the block."""
+        error = None
+        try:
+            yield
+        except Exception as err:        # an interrupt (BaseException) is not waited for: it ends the process
+            error = err
+        if self.active:
+            device = torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+            failed = torch.tensor([self.rank if error is not None else -1], device=device)
+            dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+            if error is None and int(failed) >= 0:
+                raise RankFailed(f"rank {int(failed)} failed {what}; rank {self.rank} stops too (rank "
+                                 f"{int(failed)}'s error says why)")
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         """Leave the process group if :meth:`join` created it."""

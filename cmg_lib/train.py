@@ -229,10 +229,11 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
 
     Everything a user can get wrong fails before the first step, in one line: a step count below 1, an
     ``out_dir`` that cannot take files (``storage.NotWritableError``) or that another live run holds
-    (``storage.LockHeld``; the run holds ``out_dir/.run.lock`` until it returns), a resume checkpoint that is
-    damaged, already at or past the total, or trained with other settings or data (:func:`check_resume`), too
-    little free space in ``out_dir`` for the checkpoints the run will write (:func:`check_space`).
-    Every checkpoint stores the data identity (``checkpoint.data_identity``).
+    (``storage.LockHeld``; the run holds ``out_dir/.run.lock`` until it returns, :func:`holding_out_folder`),
+    too little free space there for the checkpoints the run will write (:func:`check_space`), a resume
+    checkpoint that is damaged, already at or past the total, or trained with other settings or data
+    (:func:`check_resume`). Under DDP every rank fails when rank 0 does. Every checkpoint stores the data
+    identity (``checkpoint.data_identity``).
     """
     tc = config.train
     for name, value in (("steps", steps), ("train.max_steps", tc.max_steps)):
@@ -240,20 +241,30 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
             raise ValueError(f"{name} must be a positive number of optimiser steps, got {value}")
     check_precision(tc.precision, torch.device(tc.device))
     ckpt = check_resume(resume, config, dataset) if resume is not None else None
-    out = check_writable(out_dir) if out_dir is not None else None
-    group = ProcessGroup.join(tc.device)
-    try:
-        with contextlib.ExitStack() as stack:
-            if out is not None and group.is_main:
-                clean_stale(out)
-                _hold(stack, out)
-            return _train(config, dataset, out if group.is_main else None, steps, resume, ckpt, progress, log_fn,
-                          group)
-    finally:
-        group.close()
+    with holding_out_folder(out_dir, tc.device) as (out, group):
+        return _train(config, dataset, out if group.is_main else None, steps, resume, ckpt, progress, log_fn, group)
 
 
 RUN_LOCK = ".run.lock"      # held in the out folder while a run writes there
+
+
+@contextlib.contextmanager
+def holding_out_folder(out_dir: str | os.PathLike | None, device: str) -> Iterator[tuple[Path | None, ProcessGroup]]:
+    """For the block: ``out_dir`` probed (``storage.check_writable``), the process group joined and, on rank 0,
+    the folder's run lock held; yields ``(out folder or None, group)``. When rank 0 cannot take the lock, every
+    rank raises (``ProcessGroup.together``) instead of waiting for a run that never starts. Re-entrant: the CLI
+    holds it while the data loads (so a busy folder is refused before that), and ``pretrain`` inside."""
+    out = check_writable(out_dir) if out_dir is not None else None
+    group = ProcessGroup.join(device)
+    try:
+        with contextlib.ExitStack() as stack:
+            with group.together(f"to take the run lock of {out}"):
+                if out is not None and group.is_main:
+                    clean_stale(out)
+                    _hold(stack, out)
+            yield out, group
+    finally:
+        group.close()
 
 
 def _hold(stack: contextlib.ExitStack, out: Path) -> None:
@@ -291,9 +302,10 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
     if ckpt is not None and total <= state.step:
         raise ValueError(f"cannot resume {resume} (step {state.step}) for {total} steps: the step count is the "
                          f"total including the checkpoint's, so it must exceed {state.step}")
-    if out_dir is not None:
-        check_space(out_dir, checkpoint_bytes(model, main_opt, club_opt),
-                    planned_checkpoints(tc, state.step, total, per_epoch))
+    with group.together(f"the free-space check of {out_dir}"):
+        if out_dir is not None:
+            check_space(out_dir, checkpoint_bytes(model, main_opt, club_opt),
+                        planned_checkpoints(tc, state.step, total, per_epoch))
     trainer = Trainer(model, main_opt, club_opt, config, device, group, net=_data_parallel(model, group, device))
     identity = data_identity(config, dataset)
     epoch_loader_state = loader_gen.get_state()

@@ -129,3 +129,39 @@ def test_full_objective_under_ddp_has_the_gradients_and_terms_of_one_process(ddp
     ddp = ddp_runs["unicode"][0]["history"][-1]
     for term in ("loss", "cpc", "cmcm", "mi/audio", "mi/video", "mi/text"):    # rank 0 logs global terms
         assert abs(history[-1][term] - ddp[term]) < 1e-4 * max(1.0, abs(history[-1][term])), term
+
+
+def _busy_folder_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """Each rank pre-trains into ``out_dir``, whose run lock the parent process holds; it records what it raised.
+    A 60-s collective timeout turns a rank left waiting into a failure instead of a hung test."""
+    from datetime import timedelta
+
+    from conftest import FakeDataset
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    try:
+        cfg = _config("exact")
+        pretrain(cfg, FakeDataset(cfg, n=16), out_dir=out_dir, steps=STEPS, progress=False)
+        outcome = "trained"
+    except Exception as err:                    # noqa: BLE001 -- the outcome is the test's answer
+        outcome = f"{type(err).__name__}: {err}"
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(os.path.dirname(out_dir), f"outcome-{rank}.txt"), "w") as f:
+        f.write(outcome)
+
+
+def test_every_rank_stops_when_rank_0_cannot_take_the_run_lock(tmp_path):
+    """Issue 26 left-over: rank 0 failed on a busy out folder and the other ranks waited for it for ever."""
+    from cmg_lib.storage import locked
+    from cmg_lib.train import RUN_LOCK
+
+    out = tmp_path / "out"
+    with locked(out / RUN_LOCK):
+        mp.spawn(_busy_folder_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    rank0, rank1 = ((tmp_path / f"outcome-{r}.txt").read_text() for r in range(2))
+    assert rank0.startswith(f"LockHeld: out folder {out} is in use by another run (pid {os.getpid()} on ")
+    assert rank1 == (f"RankFailed: rank 0 failed to take the run lock of {out}; rank 1 stops too (rank 0's error "
+                     "says why)")
+    assert sorted(os.listdir(out)) == []                                # nothing written, the lock released

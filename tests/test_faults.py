@@ -432,3 +432,26 @@ def test_a_real_8_mib_tmpfs_is_refused_before_training_and_enospc_is_one_line(tm
     assert lines[1] == "FILES []"
     assert lines[2].startswith(f"ERROR no space left to write {mount / 'epoch-0.pt'} (No space left on device; ")
     assert lines[3] == "FILES ['step-0000001.pt']" and lines[4] == "KEPT step 1"
+
+
+# ------------------------------------------------------------------------------------------ issue 26: messages
+def test_cli_busy_out_folder_is_refused_before_the_data_loads(tmp_path, monkeypatch, capsys):
+    """Item 8: a second run into a busy folder was refused only after its data had loaded (~24 s)."""
+    monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the lock"))
+    with _held_by_another_thread(tmp_path / RUN_LOCK):
+        rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--steps", "2"], capsys)
+    assert rc == 2 and err.startswith(f"error: out folder {tmp_path} is in use by another run (pid {os.getpid()} on ")
+
+
+def test_cli_holds_the_lock_while_the_data_loads_and_pretrain_takes_it_again(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def load(*args, **kwargs):
+        seen.append(json.loads((tmp_path / RUN_LOCK).read_text())["pid"])     # held while loading
+        cfg = _cfg()
+        return FakeDataset(cfg, n=8)
+    monkeypatch.setattr(cmg_lib.cli, "load_dataset", load)
+    rc, _ = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--steps", "1",
+                  "--set", "train.batch_size=4"], capsys)
+    assert rc == 0 and seen == [os.getpid()]
+    assert sorted(os.listdir(tmp_path)) == ["final.pt"]                  # the lock released at the end
