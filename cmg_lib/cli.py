@@ -19,7 +19,7 @@ from .data.probes import run_probes
 from .downstream import TASKS, run_task
 from .distributed import RankFailed
 from .storage import NotWritableError
-from .train import holding_out_folder, pretrain
+from .train import check_device, holding_out_folder, pretrain
 
 SCALES = ("smoke", "default", "full")
 USER_ERRORS = (ValueError, FileNotFoundError, TimeoutError, pickle.UnpicklingError, NotWritableError, RankFailed)
@@ -91,6 +91,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     config = preset(args.preset, args.method, overrides)
     if args.steps is not None and args.steps < 1:          # checked again by pretrain; here before the data loads
         raise ValueError(f"--steps must be a positive number of optimiser steps, got {args.steps}")
+    check_device(config.train.device)
     extra = {"paths": dict(args.paths)} if args.paths else {}
     with holding_out_folder(args.out, config.train.device):   # a busy --out is refused before the data loads
         dataset = load_dataset(args.data, "pretrain", config.data.pretrain_size, scale=config.data.scale, **extra)

@@ -227,22 +227,43 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
     ``shared_codes`` = fraction of used codes that every modality chose, ``mode_agreement`` = share of clips whose
     most frequent code agrees across modalities).
 
-    Everything a user can get wrong fails before the first step, in one line: a step count below 1, an
-    ``out_dir`` that cannot take files (``storage.NotWritableError``) or that another live run holds
-    (``storage.LockHeld``; the run holds ``out_dir/.run.lock`` until it returns, :func:`holding_out_folder`),
-    too little free space there for the checkpoints the run will write (:func:`check_space`), a resume
-    checkpoint that is damaged, already at or past the total, or trained with other settings or data
-    (:func:`check_resume`). Under DDP every rank fails when rank 0 does. Every checkpoint stores the data
-    identity (``checkpoint.data_identity``).
+    Everything a user can get wrong fails before the first step, in one line: a step count below 1, a device
+    this machine lacks (:func:`check_device`), an ``out_dir`` that cannot take files (``storage.NotWritableError``)
+    or that another live run holds (``storage.LockHeld``; the run holds ``out_dir/.run.lock`` until it returns,
+    :func:`holding_out_folder`), too little free space there for the checkpoints the run will write
+    (:func:`check_space`), a resume checkpoint that is damaged, already at or past the total, or trained with
+    other settings or data (:func:`check_resume`). Under DDP every rank fails when rank 0 does. Every
+    checkpoint stores the data identity (``checkpoint.data_identity``).
     """
     tc = config.train
     for name, value in (("steps", steps), ("train.max_steps", tc.max_steps)):
         if value is not None and int(value) < 1:
             raise ValueError(f"{name} must be a positive number of optimiser steps, got {value}")
-    check_precision(tc.precision, torch.device(tc.device))
+    check_precision(tc.precision, check_device(tc.device))
     ckpt = check_resume(resume, config, dataset) if resume is not None else None
     with holding_out_folder(out_dir, tc.device) as (out, group):
         return _train(config, dataset, out if group.is_main else None, steps, resume, ckpt, progress, log_fn, group)
+
+
+def check_device(name: str) -> torch.device:
+    """``name`` (``train.device``, the CLI's ``--device``) as a device this machine has; a ValueError saying
+    what there is otherwise (``cuda`` without CUDA, ``cuda:N`` past the last GPU, an unknown name)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} (--device, train.device) is not one this library trains on; expected "
+                         "cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a build without CUDA"
+        raise ValueError(f"device {name!r} (--device, train.device) asks for CUDA, which this machine does not have "
+                         f"(torch {torch.__version__}, {build}, {torch.cuda.device_count()} GPUs visible); expected "
+                         "cpu here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} (--device, train.device) is past this machine's "
+                         f"{torch.cuda.device_count()} GPU(s); expected cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 RUN_LOCK = ".run.lock"      # held in the out folder while a run writes there
@@ -394,9 +415,10 @@ def check_space(out_dir: Path, per_file: int, names: list[str]) -> None:
 
 
 def _training_device(name: str, group: ProcessGroup) -> torch.device:
-    """The device of this process: ``cuda`` becomes ``cuda:<local rank>`` under DDP."""
-    if name.startswith("cuda") and group.active and ":" not in name:
-        name = f"cuda:{group.local_rank}"
+    """The device of this process: ``cuda`` becomes ``cuda:<local rank>`` under DDP, else the current GPU
+    (``torch.cuda.set_device`` needs an index)."""
+    if name.startswith("cuda") and ":" not in name:
+        name = f"cuda:{group.local_rank if group.active else torch.cuda.current_device()}"
     device = torch.device(name)
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -455,3 +455,28 @@ def test_cli_holds_the_lock_while_the_data_loads_and_pretrain_takes_it_again(tmp
                   "--set", "train.batch_size=4"], capsys)
     assert rc == 0 and seen == [os.getpid()]
     assert sorted(os.listdir(tmp_path)) == ["final.pt"]                  # the lock released at the end
+
+
+def test_cli_device_cuda_without_cuda_says_so_before_the_data_loads(tmp_path, monkeypatch, capsys):
+    """Item 8: was "Expected a torch.device with a specified index or an integer, but got:cuda"."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
+    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--device", "cuda"], capsys)
+    assert rc == 2 and err.startswith("error: device 'cuda' (--device, train.device) asks for CUDA, which this "
+                                      f"machine does not have (torch {torch.__version__}, ")
+    assert err.endswith("GPUs visible); expected cpu here")
+    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--device", "gpu"], capsys)
+    assert rc == 2 and err == ("error: device 'gpu' (--device, train.device) is not one this library trains on; "
+                               "expected cpu, cuda or cuda:N")
+    assert os.listdir(tmp_path) == []
+
+
+def test_device_cuda_without_an_index_trains_on_the_current_gpu(monkeypatch):
+    """``--device cuda`` failed on a CUDA machine too: ``torch.cuda.set_device`` needs an index."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    from cmg_lib.distributed import ProcessGroup
+    assert cmg_lib.train._training_device("cuda", ProcessGroup()) == torch.device("cuda", 1)
+    assert cmg_lib.train._training_device("cuda", ProcessGroup(rank=1, world=2, local_rank=3)) == torch.device("cuda", 3)
+    assert chosen == [torch.device("cuda", 1), torch.device("cuda", 3)]
