@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -100,6 +101,7 @@ class ModelConfig:
     alignment_weight: float = 1.0
 
     def __post_init__(self):
+        _check_finite(self, "model", positive=("club_lr",))
         self.modalities = tuple(m if isinstance(m, ModalitySpec) else ModalitySpec(**m) for m in self.modalities)
         names = [m.name for m in self.modalities]
         if len(names) != len(set(names)):
@@ -154,6 +156,7 @@ class TrainConfig:
     num_workers: int = 0
 
     def __post_init__(self):
+        _check_finite(self, "train", positive=("lr", "lr_gamma", "grad_clip"))
         self.milestones = tuple(int(m) for m in self.milestones)
         steps = self.snapshot_steps
         if isinstance(steps, str):                   # "--set train.snapshot_steps=30,100"
@@ -248,6 +251,16 @@ def _locate(d: dict, key: str) -> tuple[str, str]:
     return hits[0], key
 
 
+def _check_finite(obj: Any, section: str, positive: tuple[str, ...] = ()) -> None:
+    """Every float field of the dataclass ``obj`` finite, those in ``positive`` also > 0; a ValueError naming the
+    first that is not (``train.lr=nan`` is a float, but no learning rate)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and (not math.isfinite(value) or (f.name in positive and value <= 0)):
+            need = "finite and positive" if f.name in positive else "a finite number"
+            raise ValueError(f"{section}.{f.name} must be {need}, got {value!r}")
+
+
 def _parse_value(raw: str, current: Any, key: str) -> Any:
     raw = raw.strip()
     if isinstance(current, bool):
@@ -262,6 +275,11 @@ def _parse_value(raw: str, current: Any, key: str) -> Any:
         value = raw
     if isinstance(current, float) and isinstance(value, int):
         value = float(value)
+    if isinstance(current, float) and isinstance(value, str):
+        try:
+            value = float(value)                # "nan", "inf": floats JSON does not spell (checked by the section)
+        except ValueError:
+            pass
     if current is not None and isinstance(current, (int, float, str)) and not isinstance(value, type(current)):
         raise ValueError(f"{key} expects {type(current).__name__}, got {raw!r}")
     return value

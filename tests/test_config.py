@@ -55,3 +55,20 @@ def test_bad_names_raise_value_errors_that_list_the_choices():
         ModalitySpec("smell", "vector", (3,))
     with pytest.raises(ValueError, match="feature_shape"):
         ModalitySpec("video", "grid", (512,))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=nan", "train.lr must be finite and positive, got nan"),
+    ("train.lr=inf", "train.lr must be finite and positive, got inf"),
+    ("train.lr=-0.001", "train.lr must be finite and positive, got -0.001"),
+    ("train.grad_clip=0", "train.grad_clip must be finite and positive, got 0.0"),
+    ("model.beta=nan", "model.beta must be a finite number, got nan"),
+    ("model.dropout=-inf", "model.dropout must be a finite number, got -inf"),
+    ("train.lr=fast", "train.lr expects float, got 'fast'"),
+])
+def test_non_finite_and_non_positive_floats_are_named(override, message):
+    """Issue 26 item 8: ``train.lr=nan`` said "expects float" (nan is a float): now what is wrong with it."""
+    with pytest.raises(ValueError) as err:
+        preset("tiny", overrides=[override])
+    assert str(err.value) == message
+    assert preset("tiny", overrides=["train.lr=1e-3"]).train.lr == 0.001

@@ -480,3 +480,9 @@ def test_device_cuda_without_an_index_trains_on_the_current_gpu(monkeypatch):
     assert cmg_lib.train._training_device("cuda", ProcessGroup()) == torch.device("cuda", 1)
     assert cmg_lib.train._training_device("cuda", ProcessGroup(rank=1, world=2, local_rank=3)) == torch.device("cuda", 3)
     assert chosen == [torch.device("cuda", 1), torch.device("cuda", 3)]
+
+
+def test_cli_lr_nan_says_finite_and_positive(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
+    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--set", "train.lr=nan"], capsys)
+    assert rc == 2 and err == "error: train.lr must be finite and positive, got nan"
