@@ -340,3 +340,25 @@ def test_notebook_run_names_the_updates_of_the_runs_it_asked_for(tmp_path, monke
     assert official.steps_text() == "6 epochs (book_av, 24K)"     # the split sizes of other data are not known here
     with pytest.raises(ValueError, match="unknown recipe"):
         notebook.setup("default", recipe="paper")
+
+
+@pytest.mark.parametrize("given, expected", [(None, None), ([0, 2], (0, 2)), ((1,), (1,)), (3, (3,)),
+                                             ("[0, 1, 2]", (0, 1, 2)), ("0,1", (0, 1)), (" 4 ", (4,))])
+def test_notebook_seeds_parameter_as_list_or_papermill_text(given, expected):
+    from cmg_lib.experiments.budgets import parse_seeds, with_seeds
+
+    assert parse_seeds(given) == expected
+    smoke = budget("smoke")
+    assert with_seeds(smoke, given) == (smoke if expected is None else
+                                        smoke.__class__(**{**smoke.__dict__, "seeds": expected, "avs_seeds": expected}))
+
+
+@pytest.mark.parametrize("given", ["[]", [], "[", "a,b", [0.5], [-1], [True], "{}"])
+def test_a_bad_seeds_parameter_names_seeds(given):
+    """Issue 26 item 8: ``papermill -p seeds '[]'`` said "invalid literal for int() with base 10: '['"."""
+    from cmg_lib.experiments import notebook
+
+    with pytest.raises(ValueError) as err:
+        notebook.setup("default", seeds=given)
+    assert str(err.value) == ("seeds must be None (the scale's head seeds) or a non-empty list of non-negative "
+                              f"integers such as [0, 1, 2], got {given!r}")

@@ -96,3 +96,26 @@ def test_toc_naming_a_missing_notebook_is_a_clear_error(tmp_path):
     toc.write_text("root: book/intro\nparts:\n  - chapters:\n      - file: book/executed/99_missing\n")
     with pytest.raises(build_book.BuildError, match="notebooks/99_missing.ipynb does not exist"):
         build_book.toc_notebooks(toc)
+
+
+def test_papermill_text_seeds_parameter_is_named_when_wrong(tmp_path):
+    """Issue 26 item 8: ``papermill ... -p seeds '[]'`` (papermill passes the text "[]") now fails naming seeds;
+    "[0, 1]" as text works."""
+    import papermill
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("seeds = None"),
+                             new_code_cell("from cmg_lib.experiments import setup\n"
+                                           "print(setup('default', seeds=seeds).seeds)")])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "seeds.ipynb")
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(tmp_path / "seeds.ipynb", tmp_path / "bad.ipynb", parameters={"seeds": "[]"},
+                                   progress_bar=False)
+    assert err.value.evalue == ("seeds must be None (the scale's head seeds) or a non-empty list of non-negative "
+                                "integers such as [0, 1, 2], got '[]'")
+    papermill.execute_notebook(tmp_path / "seeds.ipynb", tmp_path / "good.ipynb", parameters={"seeds": "[0, 1]"},
+                               progress_bar=False)
+    good = nbformat.read(tmp_path / "good.ipynb", as_version=4)
+    assert good.cells[-1].outputs[0]["text"].strip() == "[0, 1]"

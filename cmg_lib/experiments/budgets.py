@@ -6,6 +6,7 @@ configuration a notebook trains at a scale, so equal rows of different tables sh
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 
 from ..config import ABLATIONS, BOOK_EPOCHS, Config, preset
@@ -109,12 +110,32 @@ def epoch_batches(scale: str, pretrain_size: str, batch_size: int) -> int:
 
 
 def with_seeds(b: Budget, seeds=None) -> Budget:
-    """``b`` with its head seeds replaced (a notebook's ``seeds`` parameter), the AVS task's too; unchanged for
-    None."""
-    if not seeds:
-        return b
-    seeds = tuple(int(s) for s in seeds)
-    return replace(b, seeds=seeds, avs_seeds=seeds)
+    """``b`` with its head seeds replaced (a notebook's ``seeds`` parameter, :func:`parse_seeds`), the AVS task's
+    too; unchanged for None."""
+    seeds = parse_seeds(seeds)
+    return b if seeds is None else replace(b, seeds=seeds, avs_seeds=seeds)
+
+
+def parse_seeds(seeds) -> tuple[int, ...] | None:
+    """A notebook's ``seeds`` parameter as integers: None stays None; a list, a tuple or one integer, or the same
+    as text (``papermill -p seeds '[0, 1]'`` passes the text: ``"[0, 1]"``, ``"0,1"``, ``"2"``); a ValueError
+    naming ``seeds`` for anything else, an empty list included (no head seed is no run)."""
+    if seeds is None:
+        return None
+    values = seeds
+    if isinstance(values, str):
+        text = values.strip()
+        try:
+            values = json.loads(text if text.startswith("[") else f"[{text}]")
+        except json.JSONDecodeError:
+            values = None
+    if isinstance(values, int):
+        values = [values]
+    if (not isinstance(values, (list, tuple)) or not values
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)):
+        raise ValueError(f"seeds must be None (the scale's head seeds) or a non-empty list of non-negative integers "
+                         f"such as [0, 1, 2], got {seeds!r}")
+    return tuple(values)
 
 
 def codebook_sweep(b: Budget, preset_name: str) -> list[int]:
