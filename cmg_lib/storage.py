@@ -321,16 +321,18 @@ def check_appendable(path: str | os.PathLike) -> Path:
     return path
 
 
-def clean_stale(folder: str | os.PathLike, min_age: float = STALE_AGE_S) -> list[Path]:
+def clean_stale(folder: str | os.PathLike, min_age: float = STALE_AGE_S, name: str | None = None) -> list[Path]:
     """Remove the temp entries of ``folder`` (names with ``TMP_MARK`` then a pid) whose owner process no longer
-    exists on this host and that are at least ``min_age`` s old; return what was removed.
+    exists on this host and that are at least ``min_age`` s old (``name``: only the temp entries of that final
+    name, ``.<name>.tmp-...``); return what was removed.
 
     The age guard keeps the entries of a live writer on another host sharing this folder (its pid means nothing
     here) unless they have been untouched for ``min_age`` s. Errors (a racing cleaner, no permission) are ignored.
     """
     removed = []
     try:
-        entries = [e for e in os.scandir(folder) if TMP_MARK in e.name]
+        prefix = f".{name}{TMP_MARK}" if name is not None else ""
+        entries = [e for e in os.scandir(folder) if TMP_MARK in e.name and e.name.startswith(prefix)]
     except OSError:
         return removed
     now = time.time()

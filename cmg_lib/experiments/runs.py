@@ -17,7 +17,8 @@ from typing import Any
 from ..checkpoint import read_checkpoint, snapshot_name, snapshot_step
 from ..config import Config
 from ..data import load_dataset
-from ..storage import TMP_MARK, atomic_write_json, cache_root, clean_stale, locked, read_json
+from ..storage import (TMP_MARK, atomic_write_json, cache_root, clean_stale, locked, read_json,
+                       writable_cache_root)
 from ..train import pretrain
 from .budgets import budget, experiment_config
 
@@ -59,6 +60,7 @@ def pretrained(config: Config, data: str | os.PathLike | None = None, *, steps: 
     final = run_dir / "final.pt"
     if final.exists():
         return final
+    writable_cache_root(cache_dir)              # names CMG_CACHE when that is what cannot take the run
     with locked(runs / f"{key}.lock", lock_timeout):
         if final.exists():                       # another kernel finished it while we waited
             return final

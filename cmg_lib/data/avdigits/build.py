@@ -17,9 +17,11 @@ noise and ``load_digits`` images. Held-out sentence subjects go to val/test.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
+import sys
 import time
 import warnings
 import zlib
@@ -110,25 +112,55 @@ def ensure_built(scale: str = "default", seed: int = 0, root=None, prefer_images
     An existing build is checked against its manifest (``verify.verify_cache``: sizes and readable files; with
     ``repair`` also every hash): a damaged one raises ``verify.DamagedCache``, or with ``repair`` (``data build``)
     is deleted and built again. An older-format build of the same scale and seed is not read: a warning names it,
-    and format 3 is built beside it.
+    and format 3 is built beside it. Builds of one folder are serialised by its lock (``<folder>.lock``,
+    ``storage.locked``): a second builder waits, then finds the folder built; the holder removes the temp folders
+    of killed builders of the same folder.
     """
     spec = resolve(scale, num_classes, redundancy)
-    folder = storage.cache_root(root) / _folder_name(spec, seed)
-    if (folder / "manifest.json").is_file():
-        try:
-            verify.verify_cache(folder, _manifest_of(folder), full=repair)
+    base = storage.cache_root(root)
+    folder = base / _folder_name(spec, seed)
+    if _verified(folder, repair, delete=False):
+        return folder
+    storage.writable_cache_root(root)
+    with contextlib.ExitStack() as stack:
+        _hold_build_lock(stack, folder)
+        if _verified(folder, repair, delete=True):            # built by the process we waited for
             return folder
-        except verify.DamagedCache:
-            if not repair:
-                raise
-            shutil.rmtree(folder)
-    for old in older_builds(spec, seed, root):
-        warnings.warn(f"AV-Digits: {old} is a format-{read_format(old)} build, which this library no longer "
-                      f"reads; building format {FORMAT} into {folder.name} (delete the old folder to free its space)",
-                      stacklevel=2)
-    with storage.atomic_directory(folder) as tmp:
-        _build_into(tmp, spec, int(seed), storage.cache_root(root) / "sources", prefer_images)
+        storage.clean_stale(base, min_age=0, name=folder.name)   # only a killed builder can have left these
+        for old in older_builds(spec, seed, root):
+            warnings.warn(f"AV-Digits: {old} is a format-{read_format(old)} build, which this library no longer "
+                          f"reads; building format {FORMAT} into {folder.name} (delete the old folder to free its "
+                          "space)", stacklevel=2)
+        with storage.atomic_directory(folder) as tmp:
+            _build_into(tmp, spec, int(seed), base / "sources", prefer_images)
     return folder
+
+
+def _verified(folder: Path, repair: bool, delete: bool) -> bool:
+    """Whether ``folder`` holds a build that passes ``verify.verify_cache`` (``full`` with ``repair``). A damaged
+    one raises ``verify.DamagedCache`` unless ``repair``; then it is deleted if ``delete`` (under the build lock)."""
+    if not (folder / "manifest.json").is_file():
+        return False
+    try:
+        verify.verify_cache(folder, _manifest_of(folder), full=repair)
+        return True
+    except verify.DamagedCache:
+        if not repair:
+            raise
+        if delete:
+            shutil.rmtree(folder)
+        return False
+
+
+def _hold_build_lock(stack: contextlib.ExitStack, folder: Path) -> None:
+    """Hold ``<folder>.lock`` for the rest of ``stack``, saying on stderr whom it waits for when it must."""
+    lock = folder.with_name(f"{folder.name}.lock")
+    try:
+        stack.enter_context(storage.locked(lock, timeout=0))
+    except storage.LockHeld as err:
+        who = f"pid {err.holder.get('pid', '?')} on {err.holder.get('host', '?')}"
+        print(f"AV-Digits: waiting for {who}, which is building {folder}", file=sys.stderr)
+        stack.enter_context(storage.locked(lock))
 
 
 def _manifest_of(folder: Path) -> dict:
@@ -137,10 +169,14 @@ def _manifest_of(folder: Path) -> dict:
         meta = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError) as err:
         raise verify.DamagedCache(f"AV-Digits cache {folder} is damaged: manifest.json is unreadable ({err}); "
-                                  f"{verify.rebuild_hint(folder, {'scale': folder.name, 'seed': '?'})}") from None
+                                  f"{verify.rebuild_hint(folder, {})}") from None
     if not isinstance(meta, dict):
         raise verify.DamagedCache(f"AV-Digits cache {folder} is damaged: manifest.json holds no object; "
                                   f"{verify.rebuild_hint(folder, {})}")
+    if meta.get("format") != FORMAT or not meta.get("files"):
+        raise verify.DamagedCache(f"AV-Digits cache {folder} is damaged: manifest.json records format "
+                                  f"{meta.get('format')!r} and {len(meta.get('files') or {})} files, expected format "
+                                  f"{FORMAT} and the build's files; {verify.rebuild_hint(folder, meta)}")
     return meta
 
 

@@ -7,12 +7,14 @@ fails); ``full=True`` (``data build``, and after a read error) also re-hashes ev
 """
 from __future__ import annotations
 
+import re
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ... import storage
 from .. import common
 
 
@@ -25,9 +27,26 @@ def file_sizes(folder: Path, names) -> dict[str, int]:
     return {name: (Path(folder) / name).stat().st_size for name in names}
 
 
+_BUILD_NAME = re.compile(r"avdigits-(?P<scale>[a-z]+)-seed(?P<seed>\d+)(?P<variant>(-c\d+)?(-r[0-9a-f]{8})?)-v\d+")
+
+
 def rebuild_hint(folder: Path, manifest: dict) -> str:
-    return (f"rebuild it with `python -m cmg_lib data build --scale {manifest.get('scale', '?')} --seed "
-            f"{manifest.get('seed', '?')}` (which replaces the damaged folder) or delete {folder}")
+    """How to rebuild a damaged build: the ``data build`` command for its scale and seed, read from the folder's
+    name (the manifest may be the damaged part) or else from ``manifest``, with ``--out`` when the folder is not
+    in the default cache; for a build with other classes or redundancy (no CLI flags) or unknown scale and seed,
+    deleting it (the next load builds it again)."""
+    folder = Path(folder)
+    match = _BUILD_NAME.fullmatch(folder.name)
+    scale, seed = (match["scale"], match["seed"]) if match else (manifest.get("scale"), manifest.get("seed"))
+    if (match and match["variant"]) or scale is None or seed is None:
+        return f"delete {folder} (the next load that asks for it builds it again)"
+    try:
+        default_root = storage.cache_root()
+    except storage.NotWritableError:
+        default_root = None
+    out = "" if folder.parent == default_root else f" --out {folder.parent}"
+    return (f"rebuild it with `python -m cmg_lib data build --scale {scale} --seed {seed}{out}` (which replaces "
+            f"the damaged folder) or delete {folder}")
 
 
 def verify_cache(folder: Path, manifest: dict, full: bool) -> None:
