@@ -416,3 +416,78 @@ def test_all_background_ave_clips_are_refused_not_class_0(tmp_path):
     with pytest.raises(ValueError, match=rf"labels\.h5: 1 of {len(fx.AVE_ORDERS['test'])} clips of the split have "
                                          rf"only background segments \(first: row {victim}\)"):
         load_official(tmp_path, "ave", "test")
+
+
+# ------------------------------------------------------------------------------------------- content hash
+def _official_folder(root):
+    fx.write_pretrain(root)
+    fx.write_ave(root)
+    return root
+
+
+def test_content_hash_follows_the_files_not_the_folder(tmp_path, monkeypatch):
+    """Issue 26 left-over: an official folder had no content hash. A copy elsewhere hashes the same; one changed
+    byte, an added or a removed layout file changes it; a file outside the layout does not; digests of unchanged
+    files come from the cache, a touched file is read again."""
+    from cmg_lib.data.official import content
+    from cmg_lib.data.official.layout import Paths
+
+    monkeypatch.setenv("CMG_CACHE", str(tmp_path / "cache"))
+    a = _official_folder(tmp_path / "a")
+    first = content.content_hash(Paths(a), progress=False)
+    labels = [label for label, _ in content.layout_files(Paths(a))]
+    assert "ave/labels.h5" in labels and "vggsound_csv" in labels and len(labels) == len(set(labels)) >= 20
+    import shutil
+    shutil.copytree(a, tmp_path / "b")
+    assert content.content_hash(Paths(tmp_path / "b"), progress=False) == first
+    (a / "notes.txt").write_text("not part of the release")
+    read = []
+    monkeypatch.setattr(content, "file_digest", lambda path: read.append(path.name) or "x")
+    assert content.content_hash(Paths(a), progress=False) == first and read == []      # all from the cache
+    monkeypatch.undo()
+    monkeypatch.setenv("CMG_CACHE", str(tmp_path / "cache"))
+    zip_path = a / "vggsound40k/feature/video/zip/vid_tr0.zip"
+    raw = bytearray(zip_path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    zip_path.write_bytes(bytes(raw))
+    flipped = content.content_hash(Paths(a), progress=False)
+    assert flipped != first
+    (a / "AVE-ECCV18-master/data/extra.h5").write_bytes(b"x")
+    added = content.content_hash(Paths(a), progress=False)
+    assert added not in (first, flipped)
+    (a / "AVE-ECCV18-master/data/extra.h5").unlink()
+    assert content.content_hash(Paths(a), progress=False) == flipped
+
+
+def test_official_data_identity_is_stored_and_checked_downstream(tmp_path, monkeypatch):
+    """A pre-training split of an official folder carries the folder's content hash into the checkpoint's data
+    identity; a downstream split of a copy passes the check, of a changed folder is refused naming the hash
+    (or noted with allow_data_mismatch)."""
+    import shutil
+
+    from cmg_lib.checkpoint import data_identity
+    from cmg_lib.config import preset
+    from cmg_lib.data.official import content
+    from cmg_lib.data.official.layout import Paths
+    from cmg_lib.downstream.common import Context, load_split
+
+    monkeypatch.setenv("CMG_CACHE", str(tmp_path / "cache"))
+    a = _official_folder(tmp_path / "a")
+    cfg = preset("paper_av", overrides=[f"data.source={a}", "data.pretrain_size=24k"])
+    identity = data_identity(cfg, load_official(a, "pretrain", "24k"))
+    assert identity["hash"] == content.content_hash(Paths(a)) and identity["source"] == str(a)
+    shutil.copytree(a, tmp_path / "copy")
+    ctx = Context(model=None, data=str(tmp_path / "copy"), trained_on=identity)
+    assert len(load_split(ctx, "ave", "train")) == 4
+    with open(tmp_path / "copy" / "vggsound-avel40k.csv", "a") as f:       # another release: one more row
+        f.write("vid_new,dog barking,train\n")
+    changed = content.content_hash(Paths(tmp_path / "copy"))
+    with pytest.raises(ValueError) as err:
+        load_split(ctx, "ave", "test")
+    assert str(err.value).startswith(f"ave/test: downstream data differs from the checkpoint's pre-training data "
+                                     f"in hash ({identity['hash']!r} -> {changed!r})")
+    ctx.allow_data_mismatch = True
+    ctx.data = str(a)
+    shutil.rmtree(a / "vggsound40k")                    # also a change: noted, not refused
+    load_split(ctx, "ave", "test")
+    assert len(ctx.notes) == 1 and "hash" in ctx.notes[0]

@@ -20,6 +20,7 @@ Protocols (``PROTOCOLS``):
 from __future__ import annotations
 
 import copy
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -113,18 +114,28 @@ def load_split(ctx: Context, subset: str, split: str) -> Dataset:
         if ctx.paths:
             kwargs["paths"] = dict(ctx.paths)
         dataset = load_dataset(ctx.data, subset, split, **kwargs)
-        check_data(ctx, f"{subset}/{split}", {"hash": getattr(dataset, "manifest_hash", None)})
+        if _same_kind(ctx.trained_on, ctx.data):           # (an official folder's hash is read only for this)
+            check_data(ctx, f"{subset}/{split}", {"hash": getattr(dataset, "manifest_hash", None)})
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} of subset {subset!r} is empty; the task needs at least one clip")
     return dataset
 
 
+def _same_kind(trained_on: dict | None, data: Any) -> bool:
+    """Whether the checkpoint's pre-training data and the downstream ``data`` are both AV-Digits or both official
+    folders (an in-memory mapping, or a checkpoint without a data identity, is never checked)."""
+    if not trained_on or not isinstance(data, (str, os.PathLike)):
+        return False
+    return (trained_on.get("source") == "avdigits") == (str(data) == "avdigits")
+
+
 def check_data(ctx: Context, what: str, actual: dict) -> None:
     """Refuse (ValueError) downstream data whose identity (``scale``, ``seed``, content ``hash``) differs from the
-    checkpoint's pre-training data, when both are AV-Digits builds; with ``allow_data_mismatch`` note it instead."""
-    stored = ctx.trained_on
-    if not stored or stored.get("source") != "avdigits" or ctx.data != "avdigits":
+    checkpoint's pre-training data, when both are AV-Digits builds or both official-data folders (their content
+    hash, ``official.content``); with ``allow_data_mismatch`` note it instead."""
+    if not _same_kind(ctx.trained_on, ctx.data):
         return
+    stored = ctx.trained_on
     from ..checkpoint import data_mismatch
 
     differ = data_mismatch(stored, {"scale": None, "seed": None, "hash": None, **actual})

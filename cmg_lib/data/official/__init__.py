@@ -69,6 +69,7 @@ def load_official(root: str | Path, subset: str, split: str, *, modalities: Sequ
         raise ValueError(f"subset {subset!r} has no official release (the authors' retrieval protocol is not "
                          "public, book/differences.md row 13); official subsets are "
                          "['ave', 'ave_avvp', 'avs', 'avvp', 'pretrain', 'ucf_vgg']")
+    dataset.data_paths = where                     # for its content hash (content.py), computed on first use
     return dataset.preload() if preload else dataset
 
 

@@ -20,7 +20,8 @@ class OfficialDataset(ArrayDataset):
 
     Rows are read lazily from the files when gathered (one file read per row); ``preload()`` reads every row once,
     stacks them in memory (all files closed afterwards) and serves later gathers by plain indexing. Attributes (the
-    ``load_dataset`` contract): ``name``, ``modalities``, ``feature_shapes``, ``num_classes``, ``class_names``.
+    ``load_dataset`` contract): ``name``, ``modalities``, ``feature_shapes``, ``num_classes``, ``class_names``, and
+    ``manifest_hash``, the folder's content hash, as an AV-Digits split has its build's.
     """
 
     def __init__(self, *, name: str, modalities: Sequence[str], feature_shapes: dict[str, tuple[int, ...]],
@@ -30,6 +31,18 @@ class OfficialDataset(ArrayDataset):
                          feature_shapes={m: tuple(feature_shapes[m]) for m in modalities},
                          num_classes=len(class_names), class_names=list(class_names))
         self._preloaded: dict[str, np.ndarray] | None = None
+        self.data_paths = None                    # the Paths it was read from (load_official sets them)
+        self._content_hash: str | None = None
+
+    @property
+    def manifest_hash(self) -> str | None:
+        """The content hash of the official folder this split was read from (``content.content_hash``), computed
+        on first use (``checkpoint.data_identity``, the downstream data check); None without ``data_paths``."""
+        if self._content_hash is None and self.data_paths is not None:
+            from .content import content_hash
+
+            self._content_hash = content_hash(self.data_paths)
+        return self._content_hash
 
     def _read(self, i: int) -> dict[str, Any]:
         raise NotImplementedError
