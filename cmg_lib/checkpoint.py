@@ -9,8 +9,9 @@ One ``.pt`` per save, written atomically (``storage.atomic_torch_save``)::
 ``data`` (:func:`data_identity`) says what the model was trained on, so downstream runs default to the same build
 and refuse another (absent in older files, which load as before). ``digest`` (:func:`content_digest`, a sha256 of
 every other value, tensors by their bytes) is checked on every read: a changed byte in a tensor or a value is a
-:class:`CheckpointError` naming the file (files written before it have none and load as before). ``position``, ``history`` and ``monitor`` let ``pretrain(resume=...)`` continue exactly (data position, the logged history and the open
-logging window). :func:`load_checkpoint` rebuilds the model from the stored config alone. Files are read with
+:class:`CheckpointError` naming the file (files written before it have none and load as before). ``position``,
+``history`` and ``monitor`` let ``pretrain(resume=...)`` continue exactly (data position, the logged history and
+the open logging window). :func:`load_checkpoint` rebuilds the model from the stored config alone. Files are read with
 ``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain containers, never code.
 """
 from __future__ import annotations

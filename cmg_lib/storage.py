@@ -151,8 +151,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, **save_options: Any) ->
 
     The bytes go through a Python file object that keeps the ``OSError`` of a failed write, since torch's C++
     writer drops it and fails later with "unexpected pos": a full disk is then ``ENOSPC`` (one line, see
-    :func:`atomic_write_with`). The archive's inner folder is ``archive/``, not the temp file's random name.
-    ``save_options`` go to ``torch.save``."""
+    :func:`atomic_write_with`). ``save_options`` go to ``torch.save``."""
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             sink = _ErrorKeepingWriter(f)

@@ -124,7 +124,8 @@ def test_rebuild_hint_for_the_default_cache_and_for_variants(tmp_path, monkeypat
     assert hint == ("rebuild it with `python -m cmg_lib data build --scale default --seed 3` (which replaces the "
                     f"damaged folder) or delete {tmp_path / 'avdigits-default-seed3-v3'}")
     variant = build.dataset_dir("smoke", 0, num_classes=40)
-    assert build.verify.rebuild_hint(variant, {}) == f"delete {variant} (the next load that asks for it builds it again)"
+    hint = build.verify.rebuild_hint(variant, {})
+    assert hint == f"delete {variant} (the next load that asks for it builds it again)"
 
 
 def _slow_fake_build(log, seconds):

@@ -478,7 +478,8 @@ def test_device_cuda_without_an_index_trains_on_the_current_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     from cmg_lib.distributed import ProcessGroup
     assert cmg_lib.train._training_device("cuda", ProcessGroup()) == torch.device("cuda", 1)
-    assert cmg_lib.train._training_device("cuda", ProcessGroup(rank=1, world=2, local_rank=3)) == torch.device("cuda", 3)
+    ddp_rank = ProcessGroup(rank=1, world=2, local_rank=3)
+    assert cmg_lib.train._training_device("cuda", ddp_rank) == torch.device("cuda", 3)
     assert chosen == [torch.device("cuda", 1), torch.device("cuda", 3)]
 
 
