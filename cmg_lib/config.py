@@ -152,6 +152,7 @@ class TrainConfig:
     snapshot_steps: tuple[int, ...] = ()         # also save step-<s>.pt at exactly these steps
     epoch_ckpts: bool = True                     # save epoch-<e>.pt after each epoch (the book's cached runs: off)
     num_workers: int = 0
+    fast: bool = True                            # the fast paths of a step (cmg_lib.step); False: the reference
 
     def __post_init__(self):
         self.milestones = tuple(int(m) for m in self.milestones)

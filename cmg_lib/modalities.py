@@ -185,14 +185,23 @@ class Decoder(nn.Module):
         else:
             self.out = nn.Linear(d + s, out_dim)
 
-    def forward(self, quantized: Tensor, specific: Tensor) -> Tensor:
-        """``quantized (B,T,D)``, ``specific`` from ``SpecificEncoder`` -> reconstruction in the input layout."""
+    def forward(self, quantized: Tensor, specific: Tensor, fast: bool = True) -> Tensor:
+        """``quantized (B,T,D)``, ``specific`` from ``SpecificEncoder`` -> reconstruction in the input layout.
+
+        A grid decoder's first layer reads the code at every map position: concatenated there (``fast=False``,
+        the plain form) or, the same function, multiplied once per map (``fast``; ``SmallMapConv(constant=...)``).
+        """
         code = self.code_proj(quantized)
         if self.kind != "grid":
             return self.out(torch.cat([code, specific], dim=-1))
         b, t, h, w, s = specific.shape
-        first, rest = self.deconvs[0], self.deconvs[1:]       # the code is constant over the map: see SmallMapConv
-        recon = rest(first(specific.reshape(b * t, h, w, s), constant=code.reshape(b * t, -1)))   # (BT, H, W, C)
+        maps, code = specific.reshape(b * t, h, w, s), code.reshape(b * t, -1)
+        first, rest = self.deconvs[0], self.deconvs[1:]
+        if fast:
+            hidden = first(maps, constant=code)
+        else:
+            hidden = first(torch.cat([code[:, None, None].expand(-1, h, w, -1), maps], dim=-1))
+        recon = rest(hidden)                                                      # (BT, H, W, C)
         return recon.reshape(b, t, *recon.shape[1:])
 
     @staticmethod

@@ -1,10 +1,11 @@
 """Pre-training loop of Uni-Code (released ``pretrain.py``; book/differences.md rows 1-7 for the objective's
 choices): one readable loop, single-process or DistributedDataParallel, resuming exactly.
 
-Per batch, in the released order (:meth:`Trainer.step`): one model forward (MM-EMA update and reset bookkeeping
-inside the codebook), ``club_steps`` Adam steps of the CLUB estimators on the detached (quantized, specific) pairs,
-then the CLUB mi terms with the *updated* estimators, the main loss backward, ``clip_grad_norm_(grad_clip)`` per
-released module group, and one Adam step. The learning rate follows ``MultiStepLR`` stepped once per epoch.
+Per batch (:meth:`Trainer.step`): the loss of :func:`cmg_lib.step.step_loss` (one model forward with the MM-EMA
+update and reset bookkeeping inside the codebook; ``club_steps`` Adam steps of the CLUB estimators on the detached
+pairs, :meth:`Trainer.learn_club`; the mi terms with the *updated* estimators), its backward,
+``clip_grad_norm_(grad_clip)`` per released module group, and one Adam step. The learning rate follows
+``MultiStepLR`` stepped once per epoch.
 
 ``config.train.batch_size`` is the global batch: under DDP each of the W processes takes ``batch_size / W`` rows of
 the same seeded permutation, so the data seen per step is the same as in one process (``cmg_lib.distributed``).
@@ -154,39 +155,37 @@ class Trainer:
 
     def step(self, batch: dict) -> tuple[dict[str, float], dict, dict]:
         """One step; returns the logged terms (floats), the code indices and the forward's stats."""
-        model, tc = self.model, self.config.train
-        model.train()
+        tc = self.config.train
+        self.model.train()
         with autocast(tc.precision, self.device):
-            out = self.net(batch, include_mi=False)
-        terms = dict(out.terms)
-        loss = out.loss
-        if self.club_opt is not None:
-            terms["club_nll"] = self._train_club(out.club_inputs)
-            for p in self.club_params:                     # the mi terms train the main networks only
-                p.requires_grad_(False)
-            with autocast(tc.precision, self.device):
-                mi = model.mi_terms(out)
-            loss = loss + torch.stack([v.to(out.loss.dtype) for v in mi.values()]).sum()
-            terms.update({k: float(v.detach()) for k, v in mi.items()})
+            out = self.net(batch, learn_club=self.learn_club if self.club_opt is not None else None)
         self.main_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for p in self.club_params:
-            p.requires_grad_(True)
+        out.loss.backward()
         for params in self.clip_groups:
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         self.main_opt.step()
-        terms["loss"] = float(loss.detach())
+        terms = out.values()
+        if out.club_nll is not None:
+            terms["club_nll"] = float(out.club_nll.detach())
+        terms["loss"] = float(out.loss.detach())
         if not math.isfinite(terms["loss"]):
             raise FloatingPointError(f"non-finite loss {terms['loss']} at this step; terms: {terms}")
         return terms, out.indices, out.stats
 
-    def _train_club(self, club_inputs: dict) -> float:
-        """``club_steps`` Adam steps of the CLUB estimators on the detached pairs; the last step's NLL."""
+    def learn_club(self, club_inputs: dict) -> torch.Tensor:
+        """``club_steps`` Adam steps of the CLUB estimators on the detached pairs (Eq. 4's posterior, released
+        ``mi_first_forward``); their objective at the last step. ``train.fast``: the batched estimators with the
+        backward written out (``UniCode.club_loss_and_grads``); else ``club_loss`` through autograd."""
         for _ in range(self.config.model.club_steps):
-            learn = self.model.club_loss_and_grads(club_inputs)      # = zero_grad; club_loss(...).backward()
+            if self.config.train.fast:
+                learn = self.model.club_loss_and_grads(club_inputs)
+            else:
+                self.club_opt.zero_grad(set_to_none=True)
+                learn = self.model.club_loss(club_inputs)
+                learn.backward()
             self.group.average_grads(self.club_params)
             self.club_opt.step()
-        return float(learn.detach())
+        return learn.detach()
 
 
 def train_step(model: UniCode, batch: dict, main_opt: torch.optim.Optimizer,
@@ -372,7 +371,7 @@ def _data_parallel(model: UniCode, group: ProcessGroup, device: torch.device) ->
 
 # Train fields that change what a step computes: a resumed run must keep them (the others, e.g. max_steps, epochs,
 # device, log_every or checkpoint cadence, may change).
-RESUME_FIXED = ("lr", "milestones", "lr_gamma", "grad_clip", "batch_size", "seed", "precision")
+RESUME_FIXED = ("lr", "milestones", "lr_gamma", "grad_clip", "batch_size", "seed", "precision", "fast")
 
 
 def check_resume(path, config: Config, dataset: Dataset) -> dict:

@@ -207,63 +207,31 @@ def test_float64_model_trains(make_dataset):
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
-def _reference_step(model, batch, main_opt, club_opt, config):
-    """The released-order step written plainly (the oracle of the fast paths in ``train._train_step``): per
-    estimator autograd for the CLUB inner steps and the mi terms, and the decoder's code concatenated at every map
-    position (patched in by the caller)."""
-    model.train()
-    out = model(batch, include_mi=False)
-    terms = dict(out.terms)
-    for _ in range(config.model.club_steps):
-        club_opt.zero_grad(set_to_none=True)
-        learn = model.club_loss(out.club_inputs)
-        learn.backward()
-        club_opt.step()
-    terms["club_nll"] = float(learn.detach())
-    for p in model.club_parameters():
-        p.requires_grad_(False)
-    mi = {f"mi/{m}": model.club[m].mi_upper_bound(q, y, negatives=config.model.club_negatives)
-          for m, (q, y) in out.mi_inputs.items()}
-    loss = out.loss + torch.stack(list(mi.values())).sum()
-    terms.update({k: float(v.detach()) for k, v in mi.items()})
-    main_opt.zero_grad(set_to_none=True)
-    loss.backward()
-    for p in model.club_parameters():
-        p.requires_grad_(True)
-    for params in model.clip_groups().values():
-        torch.nn.utils.clip_grad_norm_(params, config.train.grad_clip)
-    main_opt.step()
-    terms["loss"] = float(loss.detach())
-    return terms
-
-
 @pytest.mark.parametrize("name, overrides", [("tiny", ()), ("tiny_av", ("model.hidden_dim=96", "model.n_heads=4",
                                                                        "model.club_negatives=all"))])
-def test_fast_step_equals_the_reference_step(name, overrides, make_batch, monkeypatch):
-    """``train_step`` (batched CLUB, written-out CLUB backward, batched mi terms, the decoder's constant-channel
-    shortcut) against ``_reference_step`` from the same state and RNG: the first step's terms and every gradient
-    (main: the backward; CLUB: the last inner step) up to float tolerance, and the terms of two more steps (Adam
-    amplifies float noise in near-zero gradients, so later parameters are compared only through the terms)."""
-    import cmg_lib.layers.small_map_conv as smc
+def test_fast_step_equals_the_reference_step(name, overrides, make_batch):
+    """The library's two computations of a step (``train.fast``): batched CLUB with its written-out backward,
+    batched mi terms and the decoder's constant-code shortcut, against the plain reference (one estimator at a
+    time through autograd, the code concatenated at every map position), from the same state and RNG: the first
+    step's terms and every gradient (main: the backward; CLUB: the last inner step) up to float tolerance, and the
+    terms of two more steps (Adam amplifies float noise in near-zero gradients, so later parameters are compared
+    only through the terms)."""
     from cmg_lib.train import make_optimizers, train_step
-    cfg = preset(name, overrides=["train.batch_size=8", *overrides])
-    batches = [make_batch(cfg, 8, seed=s) for s in range(3)]
+    base = preset(name, overrides=["train.batch_size=8", *overrides])
+    assert base.train.fast                                           # the fast path is the default
+    batches = [make_batch(base, 8, seed=s) for s in range(3)]
     runs = {}
-    for kind in ("fast", "reference"):
+    for fast in (True, False):
+        cfg = base.override(f"train.fast={fast}")
         torch.manual_seed(0)
         model = build_model(cfg)
         main_opt, club_opt, _ = make_optimizers(model, cfg)
-        step = train_step if kind == "fast" else _reference_step
-        with monkeypatch.context() as patch:
-            if kind == "reference":
-                patch.setattr(smc.SmallMapConv, "_transposed_with_constant", lambda self, x, c: self(
-                    torch.cat([c[:, None, None].expand(-1, *x.shape[1:3], -1), x], dim=-1)))
-            torch.manual_seed(1)
-            terms = [step(model, batches[0], main_opt, club_opt, cfg)]
-            grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-            terms += [step(model, b, main_opt, club_opt, cfg) for b in batches[1:]]
-        runs[kind] = (terms, grads)
-    (fast_terms, fast_grads), (ref_terms, ref_grads) = runs["fast"], runs["reference"]
+        torch.manual_seed(1)
+        terms = [train_step(model, batches[0], main_opt, club_opt, cfg)]
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        terms += [train_step(model, b, main_opt, club_opt, cfg) for b in batches[1:]]
+        runs[fast] = (terms, grads)
+    (fast_terms, fast_grads), (ref_terms, ref_grads) = runs[True], runs[False]
     for i, (a, b) in enumerate(zip(fast_terms, ref_terms)):
         tol = 1e-5 if i == 0 else 1e-3
         assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= tol * max(1.0, abs(b[k])) for k in a), (i, a, b)
