@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from cmg_lib.config import preset
-from cmg_lib.experiments import (ABLATIONS, ablation_overrides, aggregate, budget, checkpoint_key, code_usage,
-                                 direction_label, downstream, experiment_config, load_results, paper_table,
-                                 pretrained, results_table, run_history, run_key, side_by_side, snapshot,
-                                 table1_grid)
+from cmg_lib.config import ABLATIONS, ablation_overrides, preset
+from cmg_lib.downstream import direction_label
+from cmg_lib.experiments import (aggregate, budget, checkpoint_key, downstream, experiment_config, load_results,
+                                 paper_table, pretrained, results_table, run_history, run_key, side_by_side,
+                                 snapshot, table1_grid)
+from cmg_lib.usage import code_usage
 
 
 class CountingTrainer:
@@ -305,7 +306,8 @@ def test_setup_takes_its_torch_threads_from_the_build(monkeypatch):
 
 
 def test_recipe_presets_and_the_codebook_sweep():
-    from cmg_lib.experiments import RECIPES, codebook_sweep, recipe_preset
+    from cmg_lib.config import RECIPES, recipe_preset
+    from cmg_lib.experiments import codebook_sweep
 
     assert recipe_preset("book", "av") == "book_av" and recipe_preset("released", "avt") == "tiny"
     assert set(RECIPES["book"]) == set(RECIPES["released"]) == {"av", "at", "vt", "avt"}

@@ -248,9 +248,9 @@ def _utc_now() -> str:
 
 def write_status_page(names: list[str], build: dict, path: Path = STATUS_PAGE) -> Path:
     """The reproducibility status page from the executed notebooks (``tools/status_page.py``)."""
-    from cmg_lib.book import scale_budget
+    from cmg_lib.experiments.budgets import budget
 
-    runs = [status_page.notebook_run(EXECUTED_DIR / f"{n}.ipynb", scale_budget) for n in names]
+    runs = [status_page.notebook_run(EXECUTED_DIR / f"{n}.ipynb", budget) for n in names]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(status_page.render(runs, build, timings_include=MEASURED_TIMINGS))
     return path

@@ -14,6 +14,7 @@ from ..data.avdigits.build import split_size
 ALL_METHODS = ("baseline", "smit", "mst", "codis", "turn", "cmcm", "dcid+smit", "dcid+mst", "dcid+turn",
                "dcid+codis", "dcid+cmcm", "unicode")
 SCALES = ("smoke", "default", "full")
+PUBLISHED_SCALE = "default"      # the scale the published book is built at (``make book``)
 
 
 @dataclass(frozen=True)

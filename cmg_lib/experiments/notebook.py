@@ -1,7 +1,9 @@
 """A notebook's setup in one call: :func:`setup` reads the parameters cell's values and returns a
-:class:`NotebookRun` that trains and evaluates with them (scale, data, device, cache, seeds)."""
+:class:`NotebookRun` that trains and evaluates with them (scale, data, device, cache, seeds); it shows
+:func:`scale_banner`, what a page built at another scale than the published book's tells its readers."""
 from __future__ import annotations
 
+import html
 import os
 import warnings
 from collections.abc import Sequence
@@ -10,10 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..book import scale_banner
 from ..config import BOOK_EPOCHS, recipe_preset
 from . import claims
-from .budgets import Budget, budget, with_seeds
+from .budgets import PUBLISHED_SCALE, SCALES, Budget, budget, with_seeds
 from .evals import avs_overlays, evaluate
 from .runs import pretrain_run, snapshot
 
@@ -110,7 +111,7 @@ class NotebookRun:
 def setup(scale: str = "default", data: str = "avdigits", seeds: Sequence[int] | None = None, device: str = "cpu",
           cache_dir: str | os.PathLike | None = None, threads: int | None = None, recipe: str = "book") -> NotebookRun:
     """Quiet warnings, cap torch's threads at ``threads`` (None: ``$CMG_TORCH_THREADS``, which the book build sets
-    when it runs notebooks side by side, else 4), show the scale banner (``cmg_lib.book.scale_banner``: at a
+    when it runs notebooks side by side, else 4), show the scale banner (:func:`scale_banner`: at a
     non-default scale the numbers test code paths, not claims) and return the notebook's :class:`NotebookRun`;
     ``recipe`` picks the tables' presets ("book", the book's recipe, or "released"; ``config.RECIPES``)."""
     recipe_preset(recipe, "av")                        # an unknown recipe fails here, before any training
@@ -127,3 +128,35 @@ def setup(scale: str = "default", data: str = "avdigits", seeds: Sequence[int] |
         from IPython.display import HTML, display      # only inside a notebook kernel
         display(HTML(banner))
     return run
+
+
+def scale_banner(scale: str) -> str:
+    """HTML notice for a page built at ``scale``; ``""`` at the published scale (``budgets.PUBLISHED_SCALE``).
+
+    Below the published scale the notice says the numbers test code paths, not the paper's claims; above it, that
+    the numbers are not those of the published book. :func:`setup` displays it.
+    """
+    this = budget(scale)
+    if scale == PUBLISHED_SCALE:
+        return ""
+    published = budget(PUBLISHED_SCALE)
+
+    def run_text(b: Budget) -> str:
+        updates = f"{b.book_steps} updates" if b.book_steps else f"{BOOK_EPOCHS} epochs"
+        return (f"book recipe {updates}, released recipe {b.pretrain_steps} steps, pre-training seeds "
+                f"{list(b.pretrain_seeds)}, head seeds {list(b.seeds)}")
+
+    run = f"{run_text(this)}, {this.downstream_epochs} head epochs"
+    if SCALES.index(scale) < SCALES.index(PUBLISHED_SCALE):
+        title = f"Scale “{scale}”: these numbers test code paths, not claims"
+        body = (f"This page was built at scale <code>{html.escape(scale)}</code> ({html.escape(run)}). At this "
+                "scale the runs only check that every step of the code works; the tables, figures and verdicts "
+                "below say nothing about the paper's claims. The published book is built at scale "
+                f"<code>{PUBLISHED_SCALE}</code> (<code>make book</code>, {html.escape(run_text(published))}).")
+    else:
+        title = f"Scale “{scale}”: not the published book's numbers"
+        body = (f"This page was built at scale <code>{html.escape(scale)}</code> ({html.escape(run)}), larger than "
+                f"the published book's <code>{PUBLISHED_SCALE}</code> ({html.escape(run_text(published))}); its "
+                "numbers differ from the published pages.")
+    return (f'<div class="admonition warning cmg-scale-banner"><p class="admonition-title">{html.escape(title)}</p>'
+            f"<p>{body}</p></div>")
