@@ -6,9 +6,9 @@ CLUB inner steps, the mi terms, main backward, per-module gradient clipping and 
     python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --device cpu --steps 5
     python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 5 --released-replay 2
     python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 5 --bf16    # CPU with native bf16
-    python benchmarks/pretrain_step.py --preset tiny --batch 64 --device cpu --steps 10
+    python benchmarks/pretrain_step.py --preset released_avt --batch 64 --device cpu --steps 10
     python benchmarks/pretrain_step.py --preset paper_avt --batch 80 --device cuda --steps 10 --bf16
-    python benchmarks/pretrain_step.py --preset tiny_av --batch 64 --steps 20 --threads 2 --set model.hidden_dim=256
+    python benchmarks/pretrain_step.py --preset released_av --batch 64 --steps 20 --threads 2 --set model.hidden_dim=256
 
 Besides the ``median N ms`` line it prints the FLOPs of one step (torch's ``FlopCounterMode``, one extra untimed
 step), the achieved GFLOP/s, this machine's float32 GEMM rate (``gemm_rate``) and the step's ratio to that FLOP

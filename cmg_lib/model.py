@@ -30,7 +30,7 @@ class UniCode(nn.Module):
         self.config = config
         cfg = config.model
         if not cfg.modalities:
-            raise ValueError("config.model.modalities is empty; use a preset such as preset('tiny')")
+            raise ValueError("config.model.modalities is empty; use a preset such as preset('released_avt')")
         self.modalities = cfg.modality_names
         front_ends, semantic, specific, decoders = {}, {}, {}, {}
         for spec in cfg.modalities:

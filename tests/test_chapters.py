@@ -45,7 +45,7 @@ def test_plan_follows_the_budget_and_the_seeds_parameter():
     # baseline's 2 directions per head seed; AVS takes the notebook's seeds as well
     assert _heads(seeds)["ave"] == 2 * 18 + 8 * 4 + 2 * 2 and _heads(seeds)["avs"] == 2 * 4
     released = chapters.plan("smoke", recipe="released")
-    assert {r.preset for r in released.runs.values() if r.chapter != "09"} == {"tiny", "tiny_av", "tiny_vt"}
+    assert {r.preset for r in released.runs.values() if r.chapter != "09"} == {"released_avt", "released_av", "released_vt"}
 
 
 def test_plan_is_what_the_notebooks_train(tmp_path, monkeypatch):
@@ -70,7 +70,7 @@ def test_plan_is_what_the_notebooks_train(tmp_path, monkeypatch):
         heads.update((ckpt.parent.name, task, ckpt.name, tuple(d), int(s), epochs) for d in directions for s in seeds)
         return []
 
-    monkeypatch.setattr(runs, "pretrained", fake_pretrained)
+    monkeypatch.setattr(notebook, "pretrained", fake_pretrained)
     monkeypatch.setattr(notebook, "evaluate", fake_evaluate)
     monkeypatch.setattr(notebook, "avs_overlays", lambda *a, **k: {})
     nb = notebook.NotebookRun("smoke", "avdigits", "cpu", tmp_path, budget("smoke"))
@@ -83,7 +83,7 @@ def test_plan_is_what_the_notebooks_train(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["table2", "table3"])
 def test_chapter_records_carry_their_tags(name, tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "pretrained", lambda config, data=None, **k: tmp_path / runs.run_key(config)[1])
+    monkeypatch.setattr(notebook, "pretrained", lambda config, data=None, **k: tmp_path / runs.run_key(config)[1])
     monkeypatch.setattr(notebook, "evaluate", lambda ckpt, task, directions, seeds, tags=None, **k:
                         [{"task": task, "direction": d, **(tags or {})} for d in directions])
     nb = notebook.NotebookRun("smoke", "avdigits", "cpu", tmp_path, budget("smoke"))

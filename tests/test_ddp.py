@@ -27,8 +27,8 @@ from cmg_lib.train import pretrain
 
 STEPS = 3
 CONFIGS = {
-    "exact": ("tiny", "baseline", ["model.mm_ema=true", "model.reset_code=true"]),
-    "unicode": ("tiny", "unicode", ["model.club_negatives=all"]),
+    "exact": ("released_avt", "baseline", ["model.mm_ema=true", "model.reset_code=true"]),
+    "unicode": ("released_avt", "unicode", ["model.club_negatives=all"]),
 }
 
 

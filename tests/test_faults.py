@@ -23,7 +23,7 @@ DEAD_PID = 2 ** 22 + 12345          # above the default pid_max: no such process
 
 
 def _cfg(*overrides):
-    return preset("tiny_av", overrides=["train.batch_size=4", "train.log_every=2", *overrides])
+    return preset("released_av", overrides=["train.batch_size=4", "train.log_every=2", *overrides])
 
 
 def _no_step(monkeypatch):
@@ -42,7 +42,7 @@ def _cli(argv, capsys):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A 4-step run of tiny_av on FakeDataset carrying an AV-Digits-like identity (smoke, seed 0, hash 'h0')."""
+    """A 4-step run of released_av on FakeDataset carrying an AV-Digits-like identity (smoke, seed 0, hash 'h0')."""
     cfg = _cfg()
     data = FakeDataset(cfg, n=8)
     data.scale, data.seed, data.manifest_hash = "smoke", 0, "h0"
@@ -80,7 +80,7 @@ def test_out_folder_where_rename_is_refused_fails_before_the_first_step(tmp_path
 def test_cli_bad_out_is_one_error_line_before_the_data_loads(tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("x")
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
-    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path / "file"), "--steps", "2"], capsys)
+    rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path / "file"), "--steps", "2"], capsys)
     assert rc == 2 and err == f"error: {tmp_path / 'file'} exists and is not a folder; expected a folder to write into"
 
 
@@ -193,7 +193,7 @@ def test_step_counts_below_one_are_refused(steps, tmp_path, monkeypatch, capsys)
         pretrain(_cfg("train.max_steps=0"), FakeDataset(cfg, n=8), progress=False)
     assert os.listdir(tmp_path) == []
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
-    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--steps", str(steps)], capsys)
+    rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path), "--steps", str(steps)], capsys)
     assert rc == 2 and err == f"error: --steps must be a positive number of optimiser steps, got {steps}"
 
 
@@ -292,7 +292,7 @@ def test_cli_refused_pickle_and_bad_checkpoint_are_one_error_line(tmp_path, monk
             return load_numpy_pickle(pickle.dumps(Evil()), "feature/x.zip::x.pkl")
 
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: HostileData())
-    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path / "o"), "--steps", "1",
+    rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path / "o"), "--steps", "1",
                     "--set", "train.batch_size=4"], capsys)
     assert rc == 2 and err.startswith("error: feature/x.zip::x.pkl: refusing to unpickle global posix.system")
     assert "\n" not in err

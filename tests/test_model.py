@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cmg_lib.config import METHODS, PRESETS, preset
+from cmg_lib.config import METHODS, RECIPES, preset
 import torch.nn.functional as F
 
 import cmg_lib.layers.small_map_conv as small_map_conv
@@ -13,7 +13,7 @@ from cmg_lib.layers import SmallMapConv
 from cmg_lib.modalities import GridAttentionPool, SpecificEncoder
 from cmg_lib.model import UniCode, build_model
 
-TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
+RELEASED = sorted(RECIPES["released"].values())
 
 
 
@@ -21,8 +21,8 @@ def _n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name", TINY)
-def test_tiny_presets_forward_and_backward(name, make_batch):
+@pytest.mark.parametrize("name", RELEASED)
+def test_released_presets_forward_and_backward(name, make_batch):
     torch.manual_seed(0)
     cfg = preset(name)
     model = build_model(cfg)
@@ -62,7 +62,7 @@ def test_paper_presets_have_the_released_sizes():
 
 
 def test_switches_remove_their_terms_and_parameters(make_batch):
-    base = preset("tiny_av")
+    base = preset("released_av")
     full = build_model(base)
     torch.manual_seed(0)
     for switch, term, module in (("club", "mi/", "club"), ("cross_cpc", "cpc", "cpc"), ("cmcm", "cmcm", None)):
@@ -78,11 +78,11 @@ def test_switches_remove_their_terms_and_parameters(make_batch):
                 assert model.specific["video"].club_head is None
                 removed += _n_params(full.specific["video"].club_head)
             assert _n_params(model) == _n_params(full) - removed
-    baseline = build_model(preset("tiny_av", "baseline"))
+    baseline = build_model(preset("released_av", "baseline"))
     assert set(baseline(make_batch(baseline.config)).terms) == {"recon/audio", "recon/video", "commit/audio",
                                                                  "commit/video"}
     assert baseline.club_parameters() == []
-    smit = build_model(preset("tiny_av", "smit"))
+    smit = build_model(preset("released_av", "smit"))
     assert "align" in smit(make_batch(smit.config)).terms
 
 
@@ -90,7 +90,7 @@ def test_club_loss_trains_only_the_estimators_and_mi_reaches_the_encoder(make_ba
     """The step's order: the estimators learn from the detached pairs (their objective reaches no main parameter),
     then the mi terms train the main networks only (through the straight-through code and Psi's CLUB head)."""
     torch.manual_seed(0)
-    cfg = preset("tiny_av")
+    cfg = preset("released_av")
     model = build_model(cfg)
     seen = {}
 
@@ -122,7 +122,7 @@ def test_club_loss_trains_only_the_estimators_and_mi_reaches_the_encoder(make_ba
     (lambda b: b.__setitem__("speech", torch.randn(4, 10, 128)), "unknown batch key 'speech'"),
 ])
 def test_validation_names_what_was_expected(bad, message, make_batch):
-    cfg = preset("tiny_av")
+    cfg = preset("released_av")
     model = build_model(cfg)
     batch = make_batch(cfg)
     bad(batch)
@@ -132,7 +132,7 @@ def test_validation_names_what_was_expected(bad, message, make_batch):
 
 
 def test_validation_reports_received_shape_and_ignores_label_keys(make_batch):
-    cfg = preset("tiny_av")
+    cfg = preset("released_av")
     model = build_model(cfg)
     batch = make_batch(cfg)
     batch["segment_label/audio"] = torch.zeros(4, 10, 3)
@@ -148,7 +148,7 @@ def test_validation_reports_received_shape_and_ignores_label_keys(make_batch):
 
 def test_encode_and_quantize_return_codebook_rows(make_batch):
     torch.manual_seed(0)
-    cfg = preset("tiny")
+    cfg = preset("released_avt")
     model = build_model(cfg).eval()
     batch = make_batch(cfg, batch=2)
     for m in cfg.model.modality_names:
@@ -182,7 +182,7 @@ def test_grid_pool_known_answers():
 
 @pytest.mark.parametrize("side, latent", [(7, 3), (5, 3), (3, 3)])
 def test_grid_specific_and_decoder_shapes(side, latent):
-    cfg = preset("tiny").override(f"model.modalities=[{{\"name\": \"audio\", \"kind\": \"vector\", "
+    cfg = preset("released_avt").override(f"model.modalities=[{{\"name\": \"audio\", \"kind\": \"vector\", "
                                   f"\"feature_shape\": [16]}}, {{\"name\": \"video\", \"kind\": \"grid\", "
                                   f"\"feature_shape\": [{side}, {side}, 6], \"specific_dim\": 8, \"club_dim\": 4}}]")
     model = build_model(cfg)
@@ -196,7 +196,7 @@ def test_grid_specific_and_decoder_shapes(side, latent):
 
 def test_text_reconstruction_target_is_the_bilstm_output(make_batch):
     torch.manual_seed(0)
-    cfg = preset("tiny_at", "baseline")
+    cfg = preset("released_at", "baseline")
     model = build_model(cfg)
     batch = make_batch(cfg)
     out = model(batch)
@@ -209,14 +209,14 @@ def test_text_reconstruction_target_is_the_bilstm_output(make_batch):
 def test_build_model_rejects_non_config():
     with pytest.raises(ValueError, match="Config"):
         build_model({"model": {}})
-    assert isinstance(build_model(preset("tiny_av")), UniCode)
+    assert isinstance(build_model(preset("released_av")), UniCode)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_main_parameter_gets_a_gradient(method, make_batch):
     """What DDP (find_unused_parameters=False) relies on: no dead parameter in any Table 1 method."""
     torch.manual_seed(0)
-    cfg = preset("tiny", method)
+    cfg = preset("released_avt", method)
     model = build_model(cfg)
     model(make_batch(cfg)).loss.backward()
     assert [n for n, p in model.named_parameters() if p.grad is None and not n.startswith("club.")] == []
@@ -290,7 +290,7 @@ def test_objective_under_bf16_autocast_keeps_the_codebook_in_float32(make_batch)
     float32, the MM-EMA update and the distance computations stay float32 (the released quantizer crashed on mixed
     dtypes), and gradients reach the encoders. Audio-video: oneDNN has no CPU bf16 LSTM on this AVX2 CPU (cuDNN does)."""
     torch.manual_seed(0)
-    cfg = preset("tiny_av", "unicode", ["model.dropout=0.0"])
+    cfg = preset("released_av", "unicode", ["model.dropout=0.0"])
     model = build_model(cfg).train()
     batch = make_batch(cfg, batch=6)
     reference = build_model(cfg).train()
@@ -312,7 +312,7 @@ def test_conv_impl_torch_computes_the_same_model(make_batch, monkeypatch):
     """``model.conv_impl=torch`` runs every grid conv through torch's convolution: same parameters, same outputs
     and gradients as the GEMM formulation (forced on for the narrow tiny widths here)."""
     monkeypatch.setattr(small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0)
-    cfg = preset("tiny_av", "unicode", ["model.dropout=0.0"])
+    cfg = preset("released_av", "unicode", ["model.dropout=0.0"])
     torch.manual_seed(0)
     gemm = build_model(cfg).train()
     torch_conv = build_model(cfg.override("model.conv_impl=torch")).train()
@@ -330,4 +330,4 @@ def test_conv_impl_torch_computes_the_same_model(make_batch, monkeypatch):
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5), name
     with pytest.raises(ValueError, match="conv_impl"):
-        preset("tiny_av", "unicode", ["model.conv_impl=winograd"])
+        preset("released_av", "unicode", ["model.conv_impl=winograd"])

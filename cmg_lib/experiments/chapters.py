@@ -15,7 +15,7 @@ from pathlib import Path
 from ..checkpoint import snapshot_name
 from ..config import Config, ablation_overrides
 from . import why
-from .budgets import Budget, budget, codebook_sweep, experiment_config, table1_grid, with_seeds
+from .budgets import Budget, budget, codebook_sweep, table1_grid, with_seeds
 from .evals import AV_DIRECTIONS
 from .notebook import NotebookRun
 from .runs import run_key
@@ -180,14 +180,13 @@ class PlanRecorder(NotebookRun):
         self.runs: dict[str, PlannedRun] = {}
         self.calls = 0
 
-    def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str = "40k",
+    def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str | None = None,
                  overrides: Sequence[str] = (), steps: int | None = None) -> Path:
         self.calls += 1
-        updates = self._asked(preset_name, pretrain_size, steps)
-        cfg = experiment_config(preset_name, method, scale=self.scale, seed=seed, device=self.device,
-                                pretrain_size=pretrain_size, overrides=overrides)
-        full, key = run_key(cfg, self.data, steps or self.budget.steps_for(preset_name))
-        self.runs.setdefault(key, PlannedRun(key, full, updates, self.chapter, preset_name, method,
+        cfg = self.config(preset_name, method, seed=seed, pretrain_size=pretrain_size, overrides=overrides)
+        updates = self._asked(cfg, steps)
+        full, key = run_key(cfg, self.data, steps or self.budget.steps_for(cfg.recipe))
+        self.runs.setdefault(key, PlannedRun(key, full, updates, self.chapter, cfg.preset, method,
                                              tuple(overrides)))
         return self.PLACEHOLDER / key / "final.pt"
 
@@ -217,6 +216,6 @@ def plan(scale: str, recipe: str = "book", b: Budget | None = None,
     for name, chapter in chapters.items():
         recorder.chapter = name
         chapter(recorder)
-    recorder.chapter = "09"                      # the why chapter names its presets itself (book_av, tiny_av)
+    recorder.chapter = "09"                      # the why chapter names its presets itself (book_av, released_av)
     why_released_recipe(recorder)
     return recorder

@@ -20,10 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.schema import PRETRAIN_SIZES
+
 # Column and row values spelled as the paper spells them.
 LABELS = {"ave": "AVE", "avvp": "AVVP", "ave_avvp": "AVE→AVVP", "ucf_vgg": "UCF↔VGG", "avs": "AVS",
-          "retrieval": "retrieval", "miou": "mIoU", "f_score": "F-score", "24k": "24K", "40k": "40K", "81k": "81K",
-          "pretrain_size": "pre-training set", "codebook_size": "codebook size"}
+          "retrieval": "retrieval", "miou": "mIoU", "f_score": "F-score", "pretrain_size": "pre-training set",
+          "codebook_size": "codebook size", **{size: size.upper() for size in PRETRAIN_SIZES}}
 MISSING = "–"
 
 
