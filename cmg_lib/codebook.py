@@ -50,7 +50,8 @@ class CodebookOutput:
     ``indices`` ``(B, T)`` long and ``codes`` ``(B, T, D)`` (raw code vectors, no gradient) come from the codebook
     *before* this forward's EMA update; ``quantized`` is the straight-through ``z + (e - z).detach()`` (value = code,
     gradient = identity into z); ``commitment`` the scalar commitment loss of each modality (Eq. 3 / 8); ``stats``
-    detached floats for logging (see :meth:`SharedCodebook.health` and :meth:`SharedCodebook.window_usage`).
+    detached floats for logging (:meth:`SharedCodebook.window_usage` and the number of resets); ``usage`` the
+    batch's code histograms and mode agreement (``usage.CodeCounts``, whose ``health`` names their measures).
     """
 
     indices: dict[str, Tensor]
@@ -58,6 +59,7 @@ class CodebookOutput:
     quantized: dict[str, Tensor]
     commitment: dict[str, Tensor]
     stats: dict[str, float] = field(default_factory=dict)
+    usage: usage.CodeCounts | None = None
 
 
 class SharedCodebook(nn.Module):
@@ -169,8 +171,10 @@ class SharedCodebook(nn.Module):
                     detached = {m: features[m].detach() for m in names}
                     self._ema_update(detached, indices)
                     resets = self._track_usage_and_reset(indices)
-        stats = {**self.health(indices), **self.window_usage(), "resets": float(resets)}
-        return CodebookOutput(indices=indices, codes=codes, quantized=quantized, commitment=commitment, stats=stats)
+        counts = usage.CodeCounts.of(flat_indices, self.codebook_size)
+        stats = {**self.window_usage(), "resets": float(resets)}
+        return CodebookOutput(indices=indices, codes=codes, quantized=quantized, commitment=commitment, stats=stats,
+                              usage=counts)
 
     @torch.no_grad()
     def _init_from_data(self, stacked: Tensor) -> None:
@@ -345,12 +349,10 @@ class SharedCodebook(nn.Module):
     # ------------------------------------------------------------------------------------------------ health
     @torch.no_grad()
     def health(self, indices: dict[str, Tensor]) -> dict[str, float]:
-        """Codebook health of one batch of indices (each ``(B, T)``, any subset of >= 1 modalities).
-
-        ``perplexity/<m>`` = exp(entropy of m's code histogram); ``active_codes`` = codes used by any modality;
-        ``codes_used_by_all`` = by every modality; ``shared_fraction`` = their ratio; ``mode_agreement`` = samples
-        whose per-sample mode code over T (lowest index on ties) is the same for all modalities (released
-        ``equal_num``, book/differences.md row 4)."""
+        """Codebook health of one batch of indices (each ``(B, T)``, any subset of >= 1 modalities):
+        ``usage.CodeCounts.health`` (perplexity and codes used per modality, the shared fraction, the share of
+        clips whose mode code over T, lowest index on ties, is the same in every modality: released ``equal_num``,
+        book/differences.md row 4). A forward returns the same counts as ``CodebookOutput.usage``."""
         if not indices:
             raise ValueError("health needs at least one modality's indices")
         names = list(indices)
@@ -358,17 +360,7 @@ class SharedCodebook(nn.Module):
         if len(set(shapes.values())) != 1 or len(shapes[names[0]]) != 2:
             raise ValueError(f"health expects (B, T) indices of one shape for every modality, got {shapes}")
         idx = torch.stack([indices[m] for m in names]).long()                              # (M, B, T)
-        counts = usage.histograms(idx, self.codebook_size)
-        used = counts > 0
-        active, by_all = int(used.any(0).sum()), int(used.all(0).sum())
-        agreement, _ = usage.mode_agreement(idx, self.codebook_size)
-        M = len(names)
-        values = usage.perplexity(counts).tolist() + [float(active), float(by_all), usage.shared_fraction(counts),
-                                                      float(agreement)]
-        out = {f"perplexity/{m}": values[i] for i, m in enumerate(names)}
-        out.update(active_codes=values[M], codes_used_by_all=values[M + 1], shared_fraction=values[M + 2],
-                   mode_agreement=values[M + 3])
-        return out
+        return usage.CodeCounts.of(idx, self.codebook_size).health(names)
 
     @torch.no_grad()
     def window_usage(self) -> dict[str, float]:

@@ -34,6 +34,7 @@ from .modalities import Decoder
 from .objectives import AlignmentContext
 from .objectives.club import mi_upper_bounds
 from .objectives.cmcm import cmcm_loss
+from .usage import CodeCounts
 
 Pair = tuple[Tensor, Tensor]
 
@@ -44,7 +45,8 @@ class LossOutput:
     order of the sum (``"recon/<m>"``, ``"commit/<m>"``, ``"mi/<m>"``, ``"cpc"``, ``"cmcm"``, ``"align"``);
     ``indices``: code index per modality ``(B, T)``; ``stats``: codebook statistics and Cross-CPC accuracies
     (floats); ``club_inputs``: per modality the detached ``(quantized (B,T,D), club_feature (B,T,club_dim))`` the
-    CLUB estimators learn from; ``club_nll``: their objective at the last inner step (None without one)."""
+    CLUB estimators learn from; ``club_nll``: their objective at the last inner step (None without one);
+    ``code_counts``: the batch's code histograms and mode agreement (``usage.CodeCounts``, from the codebook)."""
 
     loss: Tensor
     terms: dict[str, Tensor]
@@ -52,6 +54,7 @@ class LossOutput:
     stats: dict[str, float]
     club_inputs: dict[str, Pair] = field(default_factory=dict)
     club_nll: Tensor | None = None
+    code_counts: CodeCounts | None = None
 
     def values(self) -> dict[str, float]:
         """The terms as floats (for logging)."""
@@ -110,7 +113,7 @@ def step_loss(model: nn.Module, batch: dict, learn_club: Callable[[dict[str, Pai
     terms = {**recon, **commit, **mi}
     terms.update({name: t for name, t in (("cpc", cpc), ("cmcm", cmcm), ("align", align)) if t is not None})
     return LossOutput(loss=total(terms), terms=terms, indices=vq.indices, stats=stats, club_inputs=club_inputs,
-                      club_nll=club_nll)
+                      club_nll=club_nll, code_counts=vq.usage)
 
 
 def mi_terms(estimators: Mapping[str, nn.Module], pairs: Mapping[str, Pair], negatives: str,

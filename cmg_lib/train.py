@@ -68,7 +68,7 @@ def seed_everything(seed: int) -> None:
 
 # ---------------------------------------------------------------------------------------------------- monitoring
 class Monitor:
-    """Running means of the loss terms and code usage over the steps since the last log entry."""
+    """Running means of the loss terms and the code usage over the steps since the last log entry."""
 
     def __init__(self, modalities: tuple[str, ...], codebook_size: int):
         self.modalities, self.size = modalities, codebook_size
@@ -82,9 +82,10 @@ class Monitor:
         self.latest: dict[str, float] = {}
         self.resets = 0.0
 
-    def add(self, terms: dict[str, float], indices: dict[str, torch.Tensor], stats: dict[str, float]) -> None:
-        """Accumulate one step: loss terms and CPC accuracies are averaged, codebook resets summed, the
-        codebook's own reset-window usage (``window_*``) kept from the latest step."""
+    def add(self, terms: dict[str, float], codes: usage.CodeCounts, stats: dict[str, float]) -> None:
+        """Accumulate one step: loss terms and CPC accuracies are averaged, codebook resets summed, the batch's code
+        counts (computed by the codebook, ``CodebookOutput.usage``) added up, the codebook's own reset-window usage
+        (``window_*``) kept from the latest step."""
         for k, v in terms.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         for k, v in stats.items():
@@ -94,9 +95,8 @@ class Monitor:
                 self.latest[k] = v
         self.resets += stats.get("resets", 0.0)
         self.steps += 1
-        idx = torch.stack([indices[m].detach().cpu() for m in self.modalities])           # (M, B, T)
-        self.usage += usage.histograms(idx, self.size)
-        self.agree += torch.tensor(usage.mode_agreement(idx, self.size), dtype=torch.float64)
+        self.usage += codes.counts.detach().cpu()
+        self.agree += torch.tensor([codes.agreeing, codes.samples], dtype=torch.float64)
 
     def state(self) -> dict:
         return {"sums": dict(self.sums), "steps": self.steps, "usage": self.usage.clone(), "agree": self.agree.clone(),
@@ -107,16 +107,14 @@ class Monitor:
         self.usage, self.agree, self.resets = state["usage"].clone(), state["agree"].clone(), float(state["resets"])
 
     def summary(self, group: ProcessGroup) -> dict[str, float]:
+        """The window's means, resets and codebook health (``usage.CodeCounts.health`` of the summed counts)."""
         if group.active:
             torch.distributed.all_reduce(self.usage)
             torch.distributed.all_reduce(self.agree)
         out = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
         out.update(self.latest, resets=self.resets)
-        for m, ppl, used in zip(self.modalities, usage.perplexity(self.usage).tolist(), (self.usage > 0).sum(1)):
-            out[f"perplexity/{m}"] = ppl
-            out[f"active_codes/{m}"] = int(used)
-        out["shared_codes"] = usage.shared_fraction(self.usage)
-        out["mode_agreement"] = float(self.agree[0] / self.agree[1].clamp_min(1))
+        window = usage.CodeCounts(self.usage, float(self.agree[0]), float(self.agree[1]))
+        out.update(window.health(self.modalities))
         return out
 
 
@@ -153,8 +151,8 @@ class Trainer:
         self.club_params = self.model.club_parameters()
         self.clip_groups = list(self.model.clip_groups().values())
 
-    def step(self, batch: dict) -> tuple[dict[str, float], dict, dict]:
-        """One step; returns the logged terms (floats), the code indices and the forward's stats."""
+    def step(self, batch: dict) -> tuple[dict[str, float], usage.CodeCounts, dict]:
+        """One step; returns the logged terms (floats), the batch's code counts and the forward's stats."""
         tc = self.config.train
         self.model.train()
         with autocast(tc.precision, self.device):
@@ -170,7 +168,7 @@ class Trainer:
         terms["loss"] = float(out.loss.detach())
         if not math.isfinite(terms["loss"]):
             raise FloatingPointError(f"non-finite loss {terms['loss']} at this step; terms: {terms}")
-        return terms, out.indices, out.stats
+        return terms, out.code_counts, out.stats
 
     def learn_club(self, club_inputs: dict) -> torch.Tensor:
         """``club_steps`` Adam steps of the CLUB estimators on the detached pairs (Eq. 4's posterior, released
@@ -222,8 +220,8 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
     ``final.pt`` (rank 0 only). ``resume``: a checkpoint to continue exactly from (parameters, codebook,
     optimisers, scheduler, RNG states and data position). ``history``: one dict per ``log_every`` steps with the
     window means of every term and the codebook health (per-modality perplexity and active codes,
-    ``shared_codes`` = fraction of used codes that every modality chose, ``mode_agreement`` = share of clips whose
-    most frequent code agrees across modalities).
+    ``shared_fraction`` = fraction of used codes that every modality chose, ``mode_agreement`` = share of clips
+    whose most frequent code agrees across modalities; ``usage.CodeCounts.health``).
 
     Everything a user can get wrong fails before the first step, in one line: a step count below 1, an
     ``out_dir`` that cannot take files (``storage.NotWritableError``) or that another live run holds
@@ -306,9 +304,9 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
         while state.step < total:
             sampler.start(state.epoch, state.in_epoch * local_bs)
             for batch in loader:
-                terms, indices, stats = trainer.step(_move(batch, device))
+                terms, codes, stats = trainer.step(_move(batch, device))
                 state.step, state.in_epoch = state.step + 1, state.in_epoch + 1
-                monitor.add(terms, indices, stats)
+                monitor.add(terms, codes, stats)
                 if state.step % tc.log_every == 0 or state.step == total:
                     entry = {"step": state.step, "epoch": state.epoch, "lr": main_opt.param_groups[0]["lr"],
                              **monitor.summary(group)}

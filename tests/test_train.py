@@ -35,8 +35,8 @@ def test_one_training_step_per_preset_changes_the_parameters(name, make_dataset)
     for m in cfg.model.modality_names:
         assert {f"recon/{m}", f"commit/{m}", f"mi/{m}", f"perplexity/{m}", f"active_codes/{m}"} <= set(entry)
         assert 1.0 <= entry[f"perplexity/{m}"] <= entry[f"active_codes/{m}"] + 1e-6
-    assert {"cpc", "cmcm", "loss", "club_nll", "shared_codes", "mode_agreement", "lr"} <= set(entry)
-    assert 0.0 <= entry["shared_codes"] <= 1.0 and 0.0 <= entry["mode_agreement"] <= 1.0
+    assert {"cpc", "cmcm", "loss", "club_nll", "shared_fraction", "mode_agreement", "lr"} <= set(entry)
+    assert 0.0 <= entry["shared_fraction"] <= 1.0 and 0.0 <= entry["mode_agreement"] <= 1.0
     changed = [not torch.equal(p, q) for p, q in zip(fresh.main_parameters(), model.main_parameters())]
     assert all(changed[:4]) and sum(changed) > 0.9 * len(changed)
     assert not torch.equal(fresh.codebook.embedding, model.codebook.embedding)      # the EMA ran
