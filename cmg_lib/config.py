@@ -52,7 +52,8 @@ class ModalitySpec:
 
 @dataclass
 class ModelConfig:
-    """Architecture, codebook and objective switches (paper Sec. 4; released defaults in book/differences.md rows 1-9)."""
+    """Architecture, codebook and objective switches (paper Sec. 4; released defaults in
+    book/differences.md#paper-vs-released)."""
 
     modalities: tuple[ModalitySpec, ...] = ()
     segments: int = 10                 # T: 1-s segments (text: token slots)
@@ -84,13 +85,14 @@ class ModelConfig:
     cpc_context: int = 256
     cpc_softmax: str = "predictions"   # "predictions" (released LogSoftmax dim=1) | "targets" (paper Eq. 6)
     cpc_self_weight: float = 0.1       # released intra-modal CPC pairs; 0 drops them (paper)
-    # --- the book's small-scale recipe (book/differences.md rows 16-20); each default is the released behaviour ---
-    cmcm_temperature: float = 1.0      # CMCM softmax(-|z - e| / tau); released tau = 1 (row 16)
+    # --- the book's small-scale recipe (book/differences.md#book-recipe: one row per field, named as the field,
+    # e.g. #cmcm-temperature); each default is the released behaviour ---
+    cmcm_temperature: float = 1.0      # CMCM softmax(-|z - e| / tau); released tau = 1
     club_target: str = "projection"    # CLUB's y: "projection" (released; video: an MLP only CLUB uses) |
-                                       # "decoder_input" (the specific features the decoder reads) (row 17)
-    club_grad: str = "both"            # mi gradient into "both" encoders (released) | "specific" only (row 18)
-    codebook_init: str = "uniform"     # "uniform" U(+-1/L) (released) | "data": the first batch's z (row 19)
-    reset_stats: str = "keep"          # on a reset: EMA statistics "keep" (released) | "reset" to the new code (row 20)
+                                       # "decoder_input" (the specific features the decoder reads)
+    club_grad: str = "both"            # mi gradient into "both" encoders (released) | "specific" only
+    codebook_init: str = "uniform"     # "uniform" U(+-1/L) (released) | "data": the first batch's z
+    reset_stats: str = "keep"          # on a reset: EMA statistics "keep" (released) | "reset" to the new code
     # --- Table 2/3 switches ---
     club: bool = True
     cross_cpc: bool = True
@@ -345,7 +347,7 @@ def _released(names: tuple[str, ...]) -> Config:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The book's small-scale recipe (book/differences.md rows 16-20: the switches and why; the "why" chapter tests each).
+# The book's small-scale recipe (book/differences.md#book-recipe: the switches and why; the "why" chapter tests each).
 # Chosen from principles written down before any claim was measured, and checked on pre-training seeds the book
 # does not use:
 # * geometry: the released code width D = 256 sets the scale of CMCM's distance softmax (|z| ~ sqrt(D) after the

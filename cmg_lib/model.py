@@ -161,7 +161,7 @@ class UniCode(nn.Module):
         return [p for p in self.parameters() if id(p) not in club]
 
     def clip_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Main parameters grouped as the released per-module ``clip_grad_norm_`` calls (book/differences.md row 6):
+        """Main parameters grouped as the released per-module ``clip_grad_norm_`` calls (``pretrain.py:534-536``):
         text BiLSTM, Encoder (all Phi and Psi), Decoder, CPC, and the alignment method's own parameters."""
         groups = {"text_front_end": list(self.front_ends.parameters()),
                   "encoder": list(self.semantic.parameters()) + list(self.specific.parameters()),

@@ -4,14 +4,14 @@
         (+ alignment_weight * align, the compared methods of Table 1)
 
 summed in that order, as the released ``pretrain.py:525`` sums it, all weights 1 (commit_m carries the released
-2*beta / beta/2 factors and cmcm the 0.5 factor inside their modules; book/differences.md rows 3 and 7). A Table 2/3
+2*beta / beta/2 factors and cmcm the 0.5 factor inside their modules; book/differences.md#commit-weights, #cmcm-form). A Table 2/3
 switch removes its term. Adding a term means adding it here.
 
 Order of computation (what the random draws and the codebook's in-place EMA update need): the encoders; CMCM on the
 codebook as it was *before* this batch's MM-EMA update (released); the codebook (nearest codes, commitment, MM-EMA
 update, code reset); reconstruction; Cross-CPC; the alignment term; then the CLUB estimators' own inner steps on
 the detached pairs (``learn_club``) and the mi terms with the *updated* estimators (released order, book/
-differences.md row 6). The released loop computes Cross-CPC and reconstruction after the inner steps; they do not
+book/differences.md#club-negatives). The released loop computes Cross-CPC and reconstruction after the inner steps; they do not
 depend on the estimators, so only the order of the random draws differs.
 
 ``config.train.fast`` (default True) is the one switch between two computations of the same function: the fast
@@ -78,7 +78,7 @@ def step_loss(model: nn.Module, batch: dict, learn_club: Callable[[dict[str, Pai
     gather = gather_rows if model.global_batch else _identity
     z_all = {m: gather(v) for m, v in z.items()}
     # CMCM and the compared methods read the codebook as it was BEFORE this batch's EMA update (released;
-    # book/differences.md rows 2 and 7): CMCM first (cmcm_loss copies the codes), the methods get a snapshot
+    # book/differences.md#ema-form, #cmcm-form): CMCM first (cmcm_loss copies the codes), the methods get a snapshot
     cmcm = cmcm_loss(z_all, model.codebook.embedding, temperature=cfg.cmcm_temperature) if cfg.cmcm else None
     embedding_before = model.codebook.embedding.detach().clone() if model.alignment is not None else None
     vq = model.codebook(z)                       # Eq. 2 nearest codes, Eq. 3/8 commitment, Eq. 7 MM-EMA, code reset
@@ -98,7 +98,7 @@ def step_loss(model: nn.Module, batch: dict, learn_club: Callable[[dict[str, Pai
         align = cfg.alignment_weight * model.alignment(ctx)
     mi, club_inputs, club_nll = {}, {}, None
     if model.club is not None:
-        # CLUB's pairs (quantized code, CLUB feature); club_grad="specific" (book/differences.md row 18): the mi
+        # CLUB's pairs (quantized code, CLUB feature); club_grad="specific" (book/differences.md#club-grad): the mi
         # terms train Psi only, the code is a constant
         code = (lambda q: q.detach()) if cfg.club_grad == "specific" else _identity
         pairs = {m: (gather(code(vq.quantized[m])), gather(specific[m][1])) for m in model.modalities}

@@ -1,4 +1,4 @@
-"""Pre-training loop of Uni-Code (released ``pretrain.py``; book/differences.md rows 1-7 for the objective's
+"""Pre-training loop of Uni-Code (released ``pretrain.py``; book/differences.md#paper-vs-released for the objective's
 choices): one readable loop, single-process or DistributedDataParallel, resuming exactly.
 
 Per batch (:meth:`Trainer.step`): the loss of :func:`cmg_lib.step.step_loss` (one model forward with the MM-EMA

@@ -3,7 +3,7 @@
 * :func:`histograms` counts code indices per modality; :func:`perplexity` is ``exp(entropy)`` of a usage
   histogram (0 for an empty one); :func:`shared_fraction` the share of used codes that every modality used;
   :func:`mode_agreement` counts the clips whose most frequent code is the same in every modality (released
-  ``equal_num``, book/differences.md row 4's bookkeeping).
+  ``equal_num``, book/differences.md#reset-rule's bookkeeping).
 * :class:`CodeCounts` holds a batch's histograms and mode agreement, computed once by the codebook and added up
   over a logging window by the training monitor; :meth:`CodeCounts.health` is the one place their measures are
   named (``perplexity/<m>``, ``active_codes/<m>``, ``shared_fraction``, ``mode_agreement``).

@@ -45,7 +45,8 @@ def test_plan_follows_the_budget_and_the_seeds_parameter():
     # baseline's 2 directions per head seed; AVS takes the notebook's seeds as well
     assert _heads(seeds)["ave"] == 2 * 18 + 8 * 4 + 2 * 2 and _heads(seeds)["avs"] == 2 * 4
     released = chapters.plan("smoke", recipe="released")
-    assert {r.preset for r in released.runs.values() if r.chapter != "09"} == {"released_avt", "released_av", "released_vt"}
+    assert {r.preset for r in released.runs.values() if r.chapter != "09"} == {"released_avt", "released_av",
+                                                                               "released_vt"}
 
 
 def test_plan_is_what_the_notebooks_train(tmp_path, monkeypatch):

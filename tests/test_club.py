@@ -1,4 +1,4 @@
-"""CLUB estimator (Uni-Code Eq. 4-5; released CLUBSample_group, upstream_spec 1.8)."""
+"""CLUB estimator (Uni-Code Eq. 4-5; released CLUBSample_group, book/differences.md#club-negatives)."""
 import copy
 import functools
 import math

@@ -109,7 +109,8 @@ def test_corrected_init_keeps_unpicked_codes_and_quirk_blows_them_up():
     assert unpicked.sum() > 30
     torch.testing.assert_close(fixed.embedding[unpicked], init[unpicked], rtol=1e-3, atol=1e-6)
     assert torch.equal(used_fixed, used_quirk)
-    # released ema_count = 0: unpicked codes get N ~ eps and |e| jumps by orders of magnitude (spec 1.5 step 5)
+    # released ema_count = 0: unpicked codes get N ~ eps and |e| jumps by orders of magnitude
+    # (book/differences.md#ema-counts-at-zero)
     growth = quirk.embedding[unpicked].abs().max(1).values / init[unpicked].abs().max(1).values
     assert growth.min() > 100
 

@@ -1,5 +1,5 @@
 """UniCode model: every preset builds, the objective has exactly the switched-on terms, inputs are validated, and the
-per-modality networks have the released shapes (upstream_spec sections 1.3-1.6)."""
+per-modality networks have the released shapes (book/differences.md#architecture)."""
 import math
 
 import pytest
@@ -46,7 +46,8 @@ def test_paper_presets_have_the_released_sizes():
         model = build_model(preset(name))
         sizes[name] = _n_params(model)
         if name == "paper_avt":
-            # upstream_spec 6.1: Psi_v 72.36 M, video decoder 36.77 M, VSE 0.33 M, CPC 3.36 M, BiLSTM 1.31 M
+            # counted from the released layer shapes: Psi_v 72.36 M, video decoder 36.77 M, VSE 0.33 M, CPC 3.36 M,
+            # BiLSTM 1.31 M
             assert abs(_n_params(model.specific["video"]) / 1e6 - 72.36) < 0.01
             assert abs(_n_params(model.decoders["video"]) / 1e6 - 36.77) < 0.01
             assert abs(_n_params(model.semantic["video"].pool) / 1e6 - 0.33) < 0.005
@@ -202,7 +203,7 @@ def test_text_reconstruction_target_is_the_bilstm_output(make_batch):
     out = model(batch)
     feats = model.front_ends["text"](batch["text"])
     assert feats.shape == (4, 10, 2 * cfg.model.text_lstm_hidden)
-    assert out.terms["recon/text"].item() < 0.1 < out.terms["recon/audio"].item()   # target ~ LSTM scale, not the 384-d input
+    assert out.terms["recon/text"].item() < 0.1 < out.terms["recon/audio"].item()   # target: LSTM scale, not the input
     torch.autograd.grad(out.loss, model.front_ends["text"].lstm.weight_ih_l0, allow_unused=False)
 
 

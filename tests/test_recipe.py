@@ -1,4 +1,4 @@
-"""The book recipe's switches (book/differences.md rows 16-20): each does what it says, and each default is the
+"""The book recipe's switches (book/differences.md#book-recipe): each does what it says, and each default is the
 released behaviour."""
 from __future__ import annotations
 

@@ -207,8 +207,9 @@ def test_float64_model_trains(make_dataset):
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
-@pytest.mark.parametrize("name, overrides", [("released_avt", ()), ("released_av", ("model.hidden_dim=96", "model.n_heads=4",
-                                                                       "model.club_negatives=all"))])
+@pytest.mark.parametrize("name, overrides", [("released_avt", ()),
+                                             ("released_av", ("model.hidden_dim=96", "model.n_heads=4",
+                                                              "model.club_negatives=all"))])
 def test_fast_step_equals_the_reference_step(name, overrides, make_batch):
     """The library's two computations of a step (``train.fast``): batched CLUB with its written-out backward,
     batched mi terms and the decoder's constant-code shortcut, against the plain reference (one estimator at a

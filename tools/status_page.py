@@ -98,8 +98,8 @@ def render(runs: Sequence[Mapping], build: Mapping, timings_include: str | None 
         lines.append(f"| {{doc}}`{_cell(r['title'])} <../executed/{r['name']}>` | {_cell(r.get('scale'))} | "
                      f"{_cell(seeds)} | {_cell(r.get('pretrain_steps'))} | {_cell(r.get('device'))} | "
                      f"{_minutes(r.get('seconds'))} | {_cell(executed)} | {_cell(r.get('commit'))} | {mid} |")
-    lines += ["", "Seeds are the downstream-head seeds of the scale's budget (`cmg_lib.experiments.budgets.BUDGETS`) unless "
-              "the build passed `--seeds`; the segmentation chapter uses the budget's own AVS seeds.", "",
+    lines += ["", "Seeds are the downstream-head seeds of the scale's budget (`cmg_lib.experiments.budgets.BUDGETS`) "
+              "unless the build passed `--seeds`; the segmentation chapter uses the budget's own AVS seeds.", "",
               "## Machines", ""]
     lines += [f"- M{i + 1}: {m}" for i, m in enumerate(machines)] or ["- none recorded"]
     if timings_include:
