@@ -307,7 +307,7 @@ def same_code_claims(same: Mapping[str, Mapping[int, float]], half: float = 0.5)
 
 def codebook_claims(used: Mapping[int, Mapping[str, int]], shared: Mapping[int, Mapping[str, float]],
                     codebook_size: int, pair: tuple[str, str] = ("video", "audio")) -> list[Verdict]:
-    """Notebook 01: per pre-training seed, codes used per modality (``used[seed][modality]``) and the Fig. 4
+    """Notebook 02: per pre-training seed, codes used per modality (``used[seed][modality]``) and the Fig. 4
     category shares (``shared[seed]``, from ``usage.category_fractions``)."""
     floor = 0.1 * codebook_size
     least = {s: float(min(u.values())) for s, u in used.items()}
