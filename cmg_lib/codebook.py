@@ -6,8 +6,8 @@ updates audio, then video, then text). Paper-vs-released choices follow ``ModelC
 ``Cross_VQEmbeddingEMA_AVT``, book/differences.md#ema-teacher, #ema-form, #commit-weights, #reset-rule and
 #released-defects):
 
-* ``ema_form``: ``"sequential"`` (released, one EMA sub-update per modality, book/differences.md#ema-form) or ``"joint"``
-  (paper Eq. 7, one update per forward with the counts and volumes of all modalities).
+* ``ema_form``: ``"sequential"`` (released, one EMA sub-update per modality, book/differences.md#ema-form) or
+  ``"joint"`` (paper Eq. 7, one update per forward with the counts and volumes of all modalities).
 * ``ema_teacher``: ``"paired"`` (released: the other modality's vector at the same (sample, time)) or
   ``"cross_attention"`` (paper: ``r^b = cross-att(z^a; z^b; z^b)``).
 * ``commit_weights``: ``"released"`` (self term 2*beta, book/differences.md#commit-weights) or ``"paper"`` (Eq. 8).
@@ -153,8 +153,9 @@ class SharedCodebook(nn.Module):
     def forward(self, z: dict[str, Tensor]) -> CodebookOutput:
         """Quantise every modality's semantic features ``z[m] (B, T, D)`` (pre-quantisation, with gradient).
 
-        Order as released (book/differences.md#ema-teacher, #ema-form, #commit-weights, #reset-rule): (1) indices and codes of all modalities with the pre-update codebook;
-        (2) commitment losses; (3) in training mode only: the EMA update, then usage bookkeeping and code reset."""
+        Order as released (book/differences.md#ema-teacher, #ema-form, #commit-weights, #reset-rule): (1) indices and
+        codes of all modalities with the pre-update codebook; (2) commitment losses; (3) in training mode only: the EMA
+        update, then usage bookkeeping and code reset."""
         self._check_inputs(z)
         names = self.modality_names
         with torch.autocast(device_type=self.embedding.device.type, enabled=False):
@@ -212,9 +213,9 @@ class SharedCodebook(nn.Module):
     def commitment_weights(self) -> tuple[float, float]:
         """(self weight, weight of each teacher term) of the commitment loss.
 
-        ``released`` (book/differences.md#commit-weights): self 2*beta; teachers beta/(M-1) each (AV 0.5 + 0.25, AVT 0.5 + 0.125 +
-        0.125 for beta = 0.25). ``paper`` (Eq. 8): self beta, teachers beta/2 in total, i.e. beta/(2(M-1)) each;
-        Eq. 8 is written for two modalities and this is our generalisation to three. Without MM-EMA (baseline and
+        ``released`` (book/differences.md#commit-weights): self 2*beta; teachers beta/(M-1) each (AV 0.5 + 0.25, AVT 0.5
+        + 0.125 + 0.125 for beta = 0.25). ``paper`` (Eq. 8): self beta, teachers beta/2 in total, i.e. beta/(2(M-1))
+        each; Eq. 8 is written for two modalities and this is our generalisation to three. Without MM-EMA (baseline and
         DCID rows of Table 2) the teacher terms are absent and the self term keeps its weight."""
         teachers = len(self.modality_names) - 1
         if self.commit_weights == "released":
@@ -254,8 +255,8 @@ class SharedCodebook(nn.Module):
     def ema_inputs(self, z: dict[str, Tensor]) -> Tensor:
         """The vector each position contributes to the EMA volume, ``(M, B*T, D)`` in modality order.
 
-        MM-EMA: ``0.5 z^m + 0.5 mean_n r^n`` over the other modalities n (AV 0.5/0.5, AVT 0.5/0.25/0.25 as
-        released, book/differences.md#ema-form; for the joint form this is Eq. 7's ``(z + r)/2``, with r averaged over the two
+        MM-EMA: ``0.5 z^m + 0.5 mean_n r^n`` over the other modalities n (AV 0.5/0.5, AVT 0.5/0.25/0.25 as released,
+        book/differences.md#ema-form; for the joint form this is Eq. 7's ``(z + r)/2``, with r averaged over the two
         teachers for three modalities). Plain EMA (``mm_ema=False``): ``z^m`` itself."""
         names = self.modality_names
         rows = []

@@ -17,9 +17,10 @@ from .layers import SmallMapConv
 class TokenFrontEnd(nn.Module):
     """2-layer bidirectional LSTM over the token slots, ``(B, T, F) -> (B, T, 2 * text_lstm_hidden)``.
 
-    Released ``Text_ar_lstm`` (book/differences.md#text-modality): zero initial states, trained jointly with the main optimiser.
-    Its output feeds both text encoders *and* is the text reconstruction target (book/differences.md#architecture); the target is
-    not detached, as released, so the LSTM also receives the reconstruction gradient of a moving target.
+    Released ``Text_ar_lstm`` (book/differences.md#text-modality): zero initial states, trained jointly with the main
+    optimiser. Its output feeds both text encoders *and* is the text reconstruction target
+    (book/differences.md#architecture); the target is not detached, as released, so the LSTM also receives the
+    reconstruction gradient of a moving target.
     """
 
     def __init__(self, in_dim: int, hidden: int):
@@ -35,11 +36,12 @@ class TokenFrontEnd(nn.Module):
 class GridAttentionPool(nn.Module):
     """Channel attention then spatial attention pooling of one ``H x W x C`` map per segment -> ``C`` features.
 
-    Released ``Video_Semantic_Encoder`` (book/differences.md#architecture): SE block ``att = sigmoid(W2 ReLU(W1 mean_hw v))``
-    (C -> C/8 -> C, no bias), ``v' = v * att + v``; then a query ``ReLU(A_self v') * ReLU(A_ave mean_hw v')``
-    (C -> C/2) scored by ``tanh(w . q)``. The corrected form normalises the scores with a softmax over the H*W
-    positions (weighted mean); ``released_quirks=True`` reproduces the released softmax over a size-1 axis, which is
-    identically 1, i.e. sum pooling over the positions with zero gradient into the attention weights.
+    Released ``Video_Semantic_Encoder`` (book/differences.md#architecture): SE block
+    ``att = sigmoid(W2 ReLU(W1 mean_hw v))`` (C -> C/8 -> C, no bias), ``v' = v * att + v``; then a query
+    ``ReLU(A_self v') * ReLU(A_ave mean_hw v')`` (C -> C/2) scored by ``tanh(w . q)``. The corrected form normalises
+    the scores with a softmax over the H*W positions (weighted mean); ``released_quirks=True`` reproduces the released
+    softmax over a size-1 axis, which is identically 1, i.e. sum pooling over the positions with zero gradient into
+    the attention weights.
     """
 
     def __init__(self, channels: int, released_quirks: bool):
@@ -70,8 +72,8 @@ class SemanticEncoder(nn.Module):
     """Phi^m (Eq. 1): ``(B, T, *in) -> z (B, T, D)``.
 
     Grid inputs are first pooled by ``GridAttentionPool``. Then, as released (``InternalTemporalRelationModule``,
-    book/differences.md#architecture): ``Linear(in -> D)`` and a post-LN transformer encoder over the T segments (``n_layers``,
-    ``n_heads``, ``ffn_dim``, ``dropout``, ReLU FFN), no positional encoding and no mask.
+    book/differences.md#architecture): ``Linear(in -> D)`` and a post-LN transformer encoder over the T segments
+    (``n_layers``, ``n_heads``, ``ffn_dim``, ``dropout``, ReLU FFN), no positional encoding and no mask.
     """
 
     def __init__(self, spec: ModalitySpec, cfg: ModelConfig, in_dim: int):

@@ -3,16 +3,16 @@
     L = sum_m recon_m (Eq. 3) + sum_m commit_m (Eq. 3 / 8) + sum_m mi_m (CLUB, Eq. 4-5) + cpc (Eq. 6) + cmcm
         (+ alignment_weight * align, the compared methods of Table 1)
 
-summed in that order, as the released ``pretrain.py:525`` sums it, all weights 1 (commit_m carries the released
-2*beta / beta/2 factors and cmcm the 0.5 factor inside their modules; book/differences.md#commit-weights, #cmcm-form). A Table 2/3
-switch removes its term. Adding a term means adding it here.
+summed in that order, as the released ``pretrain.py:525`` sums it, all weights 1 (commit_m carries the released 2*beta /
+beta/2 factors and cmcm the 0.5 factor inside their modules; book/differences.md#commit-weights, #cmcm-form). A Table
+2/3 switch removes its term. Adding a term means adding it here.
 
 Order of computation (what the random draws and the codebook's in-place EMA update need): the encoders; CMCM on the
 codebook as it was *before* this batch's MM-EMA update (released); the codebook (nearest codes, commitment, MM-EMA
-update, code reset); reconstruction; Cross-CPC; the alignment term; then the CLUB estimators' own inner steps on
-the detached pairs (``learn_club``) and the mi terms with the *updated* estimators (released order, book/
-book/differences.md#club-negatives). The released loop computes Cross-CPC and reconstruction after the inner steps; they do not
-depend on the estimators, so only the order of the random draws differs.
+update, code reset); reconstruction; Cross-CPC; the alignment term; then the CLUB estimators' own inner steps on the
+detached pairs (``learn_club``) and the mi terms with the *updated* estimators (released order,
+book/differences.md#club-negatives). The released loop computes Cross-CPC and reconstruction after the inner steps; they
+do not depend on the estimators, so only the order of the random draws differs.
 
 ``config.train.fast`` (default True) is the one switch between two computations of the same function: the fast
 path runs every CLUB estimator batched (``objectives.club.mi_upper_bounds``; the inner steps' backward written out

@@ -2,8 +2,8 @@
 
 A ``ClipClassifier`` (released ``Semantic_Decoder``) is trained with cross-entropy on the frozen codes of one modality
 and evaluated on the codes of another; metric = clip top-1 accuracy (the paper's AVE "precision",
-``compute_accuracy_supervised``, book/differences.md#downstream-protocol). Released recipe: Adam 4e-4, MultiStepLR([10, 20, 30],
-0.5), grad-clip 0.5, batch 80; 30 epochs.
+``compute_accuracy_supervised``, book/differences.md#downstream-protocol). Released recipe: Adam 4e-4, MultiStepLR([10,
+20, 30], 0.5), grad-clip 0.5, batch 80; 30 epochs.
 """
 from __future__ import annotations
 
