@@ -4,12 +4,14 @@ imported from their home (``cmg_lib.config``, ``cmg_lib.usage``, ``cmg_lib.downs
 * ``budgets``: the one table of steps, seeds, sizes and rows per book scale; ``experiment_config``.
 * ``runs``: the run-once cache of pre-training runs (``pretrained``, ``pretrain_run``, ``snapshot``).
 * ``evals``: the run-once cache of downstream records (``downstream``, ``evaluate``, ``avs_overlays``).
-* ``tables``: mean ± std tables over seeds, ours beside the paper's; ``paper``: the paper's printed numbers.
+* ``tables``: tables of mean ± standard deviation over the runs, ours beside the paper's; ``paper``: the paper's
+  printed numbers.
 * ``claims``: holds / does not hold / inconclusive over pre-training seeds, one tested function per claim.
 * ``notebook``: a notebook's setup in one call (``setup``) and the scale banner it shows.
 * ``chapters``: the runs and head trainings of each chapter (what the notebooks call), and ``plan``, which replays
   them without training (``benchmarks/book_budget.py`` counts the book's compute with it).
-* ``diagnostics`` / ``why``: the measures and controlled experiments of the chapter on the released recipe.
+* ``diagnostics``: the measures behind the Fig. 4 chapter's verdicts and the released-recipe chapter's, and their
+  interval tables; ``why``: that chapter's controlled experiments.
 """
 from . import chapters, claims, diagnostics, why
 from .budgets import BUDGETS, Budget, budget, codebook_sweep, experiment_config, table1_grid
