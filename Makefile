@@ -58,7 +58,7 @@ serve:
 	$(PY) -m http.server 8000 -d _build/html
 
 bench: $(STAMP)
-	$(PY) benchmarks/pretrain_step.py --preset tiny --batch 64 --steps 5
+	$(PY) benchmarks/pretrain_step.py --preset released_avt --batch 64 --steps 5
 	$(PY) benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 5 --released-replay 1
 
 clean:

@@ -50,12 +50,12 @@ def book_runs(b, scale: str, recipe: str = "book"):
 
 
 # the head trainings of each task: (preset of the checkpoint, directions timed, epochs field of the budget)
-HEAD_SHAPES = {"ave": ("tiny_av", ("video", "audio"), "downstream_epochs"),
-               "avvp": ("tiny_av", ("video", "audio"), "downstream_epochs"),
-               "ave_avvp": ("tiny", ("video", "audio"), "downstream_epochs"),
-               "ucf_vgg": ("tiny", ("video", "audio"), "downstream_epochs"),
-               "avs": ("tiny", ("text", "audio"), "avs_epochs"),
-               "retrieval": ("tiny_vt", ("video", "text"), "downstream_epochs")}
+HEAD_SHAPES = {"ave": ("released_av", ("video", "audio"), "downstream_epochs"),
+               "avvp": ("released_av", ("video", "audio"), "downstream_epochs"),
+               "ave_avvp": ("released_avt", ("video", "audio"), "downstream_epochs"),
+               "ucf_vgg": ("released_avt", ("video", "audio"), "downstream_epochs"),
+               "avs": ("released_avt", ("text", "audio"), "avs_epochs"),
+               "retrieval": ("released_vt", ("video", "text"), "downstream_epochs")}
 
 
 def downstream_seconds(tasks, scale: str, b, threads: int) -> dict[str, tuple[float, float]] | None:

@@ -6,16 +6,16 @@ CLUB inner steps, the mi terms, main backward, per-module gradient clipping and 
     python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --device cpu --steps 5
     python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 5 --released-replay 2
     python benchmarks/pretrain_step.py --preset paper_avt --batch 8 --steps 5 --bf16    # CPU with native bf16
-    python benchmarks/pretrain_step.py --preset tiny --batch 64 --device cpu --steps 10
+    python benchmarks/pretrain_step.py --preset released_avt --batch 64 --device cpu --steps 10
     python benchmarks/pretrain_step.py --preset paper_avt --batch 80 --device cuda --steps 10 --bf16
-    python benchmarks/pretrain_step.py --preset tiny_av --batch 64 --steps 20 --threads 2 --set model.hidden_dim=256
+    python benchmarks/pretrain_step.py --preset released_av --batch 64 --steps 20 --threads 2 --set model.hidden_dim=256
 
 Besides the ``median N ms`` line it prints the FLOPs of one step (torch's ``FlopCounterMode``, one extra untimed
 step), the achieved GFLOP/s, this machine's float32 GEMM rate (``gemm_rate``) and the step's ratio to that FLOP
 floor (step time / (FLOPs / GEMM rate)): how far the step is from what its arithmetic alone would cost.
 
-Reference (shared/reference/anchors.md): the released AVT step at paper shapes, batch 8, float64 on a 2-core CPU
-of the anchors' machine takes 42.6 s (0.19 samples/s); the target is 8x its samples/s. CPUs differ between machines
+Reference: the released AVT step at paper shapes, batch 8, float64, measured on an idle 2-core CPU (torch 2.13.0,
+2026-11-25), takes 42.6 s (0.19 samples/s); the target is 8x its samples/s. CPUs differ between machines
 (the 2-core machines of this project have ranged from ~110 to ~220 GFLOP/s in float32 GEMMs), so
 ``--released-replay N`` also times N steps of a released-equivalent step ON THIS MACHINE: the same architecture and
 loop in float64 (the released code runs in float64 and crashes in float32), torch's own convolutions
@@ -37,7 +37,7 @@ from cmg_lib.model import build_model
 from cmg_lib.precision import cpu_has_native_bf16
 from cmg_lib.train import make_optimizers, seed_everything, train_step
 
-RELEASED_AVT_BATCH8_S = 42.6     # shared/reference/anchors.md: released AVT step, paper shapes, batch 8, float64
+RELEASED_AVT_BATCH8_S = 42.6     # the released AVT step, paper shapes, batch 8, float64, idle 2-core CPU, 2026-11-25
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gemm_rate: {rate / 1e9:.1f} GFLOP/s (float32 1024^3 matmul, best of 8, this machine); FLOP floor "
               f"{floor * 1e3:.1f} ms; step / floor = {med / floor:.2f}")
     if args.preset == "paper_avt" and args.device == "cpu" and args.batch == 8:
-        print(f"vs the released AVT step on the anchors' machine ({RELEASED_AVT_BATCH8_S} s per batch-8 step, "
-              f"anchors.md): {RELEASED_AVT_BATCH8_S / med:.1f}x by the median step (target >= 8x)")
+        print(f"vs the released AVT step on the reference 2-core CPU ({RELEASED_AVT_BATCH8_S} s per batch-8 step): "
+              f"{RELEASED_AVT_BATCH8_S / med:.1f}x by the median step (target >= 8x)")
     if args.released_replay:
         if args.device != "cpu":
             raise SystemExit("--released-replay times the float64 CPU step; use --device cpu")

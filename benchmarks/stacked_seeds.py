@@ -12,7 +12,7 @@ Two measurements on random inputs of a preset's shapes, with ``--threads`` torch
    grouped convolutions); the gradients of both are compared first.
 
     python benchmarks/stacked_seeds.py --preset book_av --seeds 3 --threads 1
-    python benchmarks/stacked_seeds.py --preset tiny_av --seeds 3 --threads 2 --steps 10
+    python benchmarks/stacked_seeds.py --preset released_av --seeds 3 --threads 2 --steps 10
 """
 from __future__ import annotations
 

@@ -15,13 +15,14 @@ from pathlib import Path
 from .config import preset
 from .data import load_dataset
 from .data.avdigits import build_dataset, manifest
+from .data.avdigits.scales import SCALE_NAMES
+from .data.schema import PRETRAIN_SIZES
 from .data.probes import run_probes
 from .downstream import TASKS, run_task
 from .distributed import RankFailed
 from .storage import NotWritableError
 from .train import check_device, holding_out_folder, pretrain
 
-SCALES = ("smoke", "default", "full")
 USER_ERRORS = (ValueError, FileNotFoundError, TimeoutError, pickle.UnpicklingError, NotWritableError, RankFailed)
 
 
@@ -75,7 +76,7 @@ def _add_data(sub) -> None:
                                  ("probe", "linear probes on raw features: within and across modalities",
                                   _data_probe)):
         p = commands.add_parser(name, help=helptext)
-        p.add_argument("--scale", default="default", choices=SCALES)
+        p.add_argument("--scale", default="default", choices=SCALE_NAMES)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", default=None, help="cache folder (default: $CMG_CACHE or ~/.cache/cmg)")
         p.set_defaults(func=func)
@@ -102,7 +103,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pre-train Uni-Code (or a Table 1 method) and write checkpoints")
-    p.add_argument("--preset", required=True, help="config preset, e.g. tiny or paper_avt")
+    p.add_argument("--preset", required=True, help="config preset, e.g. released_avt, book_av or paper_avt")
     p.add_argument("--method", default="unicode", help="Table 1 method (cmg_lib.config.METHODS)")
     p.add_argument("--data", default="avdigits", help="'avdigits' or a folder of official features")
     p.add_argument("--out", required=True, help="output folder for checkpoints")
@@ -110,8 +111,8 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. model.beta=0.5")
     p.add_argument("--resume", default=None, help="checkpoint to continue from")
-    p.add_argument("--scale", choices=SCALES, default=None, help="AV-Digits build scale")
-    p.add_argument("--pretrain-size", choices=("24k", "40k", "81k"), default=None)
+    p.add_argument("--scale", choices=SCALE_NAMES, default=None, help="AV-Digits build scale")
+    p.add_argument("--pretrain-size", choices=PRETRAIN_SIZES, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
     _add_paths(p)
     p.set_defaults(func=_pretrain)
@@ -162,7 +163,7 @@ def _add_downstream(sub) -> None:
     p.add_argument("--test-modality", default="audio", choices=("audio", "video", "text"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--protocol", choices=("heldout", "released"), default="heldout")
-    p.add_argument("--scale", choices=SCALES, default=None,
+    p.add_argument("--scale", choices=SCALE_NAMES, default=None,
                    help="AV-Digits build (default: the one the checkpoint was pre-trained on)")
     p.add_argument("--data-seed", type=int, default=None,
                    help="AV-Digits build seed (default: the checkpoint's pre-training data seed)")

@@ -3,23 +3,24 @@ codes (Eq. 3 / Eq. 8), multi-modal EMA (MM-EMA, Eq. 7) and the reset of inactive
 
 One code path serves any set of 2 or 3 modalities (``cfg.modality_names``, in that order; the released AVT code
 updates audio, then video, then text). Paper-vs-released choices follow ``ModelConfig`` (defaults = released
-``Cross_VQEmbeddingEMA_AVT``, book/differences.md rows 1-4 and its defects table):
+``Cross_VQEmbeddingEMA_AVT``, book/differences.md#ema-teacher, #ema-form, #commit-weights, #reset-rule and
+#released-defects):
 
-* ``ema_form``: ``"sequential"`` (released, one EMA sub-update per modality, book/differences.md row 2) or ``"joint"``
-  (paper Eq. 7, one update per forward with the counts and volumes of all modalities).
+* ``ema_form``: ``"sequential"`` (released, one EMA sub-update per modality, book/differences.md#ema-form) or
+  ``"joint"`` (paper Eq. 7, one update per forward with the counts and volumes of all modalities).
 * ``ema_teacher``: ``"paired"`` (released: the other modality's vector at the same (sample, time)) or
   ``"cross_attention"`` (paper: ``r^b = cross-att(z^a; z^b; z^b)``).
-* ``commit_weights``: ``"released"`` (self term 2*beta, book/differences.md row 3) or ``"paper"`` (Eq. 8).
+* ``commit_weights``: ``"released"`` (self term 2*beta, book/differences.md#commit-weights) or ``"paper"`` (Eq. 8).
 * ``reset_rule``: ``"released"`` (reset a code no modality used for more than ``reset_window`` forwards) or
   ``"paper"`` (keep a code only if every modality chose it within the last ``reset_window`` forwards).
-* ``released_quirks``: ``ema_count`` starts at zero as released (book/differences.md, defects table, "EMA counts start at 0": codes
-  not chosen in the first batch jump to huge norms). The corrected default starts it at one, so an unchosen code
+* ``released_quirks``: ``ema_count`` starts at zero as released (book/differences.md#ema-counts-at-zero: codes not
+  chosen in the first batch jump to huge norms). The corrected default starts it at one, so an unchosen code
   keeps its initial vector (``e = ema_weight / ema_count``).
 
 The codebook never receives a gradient: all state lives in buffers (saved in ``state_dict``) and is changed only
 under ``torch.no_grad`` in training mode. Unlike the released code, usage bookkeeping and resets also run only in
-training mode (released counts inactivity in eval forwards too, book/differences.md row 4), so evaluation leaves every buffer
-untouched.
+training mode (released counts inactivity in eval forwards too, book/differences.md#reset-rule), so evaluation leaves
+every buffer untouched.
 
 Distributed data parallel: the per-code counts and vector sums are all-reduced (SUM) before the EMA update and the
 per-code usage is all-reduced (MAX) before the reset decision, through ``distributed.all_reduce_``, a no-op without
@@ -40,7 +41,7 @@ from .config import ModelConfig
 
 __all__ = ["SharedCodebook", "CodebookOutput"]
 
-RESET_NOISE = 1.0 / 1024          # released re-initialisation noise U(-1/1024, 1/1024) (book/differences.md row 4)
+RESET_NOISE = 1.0 / 1024          # released re-initialisation noise U(-1/1024, 1/1024) (book/differences.md#reset-rule)
 RECENT_FRACTION = 3               # released: a source code must be active within 100 of the 300 window forwards
 
 @dataclass
@@ -50,7 +51,8 @@ class CodebookOutput:
     ``indices`` ``(B, T)`` long and ``codes`` ``(B, T, D)`` (raw code vectors, no gradient) come from the codebook
     *before* this forward's EMA update; ``quantized`` is the straight-through ``z + (e - z).detach()`` (value = code,
     gradient = identity into z); ``commitment`` the scalar commitment loss of each modality (Eq. 3 / 8); ``stats``
-    detached floats for logging (see :meth:`SharedCodebook.health` and :meth:`SharedCodebook.window_usage`).
+    detached floats for logging (:meth:`SharedCodebook.window_usage` and the number of resets); ``usage`` the
+    batch's code histograms and mode agreement (``usage.CodeCounts``, whose ``health`` names their measures).
     """
 
     indices: dict[str, Tensor]
@@ -58,6 +60,7 @@ class CodebookOutput:
     quantized: dict[str, Tensor]
     commitment: dict[str, Tensor]
     stats: dict[str, float] = field(default_factory=dict)
+    usage: usage.CodeCounts | None = None
 
 
 class SharedCodebook(nn.Module):
@@ -102,11 +105,12 @@ class SharedCodebook(nn.Module):
 
         embedding = torch.empty(L, D).uniform_(-1.0 / L, 1.0 / L)
         self.register_buffer("embedding", embedding)
-        # Released: ema_count = zeros (book/differences.md, defects table); corrected: ones, so e = ema_weight / ema_count = init.
+        # Released: ema_count = zeros (book/differences.md#ema-counts-at-zero); corrected: ones, so e = ema_weight /
+        # ema_count = init.
         self.register_buffer("ema_count", torch.zeros(L) if self.released_quirks else torch.ones(L))
         self.register_buffer("ema_weight", embedding.clone())
         self.reset_stats = cfg.reset_stats
-        if cfg.codebook_init == "data":       # book/differences.md row 19: codes start as the first batch's z
+        if cfg.codebook_init == "data":       # book/differences.md#codebook-init: codes start as the first batch's z
             self.register_buffer("pending_init", torch.ones((), dtype=torch.bool))
         self.register_buffer("idle", torch.zeros(len(names), L, dtype=torch.long))
         self.register_buffer("chosen", torch.zeros(len(names), L, dtype=torch.bool))
@@ -132,8 +136,8 @@ class SharedCodebook(nn.Module):
     def nearest(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Nearest code of each vector (Eq. 2): ``z (..., D)`` -> ``indices (...)`` long and ``codes (..., D)``.
 
-        Squared Euclidean distance ``|e|^2 + |z|^2 - 2 z.e`` through one ``addmm`` as released (book/differences.md row 2),
-        in float32, without gradient; ties go to the lower index."""
+        Squared Euclidean distance ``|e|^2 + |z|^2 - 2 z.e`` through one ``addmm`` as released
+        (book/differences.md#ema-form), in float32, without gradient; ties go to the lower index."""
         if not isinstance(z, Tensor) or not z.is_floating_point() or z.dim() < 1 or z.shape[-1] != self.dim:
             raise ValueError(f"nearest expects a float tensor (..., {self.dim}), got "
                              f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}")
@@ -149,8 +153,9 @@ class SharedCodebook(nn.Module):
     def forward(self, z: dict[str, Tensor]) -> CodebookOutput:
         """Quantise every modality's semantic features ``z[m] (B, T, D)`` (pre-quantisation, with gradient).
 
-        Order as released (book/differences.md rows 1-4): (1) indices and codes of all modalities with the pre-update codebook;
-        (2) commitment losses; (3) in training mode only: the EMA update, then usage bookkeeping and code reset."""
+        Order as released (book/differences.md#ema-teacher, #ema-form, #commit-weights, #reset-rule): (1) indices and
+        codes of all modalities with the pre-update codebook; (2) commitment losses; (3) in training mode only: the EMA
+        update, then usage bookkeeping and code reset."""
         self._check_inputs(z)
         names = self.modality_names
         with torch.autocast(device_type=self.embedding.device.type, enabled=False):
@@ -169,8 +174,10 @@ class SharedCodebook(nn.Module):
                     detached = {m: features[m].detach() for m in names}
                     self._ema_update(detached, indices)
                     resets = self._track_usage_and_reset(indices)
-        stats = {**self.health(indices), **self.window_usage(), "resets": float(resets)}
-        return CodebookOutput(indices=indices, codes=codes, quantized=quantized, commitment=commitment, stats=stats)
+        counts = usage.CodeCounts.of(flat_indices, self.codebook_size)
+        stats = {**self.window_usage(), "resets": float(resets)}
+        return CodebookOutput(indices=indices, codes=codes, quantized=quantized, commitment=commitment, stats=stats,
+                              usage=counts)
 
     @torch.no_grad()
     def _init_from_data(self, stacked: Tensor) -> None:
@@ -206,9 +213,9 @@ class SharedCodebook(nn.Module):
     def commitment_weights(self) -> tuple[float, float]:
         """(self weight, weight of each teacher term) of the commitment loss.
 
-        ``released`` (book/differences.md row 3): self 2*beta; teachers beta/(M-1) each (AV 0.5 + 0.25, AVT 0.5 + 0.125 +
-        0.125 for beta = 0.25). ``paper`` (Eq. 8): self beta, teachers beta/2 in total, i.e. beta/(2(M-1)) each;
-        Eq. 8 is written for two modalities and this is our generalisation to three. Without MM-EMA (baseline and
+        ``released`` (book/differences.md#commit-weights): self 2*beta; teachers beta/(M-1) each (AV 0.5 + 0.25, AVT 0.5
+        + 0.125 + 0.125 for beta = 0.25). ``paper`` (Eq. 8): self beta, teachers beta/2 in total, i.e. beta/(2(M-1))
+        each; Eq. 8 is written for two modalities and this is our generalisation to three. Without MM-EMA (baseline and
         DCID rows of Table 2) the teacher terms are absent and the self term keeps its weight."""
         teachers = len(self.modality_names) - 1
         if self.commit_weights == "released":
@@ -235,7 +242,7 @@ class SharedCodebook(nn.Module):
     def teacher(self, student: Tensor, other: Tensor) -> Tensor:
         """The teacher vector r that modality ``other`` offers ``student`` at every (b, t), both ``(B, T, D)``.
 
-        ``paired`` (released, spec section 3 item 1): the other modality's vector at the same position.
+        ``paired`` (released, book/differences.md#ema-teacher): the other modality's vector at the same position.
         ``cross_attention`` (paper): ``r = softmax(z^a z^b^T / sqrt(D)) z^b`` over the T positions of the same
         sample. It is parameter-free on purpose: no gradient ever reaches the EMA update, so query/key/value
         projections inside it could never be trained (the maintainer dropped the cross-attention for the release,
@@ -248,8 +255,8 @@ class SharedCodebook(nn.Module):
     def ema_inputs(self, z: dict[str, Tensor]) -> Tensor:
         """The vector each position contributes to the EMA volume, ``(M, B*T, D)`` in modality order.
 
-        MM-EMA: ``0.5 z^m + 0.5 mean_n r^n`` over the other modalities n (AV 0.5/0.5, AVT 0.5/0.25/0.25 as
-        released, book/differences.md row 2; for the joint form this is Eq. 7's ``(z + r)/2``, with r averaged over the two
+        MM-EMA: ``0.5 z^m + 0.5 mean_n r^n`` over the other modalities n (AV 0.5/0.5, AVT 0.5/0.25/0.25 as released,
+        book/differences.md#ema-form; for the joint form this is Eq. 7's ``(z + r)/2``, with r averaged over the two
         teachers for three modalities). Plain EMA (``mm_ema=False``): ``z^m`` itself."""
         names = self.modality_names
         rows = []
@@ -297,13 +304,13 @@ class SharedCodebook(nn.Module):
     def _track_usage_and_reset(self, indices: dict[str, Tensor]) -> int:
         """Update ``idle``/``chosen`` with this forward's (all-reduced) usage, then reset inactive codes.
 
-        ``released`` rule (book/differences.md row 4): reset a code no modality chose for more than ``reset_window``
-        consecutive training forwards; the new vector is a random recently active code (chosen by some modality
-        within the last ``reset_window // 3`` forwards, as released uses count < 100 for a window of 300; unlike
-        released, a just-reset code does not count as active until it is really chosen) plus U(-1/1024, 1/1024)
+        ``released`` rule (book/differences.md#reset-rule): reset a code no modality chose for more than
+        ``reset_window`` consecutive training forwards; the new vector is a random recently active code (chosen by some
+        modality within the last ``reset_window // 3`` forwards, as released uses count < 100 for a window of 300;
+        unlike released, a just-reset code does not count as active until it is really chosen) plus U(-1/1024, 1/1024)
         noise; the EMA statistics are left untouched as released, so the next training forward's ``e <- o / N``
-        overwrites the new vector unless the code is chosen right away (``reset_stats="reset"``, book/differences.md
-        row 20: they are set to the new vector with count 1, so the reset sticks).
+        overwrites the new vector unless the code is chosen right away (``reset_stats="reset"``,
+        book/differences.md#reset-stats: they are set to the new vector with count 1, so the reset sticks).
         ``paper`` rule (Sec. 4.3): keep a code only if every modality chose it within the last ``reset_window``
         forwards; the others are reset the same way and, our reading of the paper, their EMA statistics too
         (``ema_weight`` = new vector, ``ema_count`` = 1) so that the reset sticks.
@@ -345,12 +352,10 @@ class SharedCodebook(nn.Module):
     # ------------------------------------------------------------------------------------------------ health
     @torch.no_grad()
     def health(self, indices: dict[str, Tensor]) -> dict[str, float]:
-        """Codebook health of one batch of indices (each ``(B, T)``, any subset of >= 1 modalities).
-
-        ``perplexity/<m>`` = exp(entropy of m's code histogram); ``active_codes`` = codes used by any modality;
-        ``codes_used_by_all`` = by every modality; ``shared_fraction`` = their ratio; ``mode_agreement`` = samples
-        whose per-sample mode code over T (lowest index on ties) is the same for all modalities (released
-        ``equal_num``, book/differences.md row 4)."""
+        """Codebook health of one batch of indices (each ``(B, T)``, any subset of >= 1 modalities):
+        ``usage.CodeCounts.health`` (perplexity and codes used per modality, the shared fraction, the share of
+        clips whose mode code over T, lowest index on ties, is the same in every modality: released ``equal_num``,
+        book/differences.md#reset-rule). A forward returns the same counts as ``CodebookOutput.usage``."""
         if not indices:
             raise ValueError("health needs at least one modality's indices")
         names = list(indices)
@@ -358,17 +363,7 @@ class SharedCodebook(nn.Module):
         if len(set(shapes.values())) != 1 or len(shapes[names[0]]) != 2:
             raise ValueError(f"health expects (B, T) indices of one shape for every modality, got {shapes}")
         idx = torch.stack([indices[m] for m in names]).long()                              # (M, B, T)
-        counts = usage.histograms(idx, self.codebook_size)
-        used = counts > 0
-        active, by_all = int(used.any(0).sum()), int(used.all(0).sum())
-        agreement, _ = usage.mode_agreement(idx, self.codebook_size)
-        M = len(names)
-        values = usage.perplexity(counts).tolist() + [float(active), float(by_all), usage.shared_fraction(counts),
-                                                      float(agreement)]
-        out = {f"perplexity/{m}": values[i] for i, m in enumerate(names)}
-        out.update(active_codes=values[M], codes_used_by_all=values[M + 1], shared_fraction=values[M + 2],
-                   mode_agreement=values[M + 3])
-        return out
+        return usage.CodeCounts.of(idx, self.codebook_size).health(names)
 
     @torch.no_grad()
     def window_usage(self) -> dict[str, float]:

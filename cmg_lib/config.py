@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -52,7 +53,8 @@ class ModalitySpec:
 
 @dataclass
 class ModelConfig:
-    """Architecture, codebook and objective switches (paper Sec. 4; released defaults in book/differences.md rows 1-9)."""
+    """Architecture, codebook and objective switches (paper Sec. 4; released defaults in
+    book/differences.md#paper-vs-released)."""
 
     modalities: tuple[ModalitySpec, ...] = ()
     segments: int = 10                 # T: 1-s segments (text: token slots)
@@ -84,13 +86,14 @@ class ModelConfig:
     cpc_context: int = 256
     cpc_softmax: str = "predictions"   # "predictions" (released LogSoftmax dim=1) | "targets" (paper Eq. 6)
     cpc_self_weight: float = 0.1       # released intra-modal CPC pairs; 0 drops them (paper)
-    # --- the book's small-scale recipe (book/differences.md rows 16-20); each default is the released behaviour ---
-    cmcm_temperature: float = 1.0      # CMCM softmax(-|z - e| / tau); released tau = 1 (row 16)
+    # --- the book's small-scale recipe (book/differences.md#book-recipe: one row per field, named as the field,
+    # e.g. #cmcm-temperature); each default is the released behaviour ---
+    cmcm_temperature: float = 1.0      # CMCM softmax(-|z - e| / tau); released tau = 1
     club_target: str = "projection"    # CLUB's y: "projection" (released; video: an MLP only CLUB uses) |
-                                       # "decoder_input" (the specific features the decoder reads) (row 17)
-    club_grad: str = "both"            # mi gradient into "both" encoders (released) | "specific" only (row 18)
-    codebook_init: str = "uniform"     # "uniform" U(+-1/L) (released) | "data": the first batch's z (row 19)
-    reset_stats: str = "keep"          # on a reset: EMA statistics "keep" (released) | "reset" to the new code (row 20)
+                                       # "decoder_input" (the specific features the decoder reads)
+    club_grad: str = "both"            # mi gradient into "both" encoders (released) | "specific" only
+    codebook_init: str = "uniform"     # "uniform" U(+-1/L) (released) | "data": the first batch's z
+    reset_stats: str = "keep"          # on a reset: EMA statistics "keep" (released) | "reset" to the new code
     # --- Table 2/3 switches ---
     club: bool = True
     cross_cpc: bool = True
@@ -154,6 +157,7 @@ class TrainConfig:
     snapshot_steps: tuple[int, ...] = ()         # also save step-<s>.pt at exactly these steps
     epoch_ckpts: bool = True                     # save epoch-<e>.pt after each epoch (the book's cached runs: off)
     num_workers: int = 0
+    fast: bool = True                            # the fast paths of a step (cmg_lib.step); False: the reference
 
     def __post_init__(self):
         _check_finite(self, "train", positive=("lr", "lr_gamma", "grad_clip"))
@@ -181,7 +185,8 @@ class DataConfig:
 
     source: str = "avdigits"
     scale: str = "default"          # avdigits build scale: smoke | default | full
-    pretrain_size: str = "40k"      # 24k | 40k | 81k (paper sizes; avdigits keeps the ratio)
+    pretrain_size: str = "40k"      # one of data.schema.PRETRAIN_SIZES (paper sizes; avdigits keeps the ratio);
+                                    # the released pretrain.sh's 40K; each preset sets its own (book_*: 24K for 2)
 
 
 @dataclass
@@ -191,6 +196,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     preset: str = "custom"
     method: str = "unicode"
+    recipe: str = "released"        # "book" (the book's recipe, book_* presets) | "released" (RECIPES)
+
+    def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe={self.recipe!r} is not one of {tuple(RECIPES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -301,7 +311,8 @@ AVDIGITS_MODALITIES = {
     "text": ModalitySpec("text", "tokens", (384,), specific_dim=64, club_dim=64),
 }
 
-# Methods of Table 1 as switch settings. "dcid+X" = CLUB + Cross-CPC + X. Uni-Code = DCID + MM-EMA + reset + CMCM.
+# Methods of Table 1 as switch settings, in the paper's row order. "dcid+X" = CLUB + Cross-CPC + X. Uni-Code = DCID +
+# MM-EMA + reset + CMCM.
 _OFF = dict(club=False, cross_cpc=False, mm_ema=False, reset_code=False, cmcm=False, alignment="none")
 _DCID = dict(club=True, cross_cpc=True)
 METHODS: dict[str, dict[str, Any]] = {
@@ -313,8 +324,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "cmcm": {**_OFF, "cmcm": True},
     "dcid+smit": {**_OFF, **_DCID, "alignment": "smit"},
     "dcid+mst": {**_OFF, **_DCID, "alignment": "mst"},
-    "dcid+codis": {**_OFF, **_DCID, "alignment": "codis"},
     "dcid+turn": {**_OFF, **_DCID, "alignment": "turn"},
+    "dcid+codis": {**_OFF, **_DCID, "alignment": "codis"},
     "dcid+cmcm": {**_OFF, **_DCID, "cmcm": True},
     "unicode": dict(club=True, cross_cpc=True, mm_ema=True, reset_code=True, cmcm=True, alignment="none"),
 }
@@ -344,7 +355,8 @@ def _paper(names: tuple[str, ...]) -> Config:
     return Config(model=ModelConfig(modalities=tuple(PAPER_MODALITIES[n] for n in names)), train=TrainConfig())
 
 
-def _tiny(names: tuple[str, ...]) -> Config:
+def _released(names: tuple[str, ...]) -> Config:
+    """The released recipe (its choices: every field's default) at the AV-Digits shapes, sized for them."""
     model = ModelConfig(modalities=tuple(AVDIGITS_MODALITIES[n] for n in names), hidden_dim=64, codebook_size=64,
                         n_heads=4, n_layers=1, ffn_dim=128, text_lstm_hidden=32, club_hidden=64, cpc_context=64,
                         reset_window=60)
@@ -353,7 +365,7 @@ def _tiny(names: tuple[str, ...]) -> Config:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The book's small-scale recipe (book/differences.md rows 16-20: the switches and why; the "why" chapter tests each).
+# The book's small-scale recipe (book/differences.md#book-recipe: the switches and why; the "why" chapter tests each).
 # Chosen from principles written down before any claim was measured, and checked on pre-training seeds the book
 # does not use:
 # * geometry: the released code width D = 256 sets the scale of CMCM's distance softmax (|z| ~ sqrt(D) after the
@@ -380,7 +392,8 @@ def book_codebook_size(num_classes: int = AVDIGITS_CLASSES) -> int:
 def _book(names: tuple[str, ...]) -> Config:
     """The recipe above on the AV-Digits shapes; pre-trained on the book's main set for these modalities (24K for
     the AV / AT / VT tables, 40K, the paper's AVT size, for three modalities)."""
-    cfg = _tiny(names)
+    cfg = _released(names)
+    cfg.recipe = "book"
     cfg.data.pretrain_size = "40k" if len(names) == 3 else "24k"
     for key, value in BOOK_RECIPE.items():
         setattr(cfg.model, key, value)
@@ -394,10 +407,10 @@ PRESETS = {
     "paper_at": lambda: _paper(("audio", "text")),
     "paper_vt": lambda: _paper(("video", "text")),
     "paper_avt": lambda: _paper(("audio", "video", "text")),
-    "tiny": lambda: _tiny(("audio", "video", "text")),
-    "tiny_av": lambda: _tiny(("audio", "video")),
-    "tiny_at": lambda: _tiny(("audio", "text")),
-    "tiny_vt": lambda: _tiny(("video", "text")),
+    "released_avt": lambda: _released(("audio", "video", "text")),
+    "released_av": lambda: _released(("audio", "video")),
+    "released_at": lambda: _released(("audio", "text")),
+    "released_vt": lambda: _released(("video", "text")),
     "book_avt": lambda: _book(("audio", "video", "text")),
     "book_av": lambda: _book(("audio", "video")),
     "book_at": lambda: _book(("audio", "text")),
@@ -405,11 +418,16 @@ PRESETS = {
 }
 
 
-# The presets of each recipe per set of modalities: the tables run ``book`` (the recipe above) by default and the
-# released recipe (``tiny_*``: its geometry and choices at the AV-Digits shapes) when a notebook's ``recipe`` says so.
+# Old names of the released_* presets, still accepted by ``preset`` (with a DeprecationWarning).
+RENAMED_PRESETS = {"tiny": "released_avt", "tiny_av": "released_av", "tiny_at": "released_at",
+                   "tiny_vt": "released_vt"}
+
+# The AV-Digits presets of each recipe per set of modalities (each preset's ``Config.recipe`` is the recipe it is
+# listed under): the tables run ``book`` (the recipe above) by default and the released recipe (``released_*``: its
+# geometry and choices at the AV-Digits shapes) when a notebook's ``recipe`` says so.
 RECIPES: dict[str, dict[str, str]] = {
     "book": {"av": "book_av", "at": "book_at", "vt": "book_vt", "avt": "book_avt"},
-    "released": {"av": "tiny_av", "at": "tiny_at", "vt": "tiny_vt", "avt": "tiny"},
+    "released": {"av": "released_av", "at": "released_at", "vt": "released_vt", "avt": "released_avt"},
 }
 
 
@@ -423,7 +441,11 @@ def recipe_preset(recipe: str, modalities: str) -> str:
 
 
 def preset(name: str, method: str = "unicode", overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a named preset, apply a Table 1 method's switches, then ``key=value`` overrides."""
+    """Build a named preset, apply a Table 1 method's switches, then ``key=value`` overrides. An old name of
+    :data:`RENAMED_PRESETS` builds its new preset, with a DeprecationWarning."""
+    if name in RENAMED_PRESETS:
+        warnings.warn(f"preset {name!r} is now called {RENAMED_PRESETS[name]!r}", DeprecationWarning, stacklevel=2)
+        name = RENAMED_PRESETS[name]
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     if method not in METHODS:

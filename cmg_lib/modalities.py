@@ -2,7 +2,7 @@
 decoder D of paper Eq. 1 and Eq. 3, built from a ``ModalitySpec`` so that one code path serves any modality set.
 
 Shapes follow the batch contract (``cmg_lib/data/schema.py``): ``vector`` and ``tokens`` inputs are ``(B, T, F)``,
-``grid`` inputs ``(B, T, H, W, C)``. Architecture facts cite book/differences.md rows 8-9.
+``grid`` inputs ``(B, T, H, W, C)``. Architecture facts cite book/differences.md#architecture, #text-modality.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from .layers import SmallMapConv
 class TokenFrontEnd(nn.Module):
     """2-layer bidirectional LSTM over the token slots, ``(B, T, F) -> (B, T, 2 * text_lstm_hidden)``.
 
-    Released ``Text_ar_lstm`` (book/differences.md row 9): zero initial states, trained jointly with the main optimiser.
-    Its output feeds both text encoders *and* is the text reconstruction target (book/differences.md row 8); the target is
-    not detached, as released, so the LSTM also receives the reconstruction gradient of a moving target.
+    Released ``Text_ar_lstm`` (book/differences.md#text-modality): zero initial states, trained jointly with the main
+    optimiser. Its output feeds both text encoders *and* is the text reconstruction target
+    (book/differences.md#architecture); the target is not detached, as released, so the LSTM also receives the
+    reconstruction gradient of a moving target.
     """
 
     def __init__(self, in_dim: int, hidden: int):
@@ -35,11 +36,12 @@ class TokenFrontEnd(nn.Module):
 class GridAttentionPool(nn.Module):
     """Channel attention then spatial attention pooling of one ``H x W x C`` map per segment -> ``C`` features.
 
-    Released ``Video_Semantic_Encoder`` (book/differences.md row 8): SE block ``att = sigmoid(W2 ReLU(W1 mean_hw v))``
-    (C -> C/8 -> C, no bias), ``v' = v * att + v``; then a query ``ReLU(A_self v') * ReLU(A_ave mean_hw v')``
-    (C -> C/2) scored by ``tanh(w . q)``. The corrected form normalises the scores with a softmax over the H*W
-    positions (weighted mean); ``released_quirks=True`` reproduces the released softmax over a size-1 axis, which is
-    identically 1, i.e. sum pooling over the positions with zero gradient into the attention weights.
+    Released ``Video_Semantic_Encoder`` (book/differences.md#architecture): SE block
+    ``att = sigmoid(W2 ReLU(W1 mean_hw v))`` (C -> C/8 -> C, no bias), ``v' = v * att + v``; then a query
+    ``ReLU(A_self v') * ReLU(A_ave mean_hw v')`` (C -> C/2) scored by ``tanh(w . q)``. The corrected form normalises
+    the scores with a softmax over the H*W positions (weighted mean); ``released_quirks=True`` reproduces the released
+    softmax over a size-1 axis, which is identically 1, i.e. sum pooling over the positions with zero gradient into
+    the attention weights.
     """
 
     def __init__(self, channels: int, released_quirks: bool):
@@ -70,8 +72,8 @@ class SemanticEncoder(nn.Module):
     """Phi^m (Eq. 1): ``(B, T, *in) -> z (B, T, D)``.
 
     Grid inputs are first pooled by ``GridAttentionPool``. Then, as released (``InternalTemporalRelationModule``,
-    book/differences.md row 8): ``Linear(in -> D)`` and a post-LN transformer encoder over the T segments (``n_layers``,
-    ``n_heads``, ``ffn_dim``, ``dropout``, ReLU FFN), no positional encoding and no mask.
+    book/differences.md#architecture): ``Linear(in -> D)`` and a post-LN transformer encoder over the T segments
+    (``n_layers``, ``n_heads``, ``ffn_dim``, ``dropout``, ReLU FFN), no positional encoding and no mask.
     """
 
     def __init__(self, spec: ModalitySpec, cfg: ModelConfig, in_dim: int):
@@ -114,13 +116,13 @@ class SpecificEncoder(nn.Module):
     * ``vector`` / ``tokens``: ``ReLU(Linear(in -> specific_dim))`` (released ``Audio_Encoder`` / ``Text_Encoder``),
       shape ``(B, T, S)``; the CLUB feature is that output (a ``Linear`` to ``club_dim`` is added only when
       ``club_dim != specific_dim``).
-    * ``grid`` (released ``Video_Encoder``, book/differences.md row 8): per segment, ``Conv3x3(C -> S/2)``, ReLU,
+    * ``grid`` (released ``Video_Encoder``, book/differences.md#architecture): per segment, ``Conv3x3(C -> S/2)``, ReLU,
       ``Conv3x3(S/2 -> S)``, ReLU, ``Conv1x1(S -> S)``, ``ResidualBlock(S)``, all ``SmallMapConv`` on channels-last
       maps; a 3x3 conv shrinks the side by 2 while it is >= 5 (7 -> 5 -> 3 as released, 5 -> 3 -> 3 for
       AV-Digits). Output ``(B, T, h, w, S)``. The CLUB feature is the spatial mean, then ``Linear(S -> S/2)``,
       ReLU, ``Linear(S/2 -> club_dim)`` (released 2048 -> 1024 -> 512).
     Without CLUB (``club_head=False``) no CLUB head is built and the returned CLUB feature is None.
-    ``club_target="decoder_input"`` (book/differences.md row 17): no CLUB head either; the CLUB feature is what the
+    ``club_target="decoder_input"`` (book/differences.md#club-target): no CLUB head either; the CLUB feature is what the
     decoder reads, the specific output itself (``vector``/``tokens``) or its spatial mean (``grid``), width S.
     """
 
@@ -161,7 +163,7 @@ class SpecificEncoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """D(z_hat; z_bar) of Eq. 3 (released ``*_Decoder``, book/differences.md row 8).
+    """D(z_hat; z_bar) of Eq. 3 (released ``*_Decoder``, book/differences.md#architecture).
 
     ``Linear(D -> D)`` on the quantized code, concatenated with the specific features, then
     * ``vector`` / ``tokens``: ``Linear(D + S -> out)``;
@@ -185,14 +187,23 @@ class Decoder(nn.Module):
         else:
             self.out = nn.Linear(d + s, out_dim)
 
-    def forward(self, quantized: Tensor, specific: Tensor) -> Tensor:
-        """``quantized (B,T,D)``, ``specific`` from ``SpecificEncoder`` -> reconstruction in the input layout."""
+    def forward(self, quantized: Tensor, specific: Tensor, fast: bool = True) -> Tensor:
+        """``quantized (B,T,D)``, ``specific`` from ``SpecificEncoder`` -> reconstruction in the input layout.
+
+        A grid decoder's first layer reads the code at every map position: concatenated there (``fast=False``,
+        the plain form) or, the same function, multiplied once per map (``fast``; ``SmallMapConv(constant=...)``).
+        """
         code = self.code_proj(quantized)
         if self.kind != "grid":
             return self.out(torch.cat([code, specific], dim=-1))
         b, t, h, w, s = specific.shape
-        first, rest = self.deconvs[0], self.deconvs[1:]       # the code is constant over the map: see SmallMapConv
-        recon = rest(first(specific.reshape(b * t, h, w, s), constant=code.reshape(b * t, -1)))   # (BT, H, W, C)
+        maps, code = specific.reshape(b * t, h, w, s), code.reshape(b * t, -1)
+        first, rest = self.deconvs[0], self.deconvs[1:]
+        if fast:
+            hidden = first(maps, constant=code)
+        else:
+            hidden = first(torch.cat([code[:, None, None].expand(-1, h, w, -1), maps], dim=-1))
+        recon = rest(hidden)                                                      # (BT, H, W, C)
         return recon.reshape(b, t, *recon.shape[1:])
 
     @staticmethod

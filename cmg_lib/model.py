@@ -1,50 +1,25 @@
 """The Uni-Code model (paper Sec. 4, Fig. 2) for any 2-3 modalities: per-modality Phi / Psi / D networks, the shared
-EMA codebook, DCID (CLUB + Cross-CPC), CMCM and, for the compared methods of Table 1, an extra alignment objective.
+EMA codebook, the DCID networks (CLUB estimators, Cross-CPC) and, for the compared methods of Table 1, an extra
+alignment objective.
 
-Main objective (released ``pretrain.py:525``, book/differences.md rows 3, 6 and 7; all weights 1):
-    L = sum_m recon_m + sum_m commit_m + sum_m mi_m (CLUB, Eq. 5) + cpc (Eq. 6) + cmcm (+ alignment_weight * align)
-where commit_m already carries the released 2*beta / beta/2 factors and cmcm the 0.5 factor (both inside their
-modules). Each Table 2/3 switch removes its term and, for ``club`` / ``cross_cpc``, the networks behind it.
-
-The CLUB estimators are trained alternately with their own optimiser (``club_loss``); in the released loop the mi
-term entering L is computed AFTER those inner steps, so ``forward(batch, include_mi=False)`` followed by
-``mi_terms(output)`` lets the training loop reproduce that order (``cmg_lib.train``).
+``UniCode.forward(batch, learn_club=None)`` is the training objective of one batch; its whole loss is written out
+in one function, :func:`cmg_lib.step.step_loss` (Eq. 1-8 in order). Each Table 2/3 switch removes its term there
+and, for ``club`` / ``cross_cpc``, the networks behind it here. The CLUB estimators have their own objective
+(:meth:`UniCode.club_loss`), stepped with their own optimiser inside the step (``learn_club``).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from .codebook import SharedCodebook
-from .distributed import gather_rows
 from .config import KNOWN_MODALITIES, Config
-from .modalities import Decoder, build_modality, club_feature_dim
-from .objectives import AlignmentContext, ClubEstimator, CrossCPC, build_alignment
-from .objectives.club import learning_loss_and_grads, mi_upper_bounds
-from .objectives.cmcm import cmcm_loss
+from .modalities import build_modality, club_feature_dim
+from .objectives import ClubEstimator, CrossCPC, build_alignment
+from .objectives.club import learning_loss_and_grads
+from .step import LossOutput, step_loss
 
 LABEL_KEYS = frozenset({"label", "index", "mask", "frames"})
-
-
-@dataclass
-class ModelOutput:
-    """One forward pass.
-
-    ``loss``: the main objective (scalar, with graph); ``terms``: every term as a float (``"recon/<m>"``,
-    ``"commit/<m>"``, ``"mi/<m>"``, ``"cpc"``, ``"cmcm"``, ``"align"``); ``indices``: code index per modality
-    ``(B, T)``; ``stats``: codebook statistics and CPC accuracies; ``club_inputs``: per modality the detached
-    ``(quantized (B,T,D), club_feature (B,T,club_dim))`` the CLUB estimators learn from; ``mi_inputs``: the same
-    pair with graph, for ``UniCode.mi_terms``.
-    """
-
-    loss: Tensor
-    terms: dict[str, float]
-    indices: dict[str, Tensor]
-    stats: dict[str, float]
-    club_inputs: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
-    mi_inputs: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
 
 
 class UniCode(nn.Module):
@@ -55,7 +30,7 @@ class UniCode(nn.Module):
         self.config = config
         cfg = config.model
         if not cfg.modalities:
-            raise ValueError("config.model.modalities is empty; use a preset such as preset('tiny')")
+            raise ValueError("config.model.modalities is empty; use a preset such as preset('released_avt')")
         self.modalities = cfg.modality_names
         front_ends, semantic, specific, decoders = {}, {}, {}, {}
         for spec in cfg.modalities:
@@ -126,8 +101,17 @@ class UniCode(nn.Module):
         ref = self.codebook.embedding
         return x.to(device=ref.device, dtype=ref.dtype, non_blocking=True)
 
+    def training_inputs(self, batch: dict) -> dict[str, Tensor]:
+        """The configured modalities of ``batch``, validated (:meth:`validate_batch`, and B >= 2: the contrastive
+        terms need in-batch negatives) and moved to the model's device and dtype."""
+        b = self.validate_batch(batch)
+        if b < 2:
+            raise ValueError(f"the training objective needs a batch of at least 2 samples (in-batch negatives), "
+                             f"got {b}")
+        return {m: self._to_model(batch[m]) for m in self.modalities}
+
     # ------------------------------------------------------------------------------------------------ encoders
-    def _features(self, name: str, x: Tensor) -> Tensor:
+    def features(self, name: str, x: Tensor) -> Tensor:
         """What Phi and Psi see: the raw input, or the BiLSTM output for ``tokens`` modalities."""
         return self.front_ends[name](x) if name in self.front_ends else x
 
@@ -137,79 +121,23 @@ class UniCode(nn.Module):
         self.config.model.spec(modality)
         self._check_one(modality, x)
         x = self._to_model(x)
-        return self.semantic[modality](self._features(modality, x))
+        return self.semantic[modality](self.features(modality, x))
 
     def quantize(self, x: Tensor, modality: str) -> tuple[Tensor, Tensor]:
         """Nearest codes of ``encode(x, modality)`` (Eq. 2): ``(indices (B,T) long, vectors (B,T,D))``; no EMA."""
         return self.codebook.nearest(self.encode(x, modality))
 
     # ------------------------------------------------------------------------------------------------ objective
-    def forward(self, batch: dict, include_mi: bool = True) -> ModelOutput:
-        """Main objective for one batch (B >= 2). In training mode the codebook's MM-EMA update and code-reset
-        bookkeeping happen here (inside ``SharedCodebook.forward``). ``include_mi=False`` leaves the CLUB mi terms
-        out of ``loss`` (the training loop adds ``mi_terms`` after the estimators' inner steps)."""
-        b = self.validate_batch(batch)
-        if b < 2:
-            raise ValueError(f"the training objective needs a batch of at least 2 samples (in-batch negatives), "
-                             f"got {b}")
-        cfg = self.config.model
-        inputs = {m: self._to_model(batch[m]) for m in self.modalities}
-        feats = {m: self._features(m, inputs[m]) for m in self.modalities}
-        z = {m: self.semantic[m](feats[m]) for m in self.modalities}
-        specific = {m: self.specific[m](feats[m]) for m in self.modalities}        # (specific, club_feature)
-        # The released quantizer computes CMCM with the codebook as it was BEFORE this forward's EMA update
-        # (book/differences.md rows 2 and 7): CMCM is evaluated first (cmcm_loss keeps its own copy of the codes), and the
-        # compared methods get a snapshot taken before the update.
-        gather = gather_rows if self.global_batch else _identity
-        z_all = {m: gather(v) for m, v in z.items()}                # all ranks' rows for the contrastive terms
-        cmcm = cmcm_loss(z_all, self.codebook.embedding, temperature=cfg.cmcm_temperature) if cfg.cmcm else None
-        embedding_before = self.codebook.embedding.detach().clone() if self.alignment is not None else None
-        vq = self.codebook(z)
-
-        losses: dict[str, Tensor] = {}
-        for m in self.modalities:
-            recon = self.decoders[m](vq.quantized[m], specific[m][0])
-            losses[f"recon/{m}"] = Decoder.loss(recon, feats[m])  # tokens: target = BiLSTM output (released)
-        for m in self.modalities:
-            losses[f"commit/{m}"] = vq.commitment[m]
-        stats = {k: float(v) for k, v in vq.stats.items()}
-        if self.cpc is not None:
-            losses["cpc"], cpc_stats = self.cpc(z_all)
-            stats.update(cpc_stats)
-        if cfg.cmcm:
-            losses["cmcm"] = cmcm
-        if self.alignment is not None:
-            ctx = AlignmentContext(z=z_all, quantized={m: gather(v) for m, v in vq.quantized.items()},
-                                   indices={m: gather(v) for m, v in vq.indices.items()}, embedding=embedding_before)
-            losses["align"] = cfg.alignment_weight * self.alignment(ctx)
-        mi_inputs, club_inputs = {}, {}
-        if self.club is not None:
-            # club_grad="specific" (book/differences.md row 18): the mi terms train Psi only, the code is a constant
-            code = (lambda q: q.detach()) if cfg.club_grad == "specific" else _identity
-            mi_inputs = {m: (gather(code(vq.quantized[m])), gather(specific[m][1])) for m in self.modalities}
-            dtype = self.codebook.embedding.dtype          # the estimators train outside autocast (model dtype)
-            club_inputs = {m: (q.detach().to(dtype), y.detach().to(dtype)) for m, (q, y) in mi_inputs.items()}
-        out = ModelOutput(loss=_total(losses), terms={}, indices=vq.indices, stats=stats,
-                          club_inputs=club_inputs, mi_inputs=mi_inputs)
-        if include_mi and self.club is not None:
-            losses.update(self.mi_terms(out))
-            out.loss = _total(losses)
-        out.terms = {k: float(v.detach()) for k, v in losses.items()}
-        return out
-
-    def mi_terms(self, output: ModelOutput) -> dict[str, Tensor]:
-        """CLUB upper bounds ``{"mi/<m>": I(quantized^m; club_feature^m)}`` (Eq. 5 / released ``mi_est``) with the
-        estimators' current weights, differentiable w.r.t. the main networks; empty when ``club`` is off. All
-        estimators run batched (``objectives.club.mi_upper_bounds``; equal to each one's ``mi_upper_bound``)."""
-        if self.club is None:
-            return {}
-        names = list(output.mi_inputs)
-        bounds = mi_upper_bounds([self.club[m] for m in names], [output.mi_inputs[m] for m in names],
-                                 self.config.model.club_negatives)
-        return {f"mi/{m}": bound for m, bound in zip(names, bounds)}
+    def forward(self, batch: dict, learn_club=None) -> LossOutput:
+        """The training objective of one batch (B >= 2): :func:`cmg_lib.step.step_loss`, where every term is
+        written out. In training mode the codebook's MM-EMA update and code-reset bookkeeping happen inside.
+        ``learn_club(club_inputs) -> nll``: the CLUB estimators' inner steps, run before the mi terms (the
+        training loop's); None: the mi terms use the estimators as they are."""
+        return step_loss(self, batch, learn_club)
 
     def club_loss(self, club_inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
-        """The estimators' own objective: sum over modalities of -log q(y|x) on the (detached) inputs."""
+        """The estimators' own objective: sum over modalities of -log q(y|x) on the (detached) inputs (Eq. 4's
+        variational posterior; released ``learning_loss``)."""
         if self.club is None:
             raise ValueError("club_loss needs a model built with club=True")
         return torch.stack([self.club[m].learning_loss(q.detach(), y.detach())
@@ -218,7 +146,7 @@ class UniCode(nn.Module):
     def club_loss_and_grads(self, club_inputs: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
         """``club_loss(club_inputs)`` (detached) with its gradient already in the estimators' ``.grad``, as after
         ``zero_grad(); club_loss(...).backward()``, but with all estimators batched and the backward written out
-        (``objectives.club.learning_loss_and_grads``); what the training loop runs ``club_steps`` times."""
+        (``objectives.club.learning_loss_and_grads``): the fast path of the CLUB inner steps (``train.fast``)."""
         if self.club is None:
             raise ValueError("club_loss_and_grads needs a model built with club=True")
         names = list(club_inputs)
@@ -233,7 +161,7 @@ class UniCode(nn.Module):
         return [p for p in self.parameters() if id(p) not in club]
 
     def clip_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Main parameters grouped as the released per-module ``clip_grad_norm_`` calls (book/differences.md row 6):
+        """Main parameters grouped as the released per-module ``clip_grad_norm_`` calls (``pretrain.py:534-536``):
         text BiLSTM, Encoder (all Phi and Psi), Decoder, CPC, and the alignment method's own parameters."""
         groups = {"text_front_end": list(self.front_ends.parameters()),
                   "encoder": list(self.semantic.parameters()) + list(self.specific.parameters()),
@@ -241,17 +169,6 @@ class UniCode(nn.Module):
                   "cpc": [] if self.cpc is None else list(self.cpc.parameters()),
                   "alignment": [] if self.alignment is None else list(self.alignment.parameters())}
         return {k: v for k, v in groups.items() if v}
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
-def _total(losses: dict[str, Tensor]) -> Tensor:
-    """Sum of scalar terms in float32, or float64 for a model run in double (under bf16 autocast some terms come
-    back in bf16)."""
-    dtype = torch.float64 if any(v.dtype == torch.float64 for v in losses.values()) else torch.float32
-    return torch.stack([v.to(dtype) for v in losses.values()]).sum()
 
 
 def build_model(config: Config) -> UniCode:

@@ -1,10 +1,11 @@
-"""Pre-training loop of Uni-Code (released ``pretrain.py``; book/differences.md rows 1-7 for the objective's
+"""Pre-training loop of Uni-Code (released ``pretrain.py``; book/differences.md#paper-vs-released for the objective's
 choices): one readable loop, single-process or DistributedDataParallel, resuming exactly.
 
-Per batch, in the released order (:meth:`Trainer.step`): one model forward (MM-EMA update and reset bookkeeping
-inside the codebook), ``club_steps`` Adam steps of the CLUB estimators on the detached (quantized, specific) pairs,
-then the CLUB mi terms with the *updated* estimators, the main loss backward, ``clip_grad_norm_(grad_clip)`` per
-released module group, and one Adam step. The learning rate follows ``MultiStepLR`` stepped once per epoch.
+Per batch (:meth:`Trainer.step`): the loss of :func:`cmg_lib.step.step_loss` (one model forward with the MM-EMA
+update and reset bookkeeping inside the codebook; ``club_steps`` Adam steps of the CLUB estimators on the detached
+pairs, :meth:`Trainer.learn_club`; the mi terms with the *updated* estimators), its backward,
+``clip_grad_norm_(grad_clip)`` per released module group, and one Adam step. The learning rate follows
+``MultiStepLR`` stepped once per epoch.
 
 ``config.train.batch_size`` is the global batch: under DDP each of the W processes takes ``batch_size / W`` rows of
 the same seeded permutation, so the data seen per step is the same as in one process (``cmg_lib.distributed``).
@@ -68,7 +69,7 @@ def seed_everything(seed: int) -> None:
 
 # ---------------------------------------------------------------------------------------------------- monitoring
 class Monitor:
-    """Running means of the loss terms and code usage over the steps since the last log entry."""
+    """Running means of the loss terms and the code usage over the steps since the last log entry."""
 
     def __init__(self, modalities: tuple[str, ...], codebook_size: int):
         self.modalities, self.size = modalities, codebook_size
@@ -82,9 +83,10 @@ class Monitor:
         self.latest: dict[str, float] = {}
         self.resets = 0.0
 
-    def add(self, terms: dict[str, float], indices: dict[str, torch.Tensor], stats: dict[str, float]) -> None:
-        """Accumulate one step: loss terms and CPC accuracies are averaged, codebook resets summed, the
-        codebook's own reset-window usage (``window_*``) kept from the latest step."""
+    def add(self, terms: dict[str, float], codes: usage.CodeCounts, stats: dict[str, float]) -> None:
+        """Accumulate one step: loss terms and CPC accuracies are averaged, codebook resets summed, the batch's code
+        counts (computed by the codebook, ``CodebookOutput.usage``) added up, the codebook's own reset-window usage
+        (``window_*``) kept from the latest step."""
         for k, v in terms.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         for k, v in stats.items():
@@ -94,9 +96,8 @@ class Monitor:
                 self.latest[k] = v
         self.resets += stats.get("resets", 0.0)
         self.steps += 1
-        idx = torch.stack([indices[m].detach().cpu() for m in self.modalities])           # (M, B, T)
-        self.usage += usage.histograms(idx, self.size)
-        self.agree += torch.tensor(usage.mode_agreement(idx, self.size), dtype=torch.float64)
+        self.usage += codes.counts.detach().cpu()
+        self.agree += torch.tensor([codes.agreeing, codes.samples], dtype=torch.float64)
 
     def state(self) -> dict:
         return {"sums": dict(self.sums), "steps": self.steps, "usage": self.usage.clone(), "agree": self.agree.clone(),
@@ -107,16 +108,14 @@ class Monitor:
         self.usage, self.agree, self.resets = state["usage"].clone(), state["agree"].clone(), float(state["resets"])
 
     def summary(self, group: ProcessGroup) -> dict[str, float]:
+        """The window's means, resets and codebook health (``usage.CodeCounts.health`` of the summed counts)."""
         if group.active:
             torch.distributed.all_reduce(self.usage)
             torch.distributed.all_reduce(self.agree)
         out = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
         out.update(self.latest, resets=self.resets)
-        for m, ppl, used in zip(self.modalities, usage.perplexity(self.usage).tolist(), (self.usage > 0).sum(1)):
-            out[f"perplexity/{m}"] = ppl
-            out[f"active_codes/{m}"] = int(used)
-        out["shared_codes"] = usage.shared_fraction(self.usage)
-        out["mode_agreement"] = float(self.agree[0] / self.agree[1].clamp_min(1))
+        window = usage.CodeCounts(self.usage, float(self.agree[0]), float(self.agree[1]))
+        out.update(window.health(self.modalities))
         return out
 
 
@@ -153,41 +152,39 @@ class Trainer:
         self.club_params = self.model.club_parameters()
         self.clip_groups = list(self.model.clip_groups().values())
 
-    def step(self, batch: dict) -> tuple[dict[str, float], dict, dict]:
-        """One step; returns the logged terms (floats), the code indices and the forward's stats."""
-        model, tc = self.model, self.config.train
-        model.train()
+    def step(self, batch: dict) -> tuple[dict[str, float], usage.CodeCounts, dict]:
+        """One step; returns the logged terms (floats), the batch's code counts and the forward's stats."""
+        tc = self.config.train
+        self.model.train()
         with autocast(tc.precision, self.device):
-            out = self.net(batch, include_mi=False)
-        terms = dict(out.terms)
-        loss = out.loss
-        if self.club_opt is not None:
-            terms["club_nll"] = self._train_club(out.club_inputs)
-            for p in self.club_params:                     # the mi terms train the main networks only
-                p.requires_grad_(False)
-            with autocast(tc.precision, self.device):
-                mi = model.mi_terms(out)
-            loss = loss + torch.stack([v.to(out.loss.dtype) for v in mi.values()]).sum()
-            terms.update({k: float(v.detach()) for k, v in mi.items()})
+            out = self.net(batch, learn_club=self.learn_club if self.club_opt is not None else None)
         self.main_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for p in self.club_params:
-            p.requires_grad_(True)
+        out.loss.backward()
         for params in self.clip_groups:
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         self.main_opt.step()
-        terms["loss"] = float(loss.detach())
+        terms = out.values()
+        if out.club_nll is not None:
+            terms["club_nll"] = float(out.club_nll.detach())
+        terms["loss"] = float(out.loss.detach())
         if not math.isfinite(terms["loss"]):
             raise FloatingPointError(f"non-finite loss {terms['loss']} at this step; terms: {terms}")
-        return terms, out.indices, out.stats
+        return terms, out.code_counts, out.stats
 
-    def _train_club(self, club_inputs: dict) -> float:
-        """``club_steps`` Adam steps of the CLUB estimators on the detached pairs; the last step's NLL."""
+    def learn_club(self, club_inputs: dict) -> torch.Tensor:
+        """``club_steps`` Adam steps of the CLUB estimators on the detached pairs (Eq. 4's posterior, released
+        ``mi_first_forward``); their objective at the last step. ``train.fast``: the batched estimators with the
+        backward written out (``UniCode.club_loss_and_grads``); else ``club_loss`` through autograd."""
         for _ in range(self.config.model.club_steps):
-            learn = self.model.club_loss_and_grads(club_inputs)      # = zero_grad; club_loss(...).backward()
+            if self.config.train.fast:
+                learn = self.model.club_loss_and_grads(club_inputs)
+            else:
+                self.club_opt.zero_grad(set_to_none=True)
+                learn = self.model.club_loss(club_inputs)
+                learn.backward()
             self.group.average_grads(self.club_params)
             self.club_opt.step()
-        return float(learn.detach())
+        return learn.detach()
 
 
 def train_step(model: UniCode, batch: dict, main_opt: torch.optim.Optimizer,
@@ -224,8 +221,8 @@ def pretrain(config: Config, dataset: Dataset, out_dir: str | os.PathLike | None
     ``final.pt`` (rank 0 only). ``resume``: a checkpoint to continue exactly from (parameters, codebook,
     optimisers, scheduler, RNG states and data position). ``history``: one dict per ``log_every`` steps with the
     window means of every term and the codebook health (per-modality perplexity and active codes,
-    ``shared_codes`` = fraction of used codes that every modality chose, ``mode_agreement`` = share of clips whose
-    most frequent code agrees across modalities).
+    ``shared_fraction`` = fraction of used codes that every modality chose, ``mode_agreement`` = share of clips
+    whose most frequent code agrees across modalities; ``usage.CodeCounts.health``).
 
     Everything a user can get wrong fails before the first step, in one line: a step count below 1, a device
     this machine lacks (:func:`check_device`), an ``out_dir`` that cannot take files (``storage.NotWritableError``)
@@ -350,9 +347,9 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
             sampler.start(state.epoch, state.in_epoch * local_bs)
             epoch_loader_state = loader_gen.get_state()
             for batch in loader:
-                terms, indices, stats = trainer.step(_move(batch, device))
+                terms, codes, stats = trainer.step(_move(batch, device))
                 state.step, state.in_epoch = state.step + 1, state.in_epoch + 1
-                monitor.add(terms, indices, stats)
+                monitor.add(terms, codes, stats)
                 if state.step % tc.log_every == 0 or state.step == total:
                     entry = {"step": state.step, "epoch": state.epoch, "lr": main_opt.param_groups[0]["lr"],
                              **monitor.summary(group)}
@@ -449,7 +446,7 @@ def _data_parallel(model: UniCode, group: ProcessGroup, device: torch.device) ->
 
 # Train fields that change what a step computes: a resumed run must keep them (the others, e.g. max_steps, epochs,
 # device, log_every or checkpoint cadence, may change).
-RESUME_FIXED = ("lr", "milestones", "lr_gamma", "grad_clip", "batch_size", "seed", "precision")
+RESUME_FIXED = ("lr", "milestones", "lr_gamma", "grad_clip", "batch_size", "seed", "precision", "fast")
 
 
 def check_resume(path, config: Config, dataset: Dataset) -> dict:

@@ -2,8 +2,11 @@
 
 * :func:`histograms` counts code indices per modality; :func:`perplexity` is ``exp(entropy)`` of a usage
   histogram (0 for an empty one); :func:`shared_fraction` the share of used codes that every modality used;
-  :func:`mode_agreement` the share of clips whose most frequent code is the same in every modality (released
-  ``equal_num``, book/differences.md row 4's bookkeeping).
+  :func:`mode_agreement` counts the clips whose most frequent code is the same in every modality (released
+  ``equal_num``, book/differences.md#reset-rule's bookkeeping).
+* :class:`CodeCounts` holds a batch's histograms and mode agreement, computed once by the codebook and added up
+  over a logging window by the training monitor; :meth:`CodeCounts.health` is the one place their measures are
+  named (``perplexity/<m>``, ``active_codes/<m>``, ``shared_fraction``, ``mode_agreement``).
 * :func:`usage_summary`, :func:`code_categories` and :func:`category_fractions` describe ``{modality: counts}``
   mappings for the figures; the Fig. 4 colour rule (paper caption): a code belongs to ``pair[0]`` when that
   modality makes up more than 80 % of the pair's quantisations that picked it, to ``pair[1]`` likewise, is
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,6 +59,40 @@ def mode_agreement(indices: Tensor, codebook_size: int) -> tuple[int, int]:
     per_clip.scatter_add_(2, idx, torch.ones(idx.shape, device=idx.device))
     modes = per_clip.argmax(-1)                                               # (M, B)
     return int((modes == modes[:1]).all(0).sum()), int(modes.shape[1])
+
+
+@dataclass
+class CodeCounts:
+    """How one or more batches used the codebook: ``counts (M, L)`` float64 code histograms, one row per modality,
+    and ``agreeing`` of the ``samples`` clips picked the same most frequent code in every modality. One batch's
+    (:meth:`of`) add up over a window with ``+``."""
+
+    counts: Tensor
+    agreeing: float = 0.0
+    samples: float = 0.0
+
+    @classmethod
+    def of(cls, indices: Tensor, codebook_size: int) -> "CodeCounts":
+        """The counts of one batch's indices ``(M, B, T)``."""
+        agreeing, samples = mode_agreement(indices, codebook_size)
+        return cls(histograms(indices, codebook_size), float(agreeing), float(samples))
+
+    def __add__(self, other: "CodeCounts") -> "CodeCounts":
+        return CodeCounts(self.counts + other.counts.to(self.counts.device), self.agreeing + other.agreeing,
+                          self.samples + other.samples)
+
+    def health(self, names: Sequence[str]) -> dict[str, float]:
+        """Per modality ``perplexity/<m>`` (:func:`perplexity`) and ``active_codes/<m>`` (codes it used); then
+        ``shared_fraction`` (:func:`shared_fraction`) and ``mode_agreement`` (the share of agreeing clips)."""
+        if len(names) != self.counts.shape[0]:
+            raise ValueError(f"CodeCounts has {self.counts.shape[0]} modalities, got names {list(names)}")
+        out: dict[str, float] = {}
+        for m, ppl, used in zip(names, perplexity(self.counts).tolist(), (self.counts > 0).sum(1).tolist()):
+            out[f"perplexity/{m}"] = ppl
+            out[f"active_codes/{m}"] = int(used)
+        out["shared_fraction"] = shared_fraction(self.counts)
+        out["mode_agreement"] = self.agreeing / max(self.samples, 1.0)
+        return out
 
 
 # ------------------------------------------------------------------------------------------------ {modality: counts}

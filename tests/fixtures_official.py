@@ -1,4 +1,4 @@
-"""Writers of tiny files in each officially released format (upstream_spec 5.7), for tests/test_official.py.
+"""Writers of tiny files in each officially released format (book/official_data.md), for tests/test_official.py.
 
 Every writer takes a root folder, lays the files out at the released relative paths (``cmg_lib.data.official.
 layout.LAYOUT``) and returns what it wrote, so tests compare the readers' output with known arrays.
@@ -71,7 +71,7 @@ def write_text_embeddings(root: Path, tokens_per_category: dict[str, int], fmt: 
     return arrays
 
 
-# ---------------------------------------------------------------- VGGSound-AVEL pre-training (spec 5.1)
+# ---------------------------------------------------------------- VGGSound-AVEL pre-training
 PRETRAIN_CATEGORIES = ["dog barking", "playing acoustic guitar", "male speech, man speaking"]
 # csv order deliberately mixes splits: 24k = train rows, 40k = train, then test, then val rows
 PRETRAIN_ROWS = [("vid_val0", "dog barking", "val"), ("vid_tr0", "playing acoustic guitar", "train"),
@@ -99,7 +99,7 @@ def write_pretrain(root: Path, seed: int = 1) -> dict:
     return {"audio": audio, "video": video}
 
 
-# ---------------------------------------------------------------- AVE (spec 5.2)
+# ---------------------------------------------------------------- AVE
 AVE_N = 6
 AVE_ORDERS = {"train": [0, 2, 3, 5], "val": [1], "test": [4]}
 # (class, event segments) per global row; the other segments are background
@@ -126,7 +126,7 @@ def write_ave(root: Path, seed: int = 2) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- AVVP (spec 5.3)
+# ---------------------------------------------------------------- AVVP
 AVVP_CATEGORIES = ["Speech", "Car", "Cheering", "Dog", "Cat", "Frying_(food)", "Basketball_bounce", "Fire_alarm",
                    "Chainsaw", "Cello", "Banjo", "Singing", "Chicken_rooster", "Violin_fiddle", "Vacuum_cleaner",
                    "Baby_laughter", "Accordion", "Lawn_mower", "Motorcycle", "Helicopter", "Acoustic_guitar",
@@ -159,7 +159,7 @@ def write_avvp(root: Path, seed: int = 3) -> dict:
     return write_avvp_features(root, names, rng(seed))
 
 
-# ---------------------------------------------------------------- AVE -> AVVP (spec 5.4)
+# ---------------------------------------------------------------- AVE -> AVVP
 AVE_AVVP_CATEGORIES = ["Speech", "Car", "Dog", "Cat", "Frying_(food)", "Chainsaw", "Banjo", "Violin_fiddle",
                        "Accordion", "Motorcycle", "Helicopter", "Acoustic_guitar"]
 AVE_AVVP_ORDER = [4, 1]
@@ -181,7 +181,7 @@ def write_ave_avvp(root: Path, seed: int = 4) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- UCF-101 <-> VGGSound (spec 5.5)
+# ---------------------------------------------------------------- UCF-101 <-> VGGSound
 UCF_NAMES = [f"UcfClass{k:02d}" for k in range(16)]
 VGG_NAMES = [f"vggsound class {k:02d}" for k in range(16)]
 UCF_ROWS = [("v_a", 7, 3), ("v_b", 12, 15), ("v_c", 10, 0)]  # (video_id, frames stored, class line)
@@ -206,7 +206,7 @@ def write_ucf(root: Path, seed: int = 6) -> dict:
     return {"video": videos, "audio": audios}
 
 
-# ---------------------------------------------------------------- AVSBench-S4 (spec 5.6)
+# ---------------------------------------------------------------- AVSBench-S4
 AVS_ROWS = [("clipA", "u1", "dog", "train"), ("clipB", "u2", "baby_laughter", "train"),
             ("clipC", "u3", "dog", "val"), ("clipD", "u4", "ambulance_siren", "test")]
 AVS_SIZE = (16, 16)

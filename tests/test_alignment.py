@@ -28,7 +28,7 @@ def _context(names, dim, codebook, shuffled, seed=0):
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("names", [("audio", "video"), ("audio", "video", "text")])
 def test_finite_with_gradient_and_prefers_paired_modalities(name, names):
-    cfg = preset("tiny", "baseline").model
+    cfg = preset("released_avt", "baseline").model
     codebook = torch.randn(cfg.codebook_size, cfg.hidden_dim, generator=torch.Generator().manual_seed(7))
     torch.manual_seed(0)
     method = build_alignment(name, cfg)
@@ -62,7 +62,7 @@ def test_sinkhorn_targets_are_balanced_distributions():
 
 
 def test_turn_cross_reconstruction_uses_the_other_modality_codes():
-    cfg = preset("tiny_av", "turn").model
+    cfg = preset("released_av", "turn").model
     torch.manual_seed(0)
     turn = build_alignment("turn", cfg)
     base = torch.randn(B, T, cfg.hidden_dim, generator=torch.Generator().manual_seed(3))
@@ -85,7 +85,7 @@ def test_turn_cross_reconstruction_uses_the_other_modality_codes():
 
 
 def test_registry():
-    cfg = preset("tiny", "baseline").model
+    cfg = preset("released_avt", "baseline").model
     assert build_alignment("none", cfg) is None
     for name in METHODS:
         assert isinstance(build_alignment(name, cfg), torch.nn.Module)

@@ -28,8 +28,8 @@ def test_plan_counts_the_smoke_and_default_books():
     default = chapters.plan("default")
     assert (default.calls, len(default.runs)) == (84, 57)
     assert _heads(default) == {"ave": 162, "avvp": 54, "ucf_vgg": 18, "ave_avvp": 12, "avs": 12, "retrieval": 12}
-    assert Counter(r.chapter for r in default.runs.values()) == {"01": 3, "02": 9, "03": 9, "04": 3, "05": 6,
-                                                                 "07": 3, "08": 6, "09": 18}
+    assert Counter(r.chapter for r in default.runs.values()) == {"02": 3, "03": 9, "04": 9, "05": 3, "06": 6,
+                                                                 "08": 3, "09": 6, "01": 18}
     # the why chapter's longest runs train 3x the recipe's 222 updates; their snapshots carry the shorter rows' heads
     longest = [r for r in default.runs.values() if r.steps == 666]
     assert len(longest) == 3 and all({c for _, c, *_ in r.heads} == {"final.pt", snapshot_name(222), snapshot_name(75)}
@@ -45,7 +45,8 @@ def test_plan_follows_the_budget_and_the_seeds_parameter():
     # baseline's 2 directions per head seed; AVS takes the notebook's seeds as well
     assert _heads(seeds)["ave"] == 2 * 18 + 8 * 4 + 2 * 2 and _heads(seeds)["avs"] == 2 * 4
     released = chapters.plan("smoke", recipe="released")
-    assert {r.preset for r in released.runs.values() if r.chapter != "09"} == {"tiny", "tiny_av", "tiny_vt"}
+    assert {r.preset for r in released.runs.values() if r.chapter != "01"} == {"released_avt", "released_av",
+                                                                               "released_vt"}
 
 
 def test_plan_is_what_the_notebooks_train(tmp_path, monkeypatch):
@@ -70,7 +71,7 @@ def test_plan_is_what_the_notebooks_train(tmp_path, monkeypatch):
         heads.update((ckpt.parent.name, task, ckpt.name, tuple(d), int(s), epochs) for d in directions for s in seeds)
         return []
 
-    monkeypatch.setattr(runs, "pretrained", fake_pretrained)
+    monkeypatch.setattr(notebook, "pretrained", fake_pretrained)
     monkeypatch.setattr(notebook, "evaluate", fake_evaluate)
     monkeypatch.setattr(notebook, "avs_overlays", lambda *a, **k: {})
     nb = notebook.NotebookRun("smoke", "avdigits", "cpu", tmp_path, budget("smoke"))
@@ -83,7 +84,7 @@ def test_plan_is_what_the_notebooks_train(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["table2", "table3"])
 def test_chapter_records_carry_their_tags(name, tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "pretrained", lambda config, data=None, **k: tmp_path / runs.run_key(config)[1])
+    monkeypatch.setattr(notebook, "pretrained", lambda config, data=None, **k: tmp_path / runs.run_key(config)[1])
     monkeypatch.setattr(notebook, "evaluate", lambda ckpt, task, directions, seeds, tags=None, **k:
                         [{"task": task, "direction": d, **(tags or {})} for d in directions])
     nb = notebook.NotebookRun("smoke", "avdigits", "cpu", tmp_path, budget("smoke"))

@@ -19,7 +19,7 @@ from conftest import FakeDataset
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
-    cfg = preset("tiny_av", overrides=["train.batch_size=4"])
+    cfg = preset("released_av", overrides=["train.batch_size=4"])
     out = tmp_path_factory.mktemp("ckpt")
     pretrain(cfg, FakeDataset(cfg, n=4), out_dir=out, steps=1, progress=False)
     return out / "final.pt"

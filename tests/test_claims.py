@@ -11,10 +11,10 @@ from cmg_lib.experiments.claims import FAILS, HOLDS, INCONCLUSIVE
 
 
 def test_interval_is_the_student_t_interval():
-    mean, half, n = claims.interval([1.0, 2.0, 3.0])
+    mean, half, n = claims.t_interval([1.0, 2.0, 3.0])
     assert (mean, n) == (2.0, 3)
     assert half == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3))      # sample std of 1,2,3 is 1
-    assert claims.interval([4.0])[1] == math.inf and claims.interval([])[2] == 0
+    assert claims.t_interval([4.0])[1] == math.inf and claims.t_interval([])[2] == 0
 
 
 def test_greater_holds_fails_or_is_inconclusive_by_the_interval():
@@ -97,6 +97,7 @@ def test_markdown_shows_scope_outcome_and_rule():
     scope = claims.Scope("default", 200, (0,), (0, 1))
     text = claims.markdown([claims.greater("c", {0: 2.0}, {0: 1.0})], scope)
     assert "scale **default**: pre-training steps 200; pre-training seeds [0]" in text
+    assert "values: mean ± half-width of the 95 % Student-t interval over pre-training seeds" in text   # what ± is
     assert "inconclusive** by rule" in text
     assert "- c: **inconclusive** (a 2.00 vs b 1.00; difference 1.00 no interval points over 1 pre-training seed; " \
            "rule: difference > 0 points; needs >= 3 seeds)" in text

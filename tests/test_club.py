@@ -1,4 +1,4 @@
-"""CLUB estimator (Uni-Code Eq. 4-5; released CLUBSample_group, upstream_spec 1.8)."""
+"""CLUB estimator (Uni-Code Eq. 4-5; released CLUBSample_group, book/differences.md#club-negatives)."""
 import copy
 import functools
 import math
@@ -135,7 +135,7 @@ def test_batched_learning_gradients_equal_autograd():
 
 @pytest.mark.parametrize("negatives", ["sampled", "all"])
 def test_batched_mi_bounds_equal_each_estimator(negatives):
-    """``mi_upper_bounds`` (what ``UniCode.mi_terms`` runs) equals the loop over ``mi_upper_bound``: values, the
+    """``mi_upper_bounds`` (``step.mi_terms``' fast path) equals the loop over ``mi_upper_bound``: values, the
     random negatives drawn in the same order, and the gradients into x and y."""
     from cmg_lib.objectives.club import mi_upper_bounds
     ests, pairs = _bank()

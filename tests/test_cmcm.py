@@ -11,7 +11,8 @@ torch.set_num_threads(1)
 
 
 def naive_cmcm_loss(z, embedding, form="released"):
-    """Straight from the formula, one sample at a time (the released code's loop structure, spec 1.5 steps 2-3)."""
+    """Straight from the formula, one sample at a time (the released code's loop structure,
+    ``model/main_model_2.py:651-710``)."""
     names = list(z)
     B = z[names[0]].shape[0]
     P = {}

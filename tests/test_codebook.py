@@ -109,7 +109,8 @@ def test_corrected_init_keeps_unpicked_codes_and_quirk_blows_them_up():
     assert unpicked.sum() > 30
     torch.testing.assert_close(fixed.embedding[unpicked], init[unpicked], rtol=1e-3, atol=1e-6)
     assert torch.equal(used_fixed, used_quirk)
-    # released ema_count = 0: unpicked codes get N ~ eps and |e| jumps by orders of magnitude (spec 1.5 step 5)
+    # released ema_count = 0: unpicked codes get N ~ eps and |e| jumps by orders of magnitude
+    # (book/differences.md#ema-counts-at-zero)
     growth = quirk.embedding[unpicked].abs().max(1).values / init[unpicked].abs().max(1).values
     assert growth.min() > 100
 
@@ -260,12 +261,14 @@ def test_nearest_and_health():
     pa, pt = torch.tensor([2, 3, 3]) / 8, torch.tensor([3, 4, 1]) / 8
     assert h["perplexity/audio"] == pytest.approx(torch.exp(-(pa * pa.log()).sum()).item(), rel=1e-6)
     assert h["perplexity/text"] == pytest.approx(torch.exp(-(pt * pt.log()).sum()).item(), rel=1e-6)
-    assert (h["active_codes"], h["codes_used_by_all"], h["shared_fraction"]) == (3, 3, 1.0)
+    assert (h["active_codes/audio"], h["active_codes/text"], h["shared_fraction"]) == (3, 3, 1.0)
     # per-sample modes: audio (0 [tie 0/1 -> 0], 2), text (1, 0) -> no sample agrees; then one that does
     assert h["mode_agreement"] == 0
     h = cb.health({"audio": torch.tensor([[1, 1, 0]]), "text": torch.tensor([[1, 2, 2]])})
-    assert h["mode_agreement"] == 0 and h["codes_used_by_all"] == 1 and h["shared_fraction"] == pytest.approx(1 / 3)
+    assert h["mode_agreement"] == 0 and h["active_codes/text"] == 2 and h["shared_fraction"] == pytest.approx(1 / 3)
     assert cb.health({"audio": torch.tensor([[1, 1, 0]]), "text": torch.tensor([[1, 2, 1]])})["mode_agreement"] == 1
+    two = cb.health({"audio": torch.tensor([[1, 1, 0], [2, 2, 2]]), "text": torch.tensor([[1, 2, 1], [0, 0, 1]])})
+    assert two["mode_agreement"] == 0.5                                  # a share of the clips, as the monitor logs it
 
 
 def test_bad_inputs_raise():

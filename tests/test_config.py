@@ -1,6 +1,6 @@
 import pytest
 
-from cmg_lib.config import METHODS, PRESETS, Config, ModalitySpec, preset
+from cmg_lib.config import METHODS, PRESETS, RECIPES, Config, ModalitySpec, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -25,32 +25,32 @@ def test_paper_avt_uses_the_released_shapes_and_hyper_parameters():
 
 
 def test_methods_set_the_table_switches():
-    base = preset("tiny", "baseline").model
+    base = preset("released_avt", "baseline").model
     assert not any([base.club, base.cross_cpc, base.mm_ema, base.reset_code, base.cmcm]) and base.alignment == "none"
-    uni = preset("tiny", "unicode").model
+    uni = preset("released_avt", "unicode").model
     assert all([uni.club, uni.cross_cpc, uni.mm_ema, uni.reset_code, uni.cmcm])
-    d = preset("tiny", "dcid+codis").model
+    d = preset("released_avt", "dcid+codis").model
     assert d.club and d.cross_cpc and not d.cmcm and d.alignment == "codis"
     assert set(METHODS) >= {"baseline", "smit", "mst", "codis", "turn", "cmcm", "unicode"}
 
 
 def test_overrides_parse_types_and_reject_unknown_keys():
-    cfg = preset("tiny", overrides=["model.beta=0.5", "club=false", "train.batch_size=8", "ema_form=joint"])
+    cfg = preset("released_avt", overrides=["model.beta=0.5", "club=false", "train.batch_size=8", "ema_form=joint"])
     assert cfg.model.beta == 0.5 and cfg.model.club is False and cfg.train.batch_size == 8
     assert cfg.model.ema_form == "joint"
     with pytest.raises(ValueError, match="unknown or ambiguous"):
-        preset("tiny", overrides=["nope=1"])
+        preset("released_avt", overrides=["nope=1"])
     with pytest.raises(ValueError, match="expects a boolean"):
-        preset("tiny", overrides=["club=maybe"])
+        preset("released_avt", overrides=["club=maybe"])
     with pytest.raises(ValueError, match="is not one of"):
-        preset("tiny", overrides=["ema_form=sideways"])
+        preset("released_avt", overrides=["ema_form=sideways"])
 
 
 def test_bad_names_raise_value_errors_that_list_the_choices():
     with pytest.raises(ValueError, match="paper_avt"):
         preset("paper_xyz")
     with pytest.raises(ValueError, match="unicode"):
-        preset("tiny", method="magic")
+        preset("released_avt", method="magic")
     with pytest.raises(ValueError, match="unknown modality"):
         ModalitySpec("smell", "vector", (3,))
     with pytest.raises(ValueError, match="feature_shape"):
@@ -69,6 +69,30 @@ def test_bad_names_raise_value_errors_that_list_the_choices():
 def test_non_finite_and_non_positive_floats_are_named(override, message):
     """Issue 26 item 8: ``train.lr=nan`` said "expects float" (nan is a float): now what is wrong with it."""
     with pytest.raises(ValueError) as err:
-        preset("tiny", overrides=[override])
+        preset("released_avt", overrides=[override])
     assert str(err.value) == message
-    assert preset("tiny", overrides=["train.lr=1e-3"]).train.lr == 0.001
+    assert preset("released_avt", overrides=["train.lr=1e-3"]).train.lr == 0.001
+
+
+@pytest.mark.parametrize("old, new", [("tiny", "released_avt"), ("tiny_av", "released_av"), ("tiny_at", "released_at"),
+                                      ("tiny_vt", "released_vt")])
+def test_old_preset_names_build_the_released_presets_with_a_warning(old, new):
+    with pytest.warns(DeprecationWarning, match=f"'{old}' is now called '{new}'"):
+        cfg = preset(old, "baseline", overrides=["train.seed=3"])
+    assert cfg == preset(new, "baseline", overrides=["train.seed=3"]) and cfg.preset == new
+
+
+def test_every_preset_names_its_recipe_and_the_recipe_table_agrees():
+    for recipe, presets in RECIPES.items():
+        assert {preset(name).recipe for name in presets.values()} == {recipe}
+    assert {preset(n).recipe for n in PRESETS if n.startswith("paper_")} == {"released"}     # released at paper shapes
+    assert Config().recipe == "released"                                    # every default is the released choice
+    assert preset("book_av", overrides=["model.club_grad=both"]).recipe == "book"      # a switch keeps the recipe
+    with pytest.raises(ValueError, match="recipe='paper' is not one of"):
+        Config(recipe="paper")
+
+
+def test_methods_are_listed_in_the_papers_table1_order():
+    from cmg_lib.experiments import paper_table
+
+    assert list(METHODS) == list(paper_table("table1").index)

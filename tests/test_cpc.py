@@ -1,4 +1,4 @@
-"""Cross-CPC (Uni-Code Eq. 6; released Cross_CPC_AVT, upstream_spec 1.7)."""
+"""Cross-CPC (Uni-Code Eq. 6; released Cross_CPC_AVT, book/differences.md#cpc-steps to #cpc-self-weight)."""
 import math
 
 import pytest

@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from cmg_lib.config import preset
-from cmg_lib.experiments import (ABLATIONS, ablation_overrides, aggregate, budget, checkpoint_key, code_usage,
-                                 direction_label, downstream, experiment_config, load_results, paper_table,
-                                 pretrained, results_table, run_history, run_key, side_by_side, snapshot,
-                                 table1_grid)
+from cmg_lib.config import ABLATIONS, ablation_overrides, preset
+from cmg_lib.downstream import direction_label
+from cmg_lib.experiments import (aggregate, budget, checkpoint_key, downstream, experiment_config, load_results,
+                                 paper_table, pretrained, results_table, run_history, run_key, side_by_side,
+                                 snapshot, table1_grid)
+from cmg_lib.usage import code_usage
 
 
 class CountingTrainer:
@@ -33,7 +34,7 @@ class CountingTrainer:
 
 @pytest.fixture
 def cfg():
-    return preset("tiny_av", "unicode")
+    return preset("released_av", "unicode")
 
 
 def test_pretrained_trains_once_then_reuses(cfg, tmp_path):
@@ -74,7 +75,7 @@ def test_key_changes_with_any_config_field(cfg):
     assert base not in keys and len(keys) == len(changed)
     assert run_key(cfg, steps=10)[1] != run_key(cfg, steps=11)[1]
     assert run_key(cfg, data="/data/cmg")[1] != base
-    assert run_key(cfg)[1] == run_key(preset("tiny_av", "unicode"))[1]     # deterministic
+    assert run_key(cfg)[1] == run_key(preset("released_av", "unicode"))[1]     # deterministic
 
 
 def test_two_threads_train_the_same_config_once(cfg, tmp_path):
@@ -184,12 +185,18 @@ def test_paper_tables_and_side_by_side():
 
 
 def test_budget_and_ablations():
+    from cmg_lib.config import METHODS
+    from cmg_lib.data.avdigits.scales import SCALE_NAMES
+    from cmg_lib.experiments import BUDGETS
+
+    assert tuple(BUDGETS) == SCALE_NAMES == ("smoke", "default", "full")       # one budget per build scale
+    assert budget("full").methods == tuple(METHODS)
     smoke, default = budget("smoke"), budget("default")
     assert len(smoke.seeds) == 1 and smoke.pretrain_steps < default.pretrain_steps
     assert set(default.methods) >= {"baseline", "cmcm", "unicode"} and len(default.pretrain_seeds) >= 3
     with pytest.raises(ValueError, match="smoke"):
         budget("huge")
-    cfg = preset("tiny_av", "unicode", overrides=ablation_overrides("w/o DCID"))
+    cfg = preset("released_av", "unicode", overrides=ablation_overrides("w/o DCID"))
     assert not cfg.model.club and not cfg.model.cross_cpc and cfg.model.mm_ema
     assert ablation_overrides("full") == []
     assert direction_label("audio", "video") == "A→V"
@@ -199,7 +206,7 @@ def test_budget_and_ablations():
     full = table1_grid("full")
     assert sorted(m for size, m in full if size == "40k") == sorted(budget("full").size_sweep_methods)
     assert len(full) == 3 * len(budget("full").methods)
-    book = experiment_config("tiny_av", "unicode", scale="default")
+    book = experiment_config("released_av", "unicode", scale="default")
     assert book.train.snapshot_steps == (20, 60) and not book.train.epoch_ckpts     # 200 = final.pt itself
 
 
@@ -305,9 +312,10 @@ def test_setup_takes_its_torch_threads_from_the_build(monkeypatch):
 
 
 def test_recipe_presets_and_the_codebook_sweep():
-    from cmg_lib.experiments import RECIPES, codebook_sweep, recipe_preset
+    from cmg_lib.config import RECIPES, recipe_preset
+    from cmg_lib.experiments import codebook_sweep
 
-    assert recipe_preset("book", "av") == "book_av" and recipe_preset("released", "avt") == "tiny"
+    assert recipe_preset("book", "av") == "book_av" and recipe_preset("released", "avt") == "released_avt"
     assert set(RECIPES["book"]) == set(RECIPES["released"]) == {"av", "at", "vt", "avt"}
     with pytest.raises(ValueError, match="unknown recipe 'paper'; expected one of"):
         recipe_preset("paper", "av")
@@ -315,26 +323,27 @@ def test_recipe_presets_and_the_codebook_sweep():
         recipe_preset("book", "a")
     b = budget("default")
     assert codebook_sweep(b, "book_av") == [16, 80, 256]          # the budget's sizes and the recipe's own 80
-    assert codebook_sweep(b, "tiny_av") == [16, 64, 256]
+    assert codebook_sweep(b, "released_av") == [16, 64, 256]
 
 
 def test_notebook_run_names_the_updates_of_the_runs_it_asked_for(tmp_path, monkeypatch):
     from cmg_lib.experiments import notebook
 
     calls = []
-    monkeypatch.setattr(notebook, "pretrain_run", lambda *a, **k: calls.append((a, k)) or tmp_path / "final.pt")
+    monkeypatch.setattr(notebook, "pretrained", lambda *a, **k: calls.append((a, k)) or tmp_path / "final.pt")
     nb = notebook.NotebookRun("default", "avdigits", "cpu", tmp_path, budget("default"), recipe="book")
     assert nb.steps_text() == "200"                                # nothing asked for yet: the budget's steps
     nb.pretrain(nb.preset("av"), seed=1, pretrain_size="24k")
     nb.pretrain(nb.preset("avt"), seed=1)
     nb.pretrain("book_av", seed=2, pretrain_size="24k", steps=50)  # an explicit length
     assert nb.steps_text() == "50, 222 (book_av, 24K); 372 (book_avt, 40K)"
-    assert calls[0][0] == ("book_av", "unicode") and calls[0][1]["steps"] is None
+    assert calls[0][0][0].preset == "book_av" and calls[0][0][0].method == "unicode" and calls[0][1]["steps"] is None
+    assert calls[1][0][0].data.pretrain_size == "40k"                  # no size given: the preset's own (AVT: 40K)
     scope = nb.scope()
     assert scope.steps == nb.steps_text() and scope.pretrain_seeds == (0, 1, 2) and scope.head_seeds == (0,)
     released = notebook.NotebookRun("default", "avdigits", "cpu", tmp_path, budget("default"), recipe="released")
     released.pretrain(released.preset("av"), pretrain_size="24k")
-    assert released.steps_text() == "200 (tiny_av, 24K)"
+    assert released.steps_text() == "200 (released_av, 24K)"
     official = notebook.NotebookRun("default", "/data/feats", "cpu", tmp_path, budget("default"))
     official.pretrain(official.preset("av"), pretrain_size="24k")
     assert official.steps_text() == "6 epochs (book_av, 24K)"     # the split sizes of other data are not known here

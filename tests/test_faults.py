@@ -29,7 +29,7 @@ DEAD_PID = 2 ** 22 + 12345          # above the default pid_max: no such process
 
 
 def _cfg(*overrides):
-    return preset("tiny_av", overrides=["train.batch_size=4", "train.log_every=2", *overrides])
+    return preset("released_av", overrides=["train.batch_size=4", "train.log_every=2", *overrides])
 
 
 def _no_step(monkeypatch):
@@ -48,7 +48,7 @@ def _cli(argv, capsys):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A 4-step run of tiny_av on FakeDataset carrying an AV-Digits-like identity (smoke, seed 0, hash 'h0')."""
+    """A 4-step run of released_av on FakeDataset carrying an AV-Digits-like identity (smoke, seed 0, hash 'h0')."""
     cfg = _cfg()
     data = FakeDataset(cfg, n=8)
     data.scale, data.seed, data.manifest_hash = "smoke", 0, "h0"
@@ -86,7 +86,7 @@ def test_out_folder_where_rename_is_refused_fails_before_the_first_step(tmp_path
 def test_cli_bad_out_is_one_error_line_before_the_data_loads(tmp_path, monkeypatch, capsys):
     (tmp_path / "file").write_text("x")
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
-    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path / "file"), "--steps", "2"], capsys)
+    rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path / "file"), "--steps", "2"], capsys)
     assert rc == 2 and err == f"error: {tmp_path / 'file'} exists and is not a folder; expected a folder to write into"
 
 
@@ -218,7 +218,7 @@ def test_step_counts_below_one_are_refused(steps, tmp_path, monkeypatch, capsys)
         pretrain(_cfg("train.max_steps=0"), FakeDataset(cfg, n=8), progress=False)
     assert os.listdir(tmp_path) == []
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
-    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--steps", str(steps)], capsys)
+    rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path), "--steps", str(steps)], capsys)
     assert rc == 2 and err == f"error: --steps must be a positive number of optimiser steps, got {steps}"
 
 
@@ -317,7 +317,7 @@ def test_cli_refused_pickle_and_bad_checkpoint_are_one_error_line(tmp_path, monk
             return load_numpy_pickle(pickle.dumps(Evil()), "feature/x.zip::x.pkl")
 
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: HostileData())
-    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path / "o"), "--steps", "1",
+    rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path / "o"), "--steps", "1",
                     "--set", "train.batch_size=4"], capsys)
     assert rc == 2 and err.startswith("error: feature/x.zip::x.pkl: refusing to unpickle global posix.system")
     assert "\n" not in err
@@ -394,7 +394,7 @@ from cmg_lib import storage
 from cmg_lib.checkpoint import read_checkpoint
 from cmg_lib.config import preset
 out = sys.argv[1]
-cfg = preset("tiny_av", overrides=["train.batch_size=4", "train.ckpt_every=1"])
+cfg = preset("released_av", overrides=["train.batch_size=4", "train.ckpt_every=1"])
 data = FakeDataset(cfg, n=8)
 for check in (True, False):
     if not check:          # as before the check: the disk fills at the second checkpoint
@@ -439,7 +439,7 @@ def test_cli_busy_out_folder_is_refused_before_the_data_loads(tmp_path, monkeypa
     """Item 8: a second run into a busy folder was refused only after its data had loaded (~24 s)."""
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the lock"))
     with _held_by_another_thread(tmp_path / RUN_LOCK):
-        rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--steps", "2"], capsys)
+        rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path), "--steps", "2"], capsys)
     assert rc == 2 and err.startswith(f"error: out folder {tmp_path} is in use by another run (pid {os.getpid()} on ")
 
 
@@ -451,7 +451,7 @@ def test_cli_holds_the_lock_while_the_data_loads_and_pretrain_takes_it_again(tmp
         cfg = _cfg()
         return FakeDataset(cfg, n=8)
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", load)
-    rc, _ = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--steps", "1",
+    rc, _ = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path), "--steps", "1",
                   "--set", "train.batch_size=4"], capsys)
     assert rc == 0 and seen == [os.getpid()]
     assert sorted(os.listdir(tmp_path)) == ["final.pt"]                  # the lock released at the end
@@ -461,11 +461,11 @@ def test_cli_device_cuda_without_cuda_says_so_before_the_data_loads(tmp_path, mo
     """Item 8: was "Expected a torch.device with a specified index or an integer, but got:cuda"."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
-    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--device", "cuda"], capsys)
+    rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path), "--device", "cuda"], capsys)
     assert rc == 2 and err.startswith("error: device 'cuda' (--device, train.device) asks for CUDA, which this "
                                       f"machine does not have (torch {torch.__version__}, ")
     assert err.endswith("GPUs visible); expected cpu here")
-    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--device", "gpu"], capsys)
+    rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path), "--device", "gpu"], capsys)
     assert rc == 2 and err == ("error: device 'gpu' (--device, train.device) is not one this library trains on; "
                                "expected cpu, cuda or cuda:N")
     assert os.listdir(tmp_path) == []
@@ -485,5 +485,5 @@ def test_device_cuda_without_an_index_trains_on_the_current_gpu(monkeypatch):
 
 def test_cli_lr_nan_says_finite_and_positive(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the check"))
-    rc, err = _cli(["pretrain", "--preset", "tiny_av", "--out", str(tmp_path), "--set", "train.lr=nan"], capsys)
+    rc, err = _cli(["pretrain", "--preset", "released_av", "--out", str(tmp_path), "--set", "train.lr=nan"], capsys)
     assert rc == 2 and err == "error: train.lr must be finite and positive, got nan"

@@ -1,11 +1,11 @@
 """UniCode model: every preset builds, the objective has exactly the switched-on terms, inputs are validated, and the
-per-modality networks have the released shapes (upstream_spec sections 1.3-1.6)."""
+per-modality networks have the released shapes (book/differences.md#architecture)."""
 import math
 
 import pytest
 import torch
 
-from cmg_lib.config import METHODS, PRESETS, preset
+from cmg_lib.config import METHODS, RECIPES, preset
 import torch.nn.functional as F
 
 import cmg_lib.layers.small_map_conv as small_map_conv
@@ -13,7 +13,7 @@ from cmg_lib.layers import SmallMapConv
 from cmg_lib.modalities import GridAttentionPool, SpecificEncoder
 from cmg_lib.model import UniCode, build_model
 
-TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
+RELEASED = sorted(RECIPES["released"].values())
 
 
 
@@ -21,8 +21,8 @@ def _n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name", TINY)
-def test_tiny_presets_forward_and_backward(name, make_batch):
+@pytest.mark.parametrize("name", RELEASED)
+def test_released_presets_forward_and_backward(name, make_batch):
     torch.manual_seed(0)
     cfg = preset(name)
     model = build_model(cfg)
@@ -30,7 +30,7 @@ def test_tiny_presets_forward_and_backward(name, make_batch):
     names = cfg.model.modality_names
     expected = {f"{t}/{m}" for t in ("recon", "commit", "mi") for m in names} | {"cpc", "cmcm"}
     assert set(out.terms) == expected
-    assert math.isclose(float(out.loss.detach()), sum(out.terms.values()), rel_tol=1e-5)
+    assert math.isclose(float(out.loss.detach()), sum(out.values().values()), rel_tol=1e-5)
     assert all(out.indices[m].shape == (3, cfg.model.segments) and out.indices[m].dtype == torch.long for m in names)
     assert set(out.club_inputs) == set(names) and not any(t.requires_grad for pair in out.club_inputs.values()
                                                           for t in pair)
@@ -46,7 +46,8 @@ def test_paper_presets_have_the_released_sizes():
         model = build_model(preset(name))
         sizes[name] = _n_params(model)
         if name == "paper_avt":
-            # upstream_spec 6.1: Psi_v 72.36 M, video decoder 36.77 M, VSE 0.33 M, CPC 3.36 M, BiLSTM 1.31 M
+            # counted from the released layer shapes: Psi_v 72.36 M, video decoder 36.77 M, VSE 0.33 M, CPC 3.36 M,
+            # BiLSTM 1.31 M
             assert abs(_n_params(model.specific["video"]) / 1e6 - 72.36) < 0.01
             assert abs(_n_params(model.decoders["video"]) / 1e6 - 36.77) < 0.01
             assert abs(_n_params(model.semantic["video"].pool) / 1e6 - 0.33) < 0.005
@@ -62,7 +63,7 @@ def test_paper_presets_have_the_released_sizes():
 
 
 def test_switches_remove_their_terms_and_parameters(make_batch):
-    base = preset("tiny_av")
+    base = preset("released_av")
     full = build_model(base)
     torch.manual_seed(0)
     for switch, term, module in (("club", "mi/", "club"), ("cross_cpc", "cpc", "cpc"), ("cmcm", "cmcm", None)):
@@ -78,28 +79,38 @@ def test_switches_remove_their_terms_and_parameters(make_batch):
                 assert model.specific["video"].club_head is None
                 removed += _n_params(full.specific["video"].club_head)
             assert _n_params(model) == _n_params(full) - removed
-    baseline = build_model(preset("tiny_av", "baseline"))
+    baseline = build_model(preset("released_av", "baseline"))
     assert set(baseline(make_batch(baseline.config)).terms) == {"recon/audio", "recon/video", "commit/audio",
                                                                  "commit/video"}
     assert baseline.club_parameters() == []
-    smit = build_model(preset("tiny_av", "smit"))
+    smit = build_model(preset("released_av", "smit"))
     assert "align" in smit(make_batch(smit.config)).terms
 
 
 def test_club_loss_trains_only_the_estimators_and_mi_reaches_the_encoder(make_batch):
+    """The step's order: the estimators learn from the detached pairs (their objective reaches no main parameter),
+    then the mi terms train the main networks only (through the straight-through code and Psi's CLUB head)."""
     torch.manual_seed(0)
-    cfg = preset("tiny_av")
+    cfg = preset("released_av")
     model = build_model(cfg)
-    out = model(make_batch(cfg), include_mi=False)
-    assert not any(k.startswith("mi/") for k in out.terms)
-    model.club_loss(out.club_inputs).backward()
-    assert all(p.grad is None for p in model.main_parameters())
-    assert all(p.grad is not None for p in model.club_parameters())
-    mi = model.mi_terms(out)
+    seen = {}
+
+    def learn_club(club_inputs):
+        nll = model.club_loss(club_inputs)
+        nll.backward()
+        seen["main"] = [p.grad for p in model.main_parameters()]
+        seen["club"] = [p.grad.clone() for p in model.club_parameters()]
+        return nll.detach()
+
+    out = model(make_batch(cfg), learn_club=learn_club)
+    assert all(g is None for g in seen["main"]) and all(g is not None for g in seen["club"])
+    assert out.club_nll is not None and set(out.club_inputs) == {"audio", "video"}
+    mi = {k: v for k, v in out.terms.items() if k.startswith("mi/")}
     assert set(mi) == {"mi/audio", "mi/video"}
     sum(mi.values()).backward()
     assert model.semantic["audio"].project.weight.grad.abs().sum() > 0      # through the straight-through vq
     assert model.specific["video"].club_head[0].weight.grad.abs().sum() > 0
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.club_parameters(), seen["club"]))   # mi: not into CLUB
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -112,7 +123,7 @@ def test_club_loss_trains_only_the_estimators_and_mi_reaches_the_encoder(make_ba
     (lambda b: b.__setitem__("speech", torch.randn(4, 10, 128)), "unknown batch key 'speech'"),
 ])
 def test_validation_names_what_was_expected(bad, message, make_batch):
-    cfg = preset("tiny_av")
+    cfg = preset("released_av")
     model = build_model(cfg)
     batch = make_batch(cfg)
     bad(batch)
@@ -122,7 +133,7 @@ def test_validation_names_what_was_expected(bad, message, make_batch):
 
 
 def test_validation_reports_received_shape_and_ignores_label_keys(make_batch):
-    cfg = preset("tiny_av")
+    cfg = preset("released_av")
     model = build_model(cfg)
     batch = make_batch(cfg)
     batch["segment_label/audio"] = torch.zeros(4, 10, 3)
@@ -138,7 +149,7 @@ def test_validation_reports_received_shape_and_ignores_label_keys(make_batch):
 
 def test_encode_and_quantize_return_codebook_rows(make_batch):
     torch.manual_seed(0)
-    cfg = preset("tiny")
+    cfg = preset("released_avt")
     model = build_model(cfg).eval()
     batch = make_batch(cfg, batch=2)
     for m in cfg.model.modality_names:
@@ -172,7 +183,7 @@ def test_grid_pool_known_answers():
 
 @pytest.mark.parametrize("side, latent", [(7, 3), (5, 3), (3, 3)])
 def test_grid_specific_and_decoder_shapes(side, latent):
-    cfg = preset("tiny").override(f"model.modalities=[{{\"name\": \"audio\", \"kind\": \"vector\", "
+    cfg = preset("released_avt").override(f"model.modalities=[{{\"name\": \"audio\", \"kind\": \"vector\", "
                                   f"\"feature_shape\": [16]}}, {{\"name\": \"video\", \"kind\": \"grid\", "
                                   f"\"feature_shape\": [{side}, {side}, 6], \"specific_dim\": 8, \"club_dim\": 4}}]")
     model = build_model(cfg)
@@ -186,27 +197,27 @@ def test_grid_specific_and_decoder_shapes(side, latent):
 
 def test_text_reconstruction_target_is_the_bilstm_output(make_batch):
     torch.manual_seed(0)
-    cfg = preset("tiny_at", "baseline")
+    cfg = preset("released_at", "baseline")
     model = build_model(cfg)
     batch = make_batch(cfg)
     out = model(batch)
     feats = model.front_ends["text"](batch["text"])
     assert feats.shape == (4, 10, 2 * cfg.model.text_lstm_hidden)
-    assert out.terms["recon/text"] < 0.1 < out.terms["recon/audio"]   # target ~ LSTM scale, not the 384-d input
+    assert out.terms["recon/text"].item() < 0.1 < out.terms["recon/audio"].item()   # target: LSTM scale, not the input
     torch.autograd.grad(out.loss, model.front_ends["text"].lstm.weight_ih_l0, allow_unused=False)
 
 
 def test_build_model_rejects_non_config():
     with pytest.raises(ValueError, match="Config"):
         build_model({"model": {}})
-    assert isinstance(build_model(preset("tiny_av")), UniCode)
+    assert isinstance(build_model(preset("released_av")), UniCode)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_main_parameter_gets_a_gradient(method, make_batch):
     """What DDP (find_unused_parameters=False) relies on: no dead parameter in any Table 1 method."""
     torch.manual_seed(0)
-    cfg = preset("tiny", method)
+    cfg = preset("released_avt", method)
     model = build_model(cfg)
     model(make_batch(cfg)).loss.backward()
     assert [n for n, p in model.named_parameters() if p.grad is None and not n.startswith("club.")] == []
@@ -280,7 +291,7 @@ def test_objective_under_bf16_autocast_keeps_the_codebook_in_float32(make_batch)
     float32, the MM-EMA update and the distance computations stay float32 (the released quantizer crashed on mixed
     dtypes), and gradients reach the encoders. Audio-video: oneDNN has no CPU bf16 LSTM on this AVX2 CPU (cuDNN does)."""
     torch.manual_seed(0)
-    cfg = preset("tiny_av", "unicode", ["model.dropout=0.0"])
+    cfg = preset("released_av", "unicode", ["model.dropout=0.0"])
     model = build_model(cfg).train()
     batch = make_batch(cfg, batch=6)
     reference = build_model(cfg).train()
@@ -291,8 +302,8 @@ def test_objective_under_bf16_autocast_keeps_the_codebook_in_float32(make_batch)
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     assert model.codebook.embedding.dtype == torch.float32
     assert torch.allclose(model.codebook.embedding, reference.codebook.embedding, atol=5e-2)
-    for name, value in ref.terms.items():
-        assert abs(out.terms[name] - value) <= 0.05 * abs(value) + 0.05, name
+    for name, value in ref.values().items():
+        assert abs(out.values()[name] - value) <= 0.05 * abs(value) + 0.05, name
     out.loss.backward()
     grads = [p.grad for p in model.semantic.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
@@ -302,7 +313,7 @@ def test_conv_impl_torch_computes_the_same_model(make_batch, monkeypatch):
     """``model.conv_impl=torch`` runs every grid conv through torch's convolution: same parameters, same outputs
     and gradients as the GEMM formulation (forced on for the narrow tiny widths here)."""
     monkeypatch.setattr(small_map_conv, "GEMM_MIN_CHANNEL_PRODUCT", 0)
-    cfg = preset("tiny_av", "unicode", ["model.dropout=0.0"])
+    cfg = preset("released_av", "unicode", ["model.dropout=0.0"])
     torch.manual_seed(0)
     gemm = build_model(cfg).train()
     torch_conv = build_model(cfg.override("model.conv_impl=torch")).train()
@@ -315,9 +326,9 @@ def test_conv_impl_torch_computes_the_same_model(make_batch, monkeypatch):
         out = model(batch)
         out.loss.backward()
         outs.append(out)
-    assert outs[0].terms == pytest.approx(outs[1].terms, rel=1e-4, abs=1e-6)
+    assert outs[0].values() == pytest.approx(outs[1].values(), rel=1e-4, abs=1e-6)
     for (name, p), q in zip(gemm.named_parameters(), torch_conv.parameters()):
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5), name
     with pytest.raises(ValueError, match="conv_impl"):
-        preset("tiny_av", "unicode", ["model.conv_impl=winograd"])
+        preset("released_av", "unicode", ["model.conv_impl=winograd"])

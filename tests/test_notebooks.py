@@ -46,6 +46,16 @@ def test_toc_lists_only_existing_notebooks():
         assert (ROOT / "notebooks" / f"{name}.ipynb").exists(), name
 
 
+def test_notebook_numbers_follow_the_table_of_contents():
+    from build_book import toc_notebooks
+
+    numbered = [name for name in toc_notebooks() if re.match(r"\d\d_", name)]
+    assert [int(name[:2]) for name in numbered] == list(range(len(numbered))) and len(numbered) >= 10
+    assert numbered[1] == "01_why_released_recipe"               # the why chapter comes second
+    from cmg_lib.experiments import chapters                     # the plan's chapter keys are the file numbers
+    assert {r.chapter for r in chapters.plan("smoke").runs.values()} <= {name[:2] for name in numbered[1:]}
+
+
 def test_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path, monkeypatch):
     import build_book
     from nbformat.v4 import new_code_cell, new_notebook

@@ -1,11 +1,14 @@
 """The reproducibility status page that tools/build_book.py writes from the executed notebooks."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from cmg_lib.experiments.budgets import budget
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -17,7 +20,7 @@ MACHINE = {"cpu": "Test CPU 3000", "cores": 2, "gemm_gflops": 112.4, "torch": "2
 
 
 def _budget(scale):
-    return {"smoke": {"seeds": [0], "pretrain_steps": 4}}[scale]
+    return {"smoke": dataclasses.replace(budget("smoke"), seeds=(0,), pretrain_steps=4)}[scale]
 
 
 def _executed(tmp_path, name="02_table1", seeds=None, with_run=True):

@@ -57,6 +57,15 @@ def test_health_table_numbers_and_flat_columns():
     assert t._repr_html_() == t.html and "perplexity" in repr(t)
 
 
+def test_a_frame_that_says_what_its_plus_minus_is_has_it_in_every_caption():
+    frame = _side_by_side_like()
+    frame.attrs["spread"] = "mean ± standard deviation over the runs"
+    t = readable_table(frame, max_columns=8, caption="Table 1")
+    assert t.html.count("<caption>") == 2
+    assert "<caption>Table 1; mean ± standard deviation over the runs</caption>" in t.html
+    assert "<caption>mean ± standard deviation over the runs</caption>" in t.html        # the second part too
+
+
 def test_rejects_non_frames():
     with pytest.raises(TypeError, match="DataFrame"):
         readable_table([[1, 2]])

@@ -6,16 +6,16 @@ import torch
 
 import cmg_lib.cli
 import cmg_lib.precision
-from cmg_lib.config import PRESETS, preset
+from cmg_lib.config import RECIPES, preset
 from cmg_lib.model import build_model
 from cmg_lib.checkpoint import load_checkpoint, read_checkpoint, seal, snapshot_name
 from cmg_lib.train import EpochSampler, Trainer, pretrain
 
-TINY = sorted(p for p in PRESETS if p.startswith("tiny"))
+RELEASED = sorted(RECIPES["released"].values())
 
 
 
-def _tiny(name="tiny", *overrides):
+def _small(name="released_avt", *overrides):
     return preset(name, overrides=["train.batch_size=4", "train.log_every=2", "model.reset_window=3", *overrides])
 
 
@@ -24,9 +24,9 @@ def _states_equal(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", RELEASED)
 def test_one_training_step_per_preset_changes_the_parameters(name, make_dataset):
-    cfg = _tiny(name)
+    cfg = _small(name)
     torch.manual_seed(cfg.train.seed)
     fresh = build_model(cfg)
     model, history = pretrain(cfg, make_dataset(cfg, n=8), steps=1, progress=False)
@@ -35,15 +35,15 @@ def test_one_training_step_per_preset_changes_the_parameters(name, make_dataset)
     for m in cfg.model.modality_names:
         assert {f"recon/{m}", f"commit/{m}", f"mi/{m}", f"perplexity/{m}", f"active_codes/{m}"} <= set(entry)
         assert 1.0 <= entry[f"perplexity/{m}"] <= entry[f"active_codes/{m}"] + 1e-6
-    assert {"cpc", "cmcm", "loss", "club_nll", "shared_codes", "mode_agreement", "lr"} <= set(entry)
-    assert 0.0 <= entry["shared_codes"] <= 1.0 and 0.0 <= entry["mode_agreement"] <= 1.0
+    assert {"cpc", "cmcm", "loss", "club_nll", "shared_fraction", "mode_agreement", "lr"} <= set(entry)
+    assert 0.0 <= entry["shared_fraction"] <= 1.0 and 0.0 <= entry["mode_agreement"] <= 1.0
     changed = [not torch.equal(p, q) for p, q in zip(fresh.main_parameters(), model.main_parameters())]
     assert all(changed[:4]) and sum(changed) > 0.9 * len(changed)
     assert not torch.equal(fresh.codebook.embedding, model.codebook.embedding)      # the EMA ran
 
 
 def test_resume_continues_exactly(tmp_path, make_dataset):
-    cfg = _tiny("tiny", "train.ckpt_every=2")
+    cfg = _small("released_avt", "train.ckpt_every=2")
     data = make_dataset(cfg, n=12)                       # 3 batches per epoch: resume mid-epoch, cross epochs
     straight, hist_a = pretrain(cfg, data, out_dir=tmp_path / "a", steps=8, progress=False)
     pretrain(cfg, data, out_dir=tmp_path / "b", steps=4, progress=False)
@@ -53,7 +53,7 @@ def test_resume_continues_exactly(tmp_path, make_dataset):
     assert _states_equal(straight, resumed)
     assert torch.equal(straight.codebook.embedding, resumed.codebook.embedding)
     assert hist_a == hist_b
-    other, _ = pretrain(_tiny("tiny", "train.seed=7"), data, steps=2, progress=False)
+    other, _ = pretrain(_small("released_avt", "train.seed=7"), data, steps=2, progress=False)
     assert not torch.equal(other.codebook.embedding, straight.codebook.embedding)
 
 
@@ -79,7 +79,7 @@ def test_a_run_killed_and_resumed_twice_writes_the_uninterrupted_runs_bytes(tmp_
     resume crossed the epoch boundary at step 3), resumed from step-0000005.pt to step 8: every file (each step,
     each epoch and final.pt) equals the uninterrupted run's byte for byte, the loader generator's state included
     (stored as it was when the epoch's data order was drawn)."""
-    cfg = _tiny("tiny_av", "train.ckpt_every=1", "train.log_every=3")
+    cfg = _small("released_av", "train.ckpt_every=1", "train.log_every=3")
     data = make_dataset(cfg, n=12)
     pretrain(cfg, data, out_dir=tmp_path / "a", steps=8, progress=False)
     out = tmp_path / "b"
@@ -98,7 +98,7 @@ def test_a_run_killed_and_resumed_twice_writes_the_uninterrupted_runs_bytes(tmp_
 
 
 def test_checkpoint_round_trip(tmp_path, make_dataset, make_batch):
-    cfg = _tiny("tiny_vt", "train.milestones=[1]", "train.lr_gamma=0.5")
+    cfg = _small("released_vt", "train.milestones=[1]", "train.lr_gamma=0.5")
     model, history = pretrain(cfg, make_dataset(cfg, n=8), out_dir=tmp_path, steps=4, progress=False)
     assert [h["lr"] for h in history] == [cfg.train.lr, cfg.train.lr * 0.5]      # MultiStepLR per epoch
     ckpt = read_checkpoint(tmp_path / "final.pt")
@@ -113,7 +113,7 @@ def test_checkpoint_round_trip(tmp_path, make_dataset, make_batch):
 
 
 def test_load_checkpoint_errors_name_the_problem(tmp_path, make_dataset):
-    cfg = _tiny("tiny_av")
+    cfg = _small("released_av")
     pretrain(cfg, make_dataset(cfg, n=4), out_dir=tmp_path, steps=1, progress=False)
     ckpt = torch.load(tmp_path / "final.pt", weights_only=True)
     broken = dict(ckpt)
@@ -133,7 +133,7 @@ def test_load_checkpoint_errors_name_the_problem(tmp_path, make_dataset):
 
 
 def test_failed_save_leaves_no_partial_file(tmp_path, make_dataset, monkeypatch):
-    cfg = _tiny("tiny_av")
+    cfg = _small("released_av")
     data = make_dataset(cfg, n=4)
     pretrain(cfg, data, out_dir=tmp_path, steps=1, progress=False)
     good = (tmp_path / "final.pt").read_bytes()
@@ -151,10 +151,10 @@ def test_failed_save_leaves_no_partial_file(tmp_path, make_dataset, monkeypatch)
 
 def test_bad_settings_raise(make_dataset, monkeypatch):
     monkeypatch.setattr(cmg_lib.precision, "cpu_has_native_bf16", lambda: False)
-    cfg = _tiny("tiny_av", "train.precision=bf16")
+    cfg = _small("released_av", "train.precision=bf16")
     with pytest.raises(ValueError, match="native bf16"):
         pretrain(cfg, make_dataset(cfg, n=4), steps=1, progress=False)
-    cfg = _tiny("tiny_av")
+    cfg = _small("released_av")
     with pytest.raises(ValueError, match="fewer than one batch"):
         pretrain(cfg, make_dataset(cfg, n=3), steps=1, progress=False)
 
@@ -185,10 +185,10 @@ def test_cli_pretrain_writes_a_checkpoint(tmp_path, make_dataset, monkeypatch, c
 
     def fake_load(data, subset, split, scale="default", **kwargs):
         calls.update(data=data, subset=subset, split=split, scale=scale)
-        return make_dataset(preset("tiny_av"), n=8)
+        return make_dataset(preset("released_av"), n=8)
 
     monkeypatch.setattr(cmg_lib.cli, "load_dataset", fake_load)
-    rc = main(["pretrain", "--preset", "tiny_av", "--method", "dcid+cmcm", "--out", str(tmp_path), "--steps", "2",
+    rc = main(["pretrain", "--preset", "released_av", "--method", "dcid+cmcm", "--out", str(tmp_path), "--steps", "2",
                "--seed", "5", "--set", "train.batch_size=4", "--scale", "smoke", "--pretrain-size", "24k"])
     assert rc == 0
     assert calls == {"data": "avdigits", "subset": "pretrain", "split": "24k", "scale": "smoke"}
@@ -199,14 +199,14 @@ def test_cli_pretrain_writes_a_checkpoint(tmp_path, make_dataset, monkeypatch, c
 
 def test_snapshot_steps_without_epoch_checkpoints_equal_shorter_runs(tmp_path, make_dataset):
     """What the book's explorer relies on: the snapshot at step s of a longer run IS an s-step run."""
-    cfg = _tiny("tiny", "train.snapshot_steps=[2,3]", "train.epoch_ckpts=false")
+    cfg = _small("released_avt", "train.snapshot_steps=[2,3]", "train.epoch_ckpts=false")
     data = make_dataset(cfg, n=12)
     pretrain(cfg, data, out_dir=tmp_path / "long", steps=5, progress=False)
     assert sorted(os.listdir(tmp_path / "long")) == ["final.pt", snapshot_name(2), snapshot_name(3)]
     short, _ = pretrain(cfg, data, steps=3, progress=False)
     assert _states_equal(load_checkpoint(tmp_path / "long" / snapshot_name(3)), short)
     with pytest.raises(ValueError, match="snapshot_steps"):
-        _tiny("tiny", "train.snapshot_steps=[0]")
+        _small("released_avt", "train.snapshot_steps=[0]")
 
 
 def test_bf16_autocast_training_on_cpu(make_dataset, monkeypatch):
@@ -215,7 +215,7 @@ def test_bf16_autocast_training_on_cpu(make_dataset, monkeypatch):
     logged term is finite and near the float32 run's, and the codebook stays float32."""
     import cmg_lib.train
     monkeypatch.setattr(cmg_lib.precision, "cpu_has_native_bf16", lambda: True)
-    cfg = _tiny("tiny_av", "model.dropout=0.0")
+    cfg = _small("released_av", "model.dropout=0.0")
     data = make_dataset(cfg, n=8)
     ref, ref_history = pretrain(cfg, data, steps=2, progress=False)
     model, history = pretrain(cfg.override("train.precision=bf16"), data, steps=2, progress=False)
@@ -229,7 +229,7 @@ def test_float64_model_trains(make_dataset):
     """The released code runs in float64; a model moved to double trains end to end in double (the released-
     equivalent timing of benchmarks/pretrain_step.py relies on this), and its first loss equals float32's."""
     from cmg_lib.train import make_optimizers, train_step
-    cfg = _tiny("tiny", "model.dropout=0.0")
+    cfg = _small("released_avt", "model.dropout=0.0")
     batch = {k: v for k, v in make_dataset(cfg, n=4).rows.items() if k != "label"}
     torch.manual_seed(0)
     single = build_model(cfg)
@@ -246,63 +246,32 @@ def test_float64_model_trains(make_dataset):
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
-def _reference_step(model, batch, main_opt, club_opt, config):
-    """The released-order step written plainly (the oracle of the fast paths in ``train._train_step``): per
-    estimator autograd for the CLUB inner steps and the mi terms, and the decoder's code concatenated at every map
-    position (patched in by the caller)."""
-    model.train()
-    out = model(batch, include_mi=False)
-    terms = dict(out.terms)
-    for _ in range(config.model.club_steps):
-        club_opt.zero_grad(set_to_none=True)
-        learn = model.club_loss(out.club_inputs)
-        learn.backward()
-        club_opt.step()
-    terms["club_nll"] = float(learn.detach())
-    for p in model.club_parameters():
-        p.requires_grad_(False)
-    mi = {f"mi/{m}": model.club[m].mi_upper_bound(q, y, negatives=config.model.club_negatives)
-          for m, (q, y) in out.mi_inputs.items()}
-    loss = out.loss + torch.stack(list(mi.values())).sum()
-    terms.update({k: float(v.detach()) for k, v in mi.items()})
-    main_opt.zero_grad(set_to_none=True)
-    loss.backward()
-    for p in model.club_parameters():
-        p.requires_grad_(True)
-    for params in model.clip_groups().values():
-        torch.nn.utils.clip_grad_norm_(params, config.train.grad_clip)
-    main_opt.step()
-    terms["loss"] = float(loss.detach())
-    return terms
-
-
-@pytest.mark.parametrize("name, overrides", [("tiny", ()), ("tiny_av", ("model.hidden_dim=96", "model.n_heads=4",
-                                                                       "model.club_negatives=all"))])
-def test_fast_step_equals_the_reference_step(name, overrides, make_batch, monkeypatch):
-    """``train_step`` (batched CLUB, written-out CLUB backward, batched mi terms, the decoder's constant-channel
-    shortcut) against ``_reference_step`` from the same state and RNG: the first step's terms and every gradient
-    (main: the backward; CLUB: the last inner step) up to float tolerance, and the terms of two more steps (Adam
-    amplifies float noise in near-zero gradients, so later parameters are compared only through the terms)."""
-    import cmg_lib.layers.small_map_conv as smc
+@pytest.mark.parametrize("name, overrides", [("released_avt", ()),
+                                             ("released_av", ("model.hidden_dim=96", "model.n_heads=4",
+                                                              "model.club_negatives=all"))])
+def test_fast_step_equals_the_reference_step(name, overrides, make_batch):
+    """The library's two computations of a step (``train.fast``): batched CLUB with its written-out backward,
+    batched mi terms and the decoder's constant-code shortcut, against the plain reference (one estimator at a
+    time through autograd, the code concatenated at every map position), from the same state and RNG: the first
+    step's terms and every gradient (main: the backward; CLUB: the last inner step) up to float tolerance, and the
+    terms of two more steps (Adam amplifies float noise in near-zero gradients, so later parameters are compared
+    only through the terms)."""
     from cmg_lib.train import make_optimizers, train_step
-    cfg = preset(name, overrides=["train.batch_size=8", *overrides])
-    batches = [make_batch(cfg, 8, seed=s) for s in range(3)]
+    base = preset(name, overrides=["train.batch_size=8", *overrides])
+    assert base.train.fast                                           # the fast path is the default
+    batches = [make_batch(base, 8, seed=s) for s in range(3)]
     runs = {}
-    for kind in ("fast", "reference"):
+    for fast in (True, False):
+        cfg = base.override(f"train.fast={fast}")
         torch.manual_seed(0)
         model = build_model(cfg)
         main_opt, club_opt, _ = make_optimizers(model, cfg)
-        step = train_step if kind == "fast" else _reference_step
-        with monkeypatch.context() as patch:
-            if kind == "reference":
-                patch.setattr(smc.SmallMapConv, "_transposed_with_constant", lambda self, x, c: self(
-                    torch.cat([c[:, None, None].expand(-1, *x.shape[1:3], -1), x], dim=-1)))
-            torch.manual_seed(1)
-            terms = [step(model, batches[0], main_opt, club_opt, cfg)]
-            grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-            terms += [step(model, b, main_opt, club_opt, cfg) for b in batches[1:]]
-        runs[kind] = (terms, grads)
-    (fast_terms, fast_grads), (ref_terms, ref_grads) = runs["fast"], runs["reference"]
+        torch.manual_seed(1)
+        terms = [train_step(model, batches[0], main_opt, club_opt, cfg)]
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        terms += [train_step(model, b, main_opt, club_opt, cfg) for b in batches[1:]]
+        runs[fast] = (terms, grads)
+    (fast_terms, fast_grads), (ref_terms, ref_grads) = runs[True], runs[False]
     for i, (a, b) in enumerate(zip(fast_terms, ref_terms)):
         tol = 1e-5 if i == 0 else 1e-3
         assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= tol * max(1.0, abs(b[k])) for k in a), (i, a, b)

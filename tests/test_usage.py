@@ -26,6 +26,19 @@ def test_mode_agreement_breaks_ties_by_the_lowest_code():
     assert usage.mode_agreement(tie, 4) == (1, 1)
 
 
+def test_code_counts_add_up_and_name_their_measures():
+    first = usage.CodeCounts.of(torch.tensor([[[0, 1, 1]], [[1, 1, 2]]]), 4)     # modes 1, 1: one clip agrees
+    second = usage.CodeCounts.of(torch.tensor([[[3, 3, 3]], [[2, 2, 0]]]), 4)    # modes 3, 2: it does not
+    window = first + second
+    assert window.counts.tolist() == [[1, 2, 0, 3], [1, 2, 3, 0]] and (window.agreeing, window.samples) == (1, 2)
+    health = window.health(("audio", "video"))
+    assert list(health) == ["perplexity/audio", "active_codes/audio", "perplexity/video", "active_codes/video",
+                            "shared_fraction", "mode_agreement"]
+    assert health["active_codes/audio"] == 3 and health["shared_fraction"] == pytest.approx(2 / 4)
+    assert health["mode_agreement"] == 0.5
+    assert health["perplexity/video"] == pytest.approx(usage.perplexity(torch.tensor([1.0, 2, 3, 0])).item())
+
+
 def test_usage_summary_and_categories():
     counts = {"video": np.array([9, 1, 5, 0]), "audio": np.array([1, 9, 5, 0])}
     summary = usage.usage_summary(counts)

@@ -11,7 +11,7 @@ import pytest
 LOCAL_PATH = re.compile(r"(?<![\w.])/(?:tmp|work|root|home)/")
 METHOD = "book/method.html"
 EXPLORER = "book/executed/explorer_demo.html"
-TABLE1 = "book/executed/02_table1_methods.html"
+TABLE1 = "book/executed/03_table1_methods.html"
 
 
 def _pages(book: Path) -> list[str]:

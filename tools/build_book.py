@@ -50,7 +50,6 @@ MATHJAX_PACKAGE = "mathjax@3.2.2"
 # What the tex-mml-chtml component loads: itself, TeX extensions (autoload), CHTML output and its fonts, the menu
 # and its accessibility parts (a11y, sre). The SVG output and the other combined components are left out.
 MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output/chtml", "output/chtml.js", "a11y", "sre", "ui", "adaptors")
-SCALES = ("smoke", "default", "full")
 
 
 class BuildError(RuntimeError):
@@ -248,9 +247,9 @@ def _utc_now() -> str:
 
 def write_status_page(names: list[str], build: dict, path: Path = STATUS_PAGE) -> Path:
     """The reproducibility status page from the executed notebooks (``tools/status_page.py``)."""
-    from cmg_lib.book import scale_budget
+    from cmg_lib.experiments.budgets import budget
 
-    runs = [status_page.notebook_run(EXECUTED_DIR / f"{n}.ipynb", scale_budget) for n in names]
+    runs = [status_page.notebook_run(EXECUTED_DIR / f"{n}.ipynb", budget) for n in names]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(status_page.render(runs, build, timings_include=MEASURED_TIMINGS))
     return path
@@ -282,8 +281,10 @@ def _seeds(text: str | None) -> list[int] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cmg_lib.data.avdigits.scales import SCALE_NAMES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="default", choices=SCALES, help="dataset and compute scale")
+    parser.add_argument("--scale", default="default", choices=SCALE_NAMES, help="dataset and compute scale")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the scale's budget)")
     parser.add_argument("--device", default="cpu", help="torch device for the notebooks (cpu, cuda, cuda:1)")
     parser.add_argument("--only", action="append", default=None, metavar="NAME",

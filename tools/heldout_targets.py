@@ -13,12 +13,13 @@ import argparse
 import sys
 
 from cmg_lib import experiments as ex
+from cmg_lib.data.avdigits.scales import SCALE_NAMES
 from cmg_lib.experiments import why
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="default", choices=ex.budgets.SCALES)
+    parser.add_argument("--scale", default="default", choices=SCALE_NAMES)
     parser.add_argument("--seeds", default="100,101", help="comma-separated pre-training seeds")
     parser.add_argument("--data", default="avdigits")
     args = parser.parse_args(argv)

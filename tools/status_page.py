@@ -40,7 +40,8 @@ def _title(cells: Sequence[Mapping]) -> str | None:
 
 
 def notebook_run(path: str | Path, budget) -> dict:
-    """The run facts of one executed notebook; ``budget(scale)`` gives the scale's seeds and steps."""
+    """The run facts of one executed notebook; ``budget(scale)`` gives the scale's typed ``Budget``
+    (``cmg_lib.experiments.budgets.budget``): its head seeds and steps."""
     path = Path(path)
     nb = json.loads(path.read_text())
     meta = nb.get("metadata", {})
@@ -48,10 +49,10 @@ def notebook_run(path: str | Path, budget) -> dict:
     params = pm.get("parameters", {}) or {}
     run = meta.get(RUN_KEY, {})
     scale = params.get("scale")
-    b = budget(scale) if scale else {}
-    seeds = params.get("seeds") or b.get("seeds")
+    b = budget(scale) if scale else None
+    seeds = params.get("seeds") or (b.seeds if b is not None else None)
     return {"name": path.stem, "title": _title(nb.get("cells", [])) or path.stem, "scale": scale,
-            "seeds": list(seeds) if seeds else None, "pretrain_steps": b.get("pretrain_steps"),
+            "seeds": list(seeds) if seeds else None, "pretrain_steps": b.pretrain_steps if b is not None else None,
             "seconds": pm.get("duration"), "executed": run.get("executed") or pm.get("end_time"),
             "commit": run.get("commit"), "machine": run.get("machine"), "device": params.get("device")}
 
@@ -97,8 +98,8 @@ def render(runs: Sequence[Mapping], build: Mapping, timings_include: str | None 
         lines.append(f"| {{doc}}`{_cell(r['title'])} <../executed/{r['name']}>` | {_cell(r.get('scale'))} | "
                      f"{_cell(seeds)} | {_cell(r.get('pretrain_steps'))} | {_cell(r.get('device'))} | "
                      f"{_minutes(r.get('seconds'))} | {_cell(executed)} | {_cell(r.get('commit'))} | {mid} |")
-    lines += ["", "Seeds are the downstream-head seeds of the scale's budget (`cmg_lib.book.scale_budget`) unless "
-              "the build passed `--seeds`; the segmentation chapter uses the budget's own AVS seeds.", "",
+    lines += ["", "Seeds are the downstream-head seeds of the scale's budget (`cmg_lib.experiments.budgets.BUDGETS`) "
+              "unless the build passed `--seeds`; the segmentation chapter uses the budget's own AVS seeds.", "",
               "## Machines", ""]
     lines += [f"- M{i + 1}: {m}" for i, m in enumerate(machines)] or ["- none recorded"]
     if timings_include:

@@ -29,8 +29,9 @@ subset                splits                                   keys beyond the m
 """
 from __future__ import annotations
 
+PRETRAIN_SIZES = ("24k", "40k", "81k")          # the paper's pre-training sets (VGGSound-AVEL 24K / 40K / 81K)
 SUBSETS: dict[str, tuple[str, ...]] = {
-    "pretrain": ("24k", "40k", "81k"),
+    "pretrain": PRETRAIN_SIZES,
     "ave": ("train", "val", "test"),
     "avvp": ("train", "test"),
     "ave_avvp": ("train", "test"),

@@ -2,8 +2,8 @@
 
 A ``ClipClassifier`` (released ``Semantic_Decoder``) is trained with cross-entropy on the frozen codes of one modality
 and evaluated on the codes of another; metric = clip top-1 accuracy (the paper's AVE "precision",
-``compute_accuracy_supervised``, book/differences.md row 11). Released recipe: Adam 4e-4, MultiStepLR([10, 20, 30],
-0.5), grad-clip 0.5, batch 80; 30 epochs.
+``compute_accuracy_supervised``, book/differences.md#downstream-protocol). Released recipe: Adam 4e-4, MultiStepLR([10,
+20, 30], 0.5), grad-clip 0.5, batch 80; 30 epochs.
 """
 from __future__ import annotations
 
@@ -105,7 +105,8 @@ def _holdout(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Subset, 
 
 def run_ucf_vgg(ctx: Context, train_modality: str, test_modality: str, epochs: int | None,
                 options: dict) -> TaskOutcome:
-    """Cross-dataset + cross-modal classification (UCF-101 <-> VGGSound-AVEL, 16 classes; book/differences.md row 11).
+    """Cross-dataset + cross-modal classification (UCF-101 <-> VGGSound-AVEL, 16 classes;
+    book/differences.md#downstream-protocol).
 
     Audio lives in split ``vggsound``, video in split ``ucf``: train on the whole split of ``train_modality``, test on
     the whole split of ``test_modality``. With train == test modality (the labeled-modality upper bound) a seeded

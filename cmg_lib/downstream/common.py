@@ -4,7 +4,7 @@ and the two evaluation protocols.
 Frozen encoder (paper Sec. 4.4). The codes of each needed split are computed ONCE, in eval mode, without gradients,
 in batches; only the head is trained, on those in-memory codes. The released scripts instead put the frozen encoder
 in *train* mode while training the head, so its transformer dropout (p = 0.1) makes the training codes stochastic
-(book/differences.md row 12). That cannot be reproduced with precomputed codes and is skipped under both
+(book/differences.md#avs-protocol). That cannot be reproduced with precomputed codes and is skipped under both
 protocols.
 
 Protocols (``PROTOCOLS``):

@@ -1,9 +1,9 @@
 """Cross-modal event localisation (paper Sec. 5.1, Tables 1-3): ``avvp`` and ``ave_avvp``.
 
-A per-segment ``SegmentClassifier`` (released ``Semantic_Decoder_AVVP``, C+1 outputs with background) is trained on
-one modality's frozen codes and segment labels with ``BCEWithLogits + ExpLogLoss`` (book/differences.md row 11) and evaluated
-on another modality's codes against *that* modality's segment labels. Metric: the released micro precision / recall
-at sigmoid > 0.5 over every cell including background, batches of 80, F1 from the averages
+A per-segment ``SegmentClassifier`` (released ``Semantic_Decoder_AVVP``, C+1 outputs with background) is trained on one
+modality's frozen codes and segment labels with ``BCEWithLogits + ExpLogLoss`` (book/differences.md#downstream-protocol)
+and evaluated on another modality's codes against *that* modality's segment labels. Metric: the released micro precision
+/ recall at sigmoid > 0.5 over every cell including background, batches of 80, F1 from the averages
 (``metrics.localisation_scores``). The paper reports the precision as AVVP "accuracy" and the F1 for AVE->AVVP.
 """
 from __future__ import annotations

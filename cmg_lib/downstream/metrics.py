@@ -1,6 +1,7 @@
 """Metrics of the downstream tasks, as small pure functions (fractions in [0, 1]; ``run_task`` reports percent).
 
-Each function follows the released code where one exists (book/differences.md rows 11-13):
+Each function follows the released code where one exists (book/differences.md#downstream-protocol, #avs-protocol,
+#retrieval-protocol):
 
 * ``clip_labels_from_segments`` / ``clip_accuracy``: ``compute_accuracy_supervised`` (AVE, UCF<->VGGSound, 4.0).
 * ``localisation_batch`` / ``localisation_scores``: the AVVP segment-level precision/recall at sigmoid > 0.5 over

@@ -1,6 +1,7 @@
 """Cross-modal X-to-audio retrieval (paper Sec. 5.1, Table 5): task ``retrieval``.
 
-The released code has none (book/differences.md row 13: "done ad hoc, code lost"), so this module defines the protocol:
+The released code has none (book/differences.md#retrieval-protocol: "done ad hoc, code lost"), so this module defines
+the protocol:
 
 * The model is pre-trained on video + text (no audio). Audio enters only downstream, through a *trainable* gallery
   encoder on the raw audio features (``AudioGalleryEncoder``: per-segment MLP, temporal mean, L2 norm).

@@ -1,12 +1,12 @@
 """Cross-modal query-based segmentation, AVS-S4 (paper Sec. 5.1, Table 4, Fig. 5): task ``avs``.
 
 A2T = train with audio queries, test with text queries; T2A the reverse. The released code plugs the codes into
-AVSBench's PVT-v2-b5 model (ImageNet weights, TPAVI blocks; book/differences.md row 12). Without those weights this module
-trains a small ``QuerySegmenter`` (heads.py) from scratch: the pooled frozen codes of the query modulate (FiLM) and
-score (dot product) coarse visual features computed from the frames plus, where the split has one, the frozen
-visual feature grid of each frame (``video`` ``(F, h, w, G)``, option ``use_grid``) -- the stand-in for the
-pretrained backbone. The head works at half resolution on space-to-depth folded frames and predicts sub-pixel
-logits (``factor=2``, see ``QuerySegmenter``), resized to the mask size.
+AVSBench's PVT-v2-b5 model (ImageNet weights, TPAVI blocks; book/differences.md#avs-protocol). Without those weights
+this module trains a small ``QuerySegmenter`` (heads.py) from scratch: the pooled frozen codes of the query modulate
+(FiLM) and score (dot product) coarse visual features computed from the frames plus, where the split has one, the frozen
+visual feature grid of each frame (``video`` ``(F, h, w, G)``, option ``use_grid``) -- the stand-in for the pretrained
+backbone. The head works at half resolution on space-to-depth folded frames and predicts sub-pixel logits (``factor=2``,
+see ``QuerySegmenter``), resized to the mask size.
 
 Loss = BCE over every annotated training frame (``train_frames="all"``, default; the official S4 train split
 annotates only each clip's first frame, so there this is the released first-frame BCE); ``"first"`` forces the

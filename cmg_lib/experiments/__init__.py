@@ -1,19 +1,18 @@
-"""What the notebooks run, and how their results become tables and verdicts.
+"""What the notebooks run, and how their results become tables and verdicts. Names that live elsewhere are
+imported from their home (``cmg_lib.config``, ``cmg_lib.usage``, ``cmg_lib.downstream``, ``cmg_lib.storage``).
 
 * ``budgets``: the one table of steps, seeds, sizes and rows per book scale; ``experiment_config``.
 * ``runs``: the run-once cache of pre-training runs (``pretrained``, ``pretrain_run``, ``snapshot``).
 * ``evals``: the run-once cache of downstream records (``downstream``, ``evaluate``, ``avs_overlays``).
-* ``tables``: mean ± std tables over seeds, ours beside the paper's; ``paper``: the paper's printed numbers.
+* ``tables``: tables of mean ± standard deviation over the runs, ours beside the paper's; ``paper``: the paper's
+  printed numbers.
 * ``claims``: holds / does not hold / inconclusive over pre-training seeds, one tested function per claim.
-* ``notebook``: a notebook's setup in one call (``setup``).
+* ``notebook``: a notebook's setup in one call (``setup``) and the scale banner it shows.
 * ``chapters``: the runs and head trainings of each chapter (what the notebooks call), and ``plan``, which replays
   them without training (``benchmarks/book_budget.py`` counts the book's compute with it).
-* ``diagnostics`` / ``why``: the measures and controlled experiments of the chapter on the released recipe.
+* ``diagnostics``: the measures behind the Fig. 4 chapter's verdicts and the released-recipe chapter's, and their
+  interval tables; ``why``: that chapter's controlled experiments.
 """
-from ..config import ABLATIONS, RECIPES, ablation_overrides, recipe_preset
-from ..downstream import direction_label
-from ..storage import cache_root
-from ..usage import code_usage
 from . import chapters, claims, diagnostics, why
 from .budgets import BUDGETS, Budget, budget, codebook_sweep, experiment_config, table1_grid
 from .evals import AV_DIRECTIONS, TASK_METRIC, avs_overlays, downstream, evaluate, load_results
@@ -23,10 +22,8 @@ from .runs import (checkpoint_key, history_records, pretrain_run, pretrained, ru
                    snapshot)
 from .tables import aggregate, field, mean_metric, results_table, side_by_side
 
-__all__ = ["ABLATIONS", "AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "RECIPES", "TASK_METRIC",
-           "ablation_overrides", "codebook_sweep", "recipe_preset",
-           "aggregate", "avs_overlays", "budget", "cache_root", "chapters", "checkpoint_key", "claims", "code_usage",
-           "diagnostics",
-           "direction_label", "downstream", "evaluate", "experiment_config", "field", "history_records",
-           "load_results", "mean_metric", "paper_table", "pretrain_run", "pretrained", "results_table",
-           "run_config", "run_history", "run_key", "setup", "side_by_side", "snapshot", "table1_grid", "why"]
+__all__ = ["AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "TASK_METRIC", "aggregate", "avs_overlays", "budget",
+           "chapters", "checkpoint_key", "claims", "codebook_sweep", "diagnostics", "downstream", "evaluate",
+           "experiment_config", "field", "history_records", "load_results", "mean_metric", "paper_table",
+           "pretrain_run", "pretrained", "results_table", "run_config", "run_history", "run_key", "setup",
+           "side_by_side", "snapshot", "table1_grid", "why"]

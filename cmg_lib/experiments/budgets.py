@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from ..config import ABLATIONS, BOOK_EPOCHS, Config, preset
+from ..config import ABLATIONS, BOOK_EPOCHS, METHODS, Config, preset
 from ..data.avdigits.build import split_size
+from ..data.avdigits.scales import SCALE_NAMES
+from ..data.schema import PRETRAIN_SIZES
 
-ALL_METHODS = ("baseline", "smit", "mst", "codis", "turn", "cmcm", "dcid+smit", "dcid+mst", "dcid+turn",
-               "dcid+codis", "dcid+cmcm", "unicode")
-SCALES = ("smoke", "default", "full")
+PUBLISHED_SCALE = "default"      # the scale the published book is built at (``make book``)
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,15 @@ class Budget:
     why_short_steps: int              # the shorter budget that chapter compares with (a snapshot of the same runs)
     why_long_factor: int              # that chapter's longer row: the book recipe for this many times its updates
 
-    def steps_for(self, preset_name: str) -> int | None:
-        """Pre-training updates of a preset at this scale: ``book_steps`` for the book recipe (None: its epochs),
-        else ``pretrain_steps`` (the released recipe's presets)."""
-        return self.book_steps if preset_name.startswith("book") else self.pretrain_steps
+    def steps_for(self, recipe: str) -> int | None:
+        """Pre-training updates of a recipe's runs at this scale (``Config.recipe``): ``book_steps`` for the book
+        recipe (None: its epochs), else ``pretrain_steps`` (the released recipe)."""
+        return self.book_steps if recipe == "book" else self.pretrain_steps
 
-    def recipe_steps(self, preset_name: str, scale: str, pretrain_size: str) -> int:
-        """The number of updates a preset trains at this scale on ``pretrain_size``: ``steps_for``, or for the
-        book recipe's epochs ``BOOK_EPOCHS`` x the batches of one epoch (``drop_last``, as ``train.pretrain``)."""
-        steps = self.steps_for(preset_name)
+    def recipe_steps(self, recipe: str, scale: str, pretrain_size: str) -> int:
+        """The number of updates a recipe's run trains at this scale on ``pretrain_size``: ``steps_for``, or for
+        the book recipe's epochs ``BOOK_EPOCHS`` x the batches of one epoch (``drop_last``, as ``train.pretrain``)."""
+        steps = self.steps_for(recipe)
         return steps if steps is not None else BOOK_EPOCHS * epoch_batches(scale, pretrain_size, self.batch_size)
 
     @property
@@ -88,8 +88,8 @@ BUDGETS: dict[str, Budget] = {
                       why_short_steps=75, why_long_factor=3),
     # Everything: all methods at all sizes, both ablation sizes, longer training, more seeds.
     "full": Budget(seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1, 2), pretrain_steps=2000,
-                   pretrain_sizes=("24k", "40k", "81k"), downstream_epochs=30, methods=ALL_METHODS,
-                   size_sweep_methods=ALL_METHODS, ablation_sizes=("24k", "40k"),
+                   pretrain_sizes=PRETRAIN_SIZES, downstream_epochs=30, methods=tuple(METHODS),
+                   size_sweep_methods=tuple(METHODS), ablation_sizes=("24k", "40k"),
                    codebook_sizes=(16, 32, 64, 128, 256, 512), explorer_steps=(100, 500, 2000), batch_size=64,
                    ablations=tuple(ABLATIONS), avt_ablations=tuple(r for r in ABLATIONS if r != "w/o DCID"),
                    explorer_classes=3, avs_seeds=(0, 1, 2), avs_epochs=10, book_steps=None,
@@ -98,9 +98,9 @@ BUDGETS: dict[str, Budget] = {
 
 
 def budget(scale: str) -> Budget:
-    """The :class:`Budget` of a book scale."""
+    """The :class:`Budget` of a book scale (one per AV-Digits build scale, ``SCALE_NAMES``)."""
     if scale not in BUDGETS:
-        raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(BUDGETS)}")
+        raise ValueError(f"unknown scale {scale!r}; expected one of {list(SCALE_NAMES)}")
     return BUDGETS[scale]
 
 
@@ -153,18 +153,21 @@ def table1_grid(scale: str | Budget) -> list[tuple[str, str]]:
 
 
 def experiment_config(preset_name: str, method: str = "unicode", *, scale: str, seed: int = 0, device: str = "cpu",
-                      pretrain_size: str = "40k", overrides=()) -> Config:
-    """A preset sized by the scale's budget: batch size, data scale, pre-training size, seed, device, logging.
+                      pretrain_size: str | None = None, overrides=()) -> Config:
+    """A preset sized by the scale's budget: batch size, data scale, pre-training size (None: the preset's own,
+    ``DataConfig.pretrain_size``), seed, device, logging; its recipe (``Config.recipe``) sets its updates.
 
     Runs keep no per-epoch checkpoints, only ``final.pt`` and the snapshots at the scale's ``explorer_steps`` (and,
     for the book recipe, at ``why_short_steps``; ``runs.snapshot``).
     """
     b = budget(scale)
-    steps = b.steps_for(preset_name)
+    cfg = preset(preset_name, method)
+    steps = b.steps_for(cfg.recipe)
     log_every = max(1, steps // 15) if steps else 10
-    kept = set(b.explorer_steps) | ({b.why_short_steps} if preset_name.startswith("book") else set())
+    kept = set(b.explorer_steps) | ({b.why_short_steps} if cfg.recipe == "book" else set())
     snapshots = ",".join(str(s) for s in sorted(kept) if steps is None or s < steps)
     base = [f"train.batch_size={b.batch_size}", f"train.seed={int(seed)}", f"train.device={device}",
-            f"train.log_every={log_every}", f"data.scale={scale}", f"data.pretrain_size={pretrain_size}",
-            "train.epoch_ckpts=false", f"train.snapshot_steps=[{snapshots}]"]
-    return preset(preset_name, method, overrides=base + list(overrides))
+            f"train.log_every={log_every}", f"data.scale={scale}",
+            f"data.pretrain_size={pretrain_size or cfg.data.pretrain_size}", "train.epoch_ckpts=false",
+            f"train.snapshot_steps=[{snapshots}]"]
+    return cfg.override(*base, *overrides)

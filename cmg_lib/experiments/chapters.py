@@ -15,7 +15,7 @@ from pathlib import Path
 from ..checkpoint import snapshot_name
 from ..config import Config, ablation_overrides
 from . import why
-from .budgets import Budget, budget, codebook_sweep, experiment_config, table1_grid, with_seeds
+from .budgets import Budget, budget, codebook_sweep, table1_grid, with_seeds
 from .evals import AV_DIRECTIONS
 from .notebook import NotebookRun
 from .runs import run_key
@@ -37,12 +37,12 @@ def _per_measure(records: list[dict], measures: Sequence[str]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------------ chapters
 def pretraining(nb: NotebookRun) -> dict[int, Path]:
-    """Notebook 01: one AVT Uni-Code run per pre-training seed."""
+    """Notebook 02: one AVT Uni-Code run per pre-training seed."""
     return {s: nb.pretrain(nb.preset("avt"), "unicode", seed=s) for s in nb.pretrain_seeds}
 
 
 def table1(nb: NotebookRun) -> list[dict]:
-    """Notebook 02: AVE and AVVP records of the scale's methods at its sizes (``budgets.table1_grid``), tagged
+    """Notebook 03: AVE and AVVP records of the scale's methods at its sizes (``budgets.table1_grid``), tagged
     ``method`` and ``pretrain_size``."""
     records = []
     for size, method in table1_grid(nb.budget):
@@ -54,7 +54,7 @@ def table1(nb: NotebookRun) -> list[dict]:
 
 
 def table2(nb: NotebookRun) -> list[dict]:
-    """Notebook 03: AVE and AVVP records of the AV ablation rows at the budget's ``ablation_sizes``, tagged
+    """Notebook 04: AVE and AVVP records of the AV ablation rows at the budget's ``ablation_sizes``, tagged
     ``row`` and ``pretrain_size``."""
     records = []
     for size in nb.budget.ablation_sizes:
@@ -68,7 +68,7 @@ def table2(nb: NotebookRun) -> list[dict]:
 
 
 def table3(nb: NotebookRun) -> list[dict]:
-    """Notebook 04: records of the AVT ablation rows on the four tasks, and the labelled-modality row (the full
+    """Notebook 05: records of the AVT ablation rows on the four tasks, and the labelled-modality row (the full
     model's head trained and tested on the same modality, shown in the column of the direction it bounds), tagged
     ``row`` (and ``direction`` for that row)."""
     records = []
@@ -86,7 +86,7 @@ def table3(nb: NotebookRun) -> list[dict]:
 
 
 def figure3(nb: NotebookRun) -> list[dict]:
-    """Notebook 05: AVE records of Uni-Code per codebook size (``budgets.codebook_sweep``), tagged
+    """Notebook 06: AVE records of Uni-Code per codebook size (``budgets.codebook_sweep``), tagged
     ``codebook_size``."""
     records = []
     for size in codebook_sweep(nb.budget, nb.preset("av")):
@@ -98,14 +98,14 @@ def figure3(nb: NotebookRun) -> list[dict]:
 
 
 def figure4(nb: NotebookRun) -> dict[tuple[str, int], Path]:
-    """Notebook 06: the AV runs whose codes the chapter maps, per (method, pre-training seed), for the methods of
+    """Notebook 07: the AV runs whose codes the chapter maps, per (method, pre-training seed), for the methods of
     :data:`FIG4_METHODS` the budget trains."""
     return {(m, s): nb.pretrain(nb.preset("av"), m, seed=s, pretrain_size=nb.budget.main_size)
             for m in FIG4_METHODS if m in nb.budget.methods for s in nb.pretrain_seeds}
 
 
 def table4(nb: NotebookRun, count: int = 4) -> tuple[list[dict], dict[str, dict]]:
-    """Notebook 07: AVS records (one per measure, mIoU and F-score, tagged ``method`` and ``measure``) over the
+    """Notebook 08: AVS records (one per measure, mIoU and F-score, tagged ``method`` and ``measure``) over the
     AVS head seeds, and Fig. 5's T→A masks of the first ``count`` test clips per method (the first pre-training
     seed; the same cached head run as the table's first T→A seed)."""
     records, masks = [], {}
@@ -122,7 +122,7 @@ def table4(nb: NotebookRun, count: int = 4) -> tuple[list[dict], dict[str, dict]
 
 
 def table5(nb: NotebookRun) -> list[dict]:
-    """Notebook 08: video-text retrieval records (one per measure, R@5 and R@10), tagged ``method`` and
+    """Notebook 09: video-text retrieval records (one per measure, R@5 and R@10), tagged ``method`` and
     ``measure``, pre-trained on 24K (the paper's VT set) when the budget has it."""
     size = "24k" if "24k" in nb.budget.pretrain_sizes else nb.budget.main_size
     records = []
@@ -135,7 +135,7 @@ def table5(nb: NotebookRun) -> list[dict]:
 
 
 def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict[int, Path]], list[dict], list[dict]]:
-    """Notebook 09: the controlled experiments' checkpoints per (row, seed) (``why.row_runs``), their AVE records
+    """Notebook 01: the controlled experiments' checkpoints per (row, seed) (``why.row_runs``), their AVE records
     (``why.transfer``) and the baseline's cross-modal records over the same seeds (the targets' reference)."""
     runs = why.row_runs(nb)
     baseline = why.baseline_runs(nb, nb.budget.why_seeds)
@@ -180,14 +180,13 @@ class PlanRecorder(NotebookRun):
         self.runs: dict[str, PlannedRun] = {}
         self.calls = 0
 
-    def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str = "40k",
+    def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str | None = None,
                  overrides: Sequence[str] = (), steps: int | None = None) -> Path:
         self.calls += 1
-        updates = self._asked(preset_name, pretrain_size, steps)
-        cfg = experiment_config(preset_name, method, scale=self.scale, seed=seed, device=self.device,
-                                pretrain_size=pretrain_size, overrides=overrides)
-        full, key = run_key(cfg, self.data, steps or self.budget.steps_for(preset_name))
-        self.runs.setdefault(key, PlannedRun(key, full, updates, self.chapter, preset_name, method,
+        cfg = self.config(preset_name, method, seed=seed, pretrain_size=pretrain_size, overrides=overrides)
+        updates = self._asked(cfg, steps)
+        full, key = run_key(cfg, self.data, steps or self.budget.steps_for(cfg.recipe))
+        self.runs.setdefault(key, PlannedRun(key, full, updates, self.chapter, cfg.preset, method,
                                              tuple(overrides)))
         return self.PLACEHOLDER / key / "final.pt"
 
@@ -212,11 +211,11 @@ def plan(scale: str, recipe: str = "book", b: Budget | None = None,
     scale's; ``seeds``: the notebooks' head-seed parameter), recorded without training: the recorder's ``runs``
     (distinct runs by cache key, in the order the chapters first ask for them) and ``calls`` (pretrain calls)."""
     recorder = PlanRecorder(scale, with_seeds(b if b is not None else budget(scale), seeds), recipe)
-    chapters = {"01": pretraining, "02": table1, "03": table2, "04": table3, "05": figure3, "06": figure4,
-                "07": table4, "08": table5}
+    chapters = {"02": pretraining, "03": table1, "04": table2, "05": table3, "06": figure3, "07": figure4,
+                "08": table4, "09": table5}
     for name, chapter in chapters.items():
         recorder.chapter = name
         chapter(recorder)
-    recorder.chapter = "09"                      # the why chapter names its presets itself (book_av, tiny_av)
+    recorder.chapter = "01"                      # the why chapter names its presets itself (book_av, released_av)
     why_released_recipe(recorder)
     return recorder

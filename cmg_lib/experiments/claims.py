@@ -3,7 +3,7 @@
 The unit of evidence is a **pre-training seed**: each seed's value is the mean over its downstream head seeds (and
 over the columns a claim averages), and a claim is judged on the per-seed values, or on per-seed paired differences
 when it compares two rows trained with the same seeds. With ``n`` seeds, the two-sided Student-t interval at 95 %
-(:func:`interval`) decides:
+(:func:`t_interval`; a verdict prints it as ``mean ± half-width``, :data:`HALF_WIDTH`) decides:
 
 * **holds** when the whole interval lies past the claim's threshold (e.g. ``difference > 0`` or ``> 5 points``);
 * **does not hold** when the whole interval lies on the other side;
@@ -27,6 +27,9 @@ from .tables import field as record_field
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 MIN_SEEDS = 3                 # pre-training seeds a verdict needs
 CONFIDENCE = 0.95
+# what "±" means in a verdict and in the diagnostics' tables (the results tables' "±" is a standard deviation,
+# ``tables.STANDARD_DEVIATION``)
+HALF_WIDTH = f"mean ± half-width of the {CONFIDENCE * 100:g} % Student-t interval over pre-training seeds"
 FAR_POINTS = 5.0              # "far better / worse" = by more than this many percentage points
 PRETRAIN_SEED = "pretrain.train.seed"
 
@@ -58,15 +61,15 @@ class Scope:
 
     def markdown(self) -> str:
         text = (f"Verdicts at scale **{self.scale}**: pre-training steps {self.steps}; pre-training seeds "
-                f"{list(self.pretrain_seeds)}, head seeds {list(self.head_seeds)}; {int(CONFIDENCE * 100)} % "
-                f"t-intervals over pre-training seeds, at least {MIN_SEEDS} seeds for a verdict.")
+                f"{list(self.pretrain_seeds)}, head seeds {list(self.head_seeds)}; values: {HALF_WIDTH}; at "
+                f"least {MIN_SEEDS} seeds for a verdict.")
         if len(self.pretrain_seeds) < MIN_SEEDS:
             text += (f" With {len(self.pretrain_seeds)} pre-training seed(s) every claim is **inconclusive** by "
                      "rule; the numbers show the direction only.")
         return text
 
 
-def interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, int]:
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, int]:
     """``(mean, half-width, n)`` of the two-sided Student-t interval; half-width ``inf`` for fewer than 2 values."""
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
     if x.size == 0:
@@ -104,7 +107,7 @@ def exceeds(claim: str, values: Sequence[float] | Mapping[int, float], threshold
             what: str = "value", unit: str = "") -> Verdict:
     """The claim that the per-seed ``values`` exceed ``threshold``."""
     vals = list(values.values()) if isinstance(values, Mapping) else list(values)
-    mean, half, n = interval(vals)
+    mean, half, n = t_interval(vals)
     outcome = _decide(mean, half, n, threshold)
     rule = f"{what} > {threshold:g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
     return Verdict(claim, outcome, f"{what} {_interval_text(mean, half, n, unit)}", rule, value=mean)
@@ -116,7 +119,7 @@ def greater(claim: str, a: Mapping[int, float], b: Mapping[int, float], margin: 
     over the pre-training seeds both have."""
     common = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in common]
-    mean, half, n = interval(diffs)
+    mean, half, n = t_interval(diffs)
     outcome = _decide(mean, half, n, margin)
     ma, mb = (float(np.mean([d[s] for s in common])) if common else math.nan for d in (a, b))
     evidence = (f"{names[0]} {_num(ma)} vs {names[1]} {_num(mb)}; difference "
@@ -304,7 +307,7 @@ def same_code_claims(same: Mapping[str, Mapping[int, float]], half: float = 0.5)
 
 def codebook_claims(used: Mapping[int, Mapping[str, int]], shared: Mapping[int, Mapping[str, float]],
                     codebook_size: int, pair: tuple[str, str] = ("video", "audio")) -> list[Verdict]:
-    """Notebook 01: per pre-training seed, codes used per modality (``used[seed][modality]``) and the Fig. 4
+    """Notebook 02: per pre-training seed, codes used per modality (``used[seed][modality]``) and the Fig. 4
     category shares (``shared[seed]``, from ``usage.category_fractions``)."""
     floor = 0.1 * codebook_size
     least = {s: float(min(u.values())) for s, u in used.items()}

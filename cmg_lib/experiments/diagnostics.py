@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..checkpoint import load_checkpoint
 from ..data import load_dataset
 from ..data import schema
 from ..data.probes import LinearProbe, split_tensors
-from ..usage import aligned_code_agreement, code_usage, shared_fraction
+from ..usage import aligned_code_agreement, category_fractions, code_usage, shared_fraction
+from .claims import HALF_WIDTH, t_interval
 from .runs import run_history
 
 
@@ -55,7 +57,7 @@ def model_diagnostics(model, data: str = "avdigits", *, scale: str = "default",
                       cache_dir: str | os.PathLike | None = None, probe_seed: int = 0) -> dict[str, float]:
     """Per modality ``purity/<m>``, ``probe_z/<m>`` (event-segment accuracy of a linear probe on z, train -> test
     split, chance = the majority event class), codes used; for the first modality pair ``same_code`` on aligned
-    segments with its ``same_code_chance``; ``shared_codes`` (codes every modality used / used by any)."""
+    segments with its ``same_code_chance``; ``shared_fraction`` (codes every modality used / used by any)."""
     model.eval()
     train = load_dataset(data, "ave", "train", scale=scale, cache_dir=cache_dir)
     test = load_dataset(data, "ave", "test", scale=scale, cache_dir=cache_dir)
@@ -74,7 +76,7 @@ def model_diagnostics(model, data: str = "avdigits", *, scale: str = "default",
     usage = code_usage(model, test)["all"]
     for m, counts in usage.items():
         out[f"codes_used/{m}"] = int((counts > 0).sum())
-    out["shared_codes"] = shared_fraction(torch.as_tensor(np.stack(list(usage.values()))))
+    out["shared_fraction"] = shared_fraction(torch.as_tensor(np.stack(list(usage.values()))))
     pair = tuple(model.config.model.modality_names[:2])
     agreement = aligned_code_agreement(model, test, pair)
     out["same_code"], out["same_code_chance"] = agreement["same_code"], agreement["chance"]
@@ -107,12 +109,44 @@ def diagnose(ckpts: dict[int, str | os.PathLike], data: str = "avdigits", *, sca
     return out
 
 
+def shared_category_fractions(usage: Mapping[tuple[str, int], Mapping], pair: tuple[str, str] = ("video", "audio")
+                              ) -> dict[str, dict[int, float]]:
+    """Fig. 4's verdict input (``claims.code_sharing_claims``): per method and pre-training seed, the fraction of
+    the used codes in the "shared" category (each modality of ``pair`` makes at least 20 % of a code's uses;
+    ``usage.category_fractions``) of ``usage[(method, seed)]`` (``usage.code_usage`` output: its ``"all"``)."""
+    out: dict[str, dict[int, float]] = {}
+    for (method, seed), counts in usage.items():
+        out.setdefault(method, {})[seed] = category_fractions(counts["all"], pair)["shared"]
+    return out
+
+
+def same_code_agreement(models: Mapping[tuple[str, int], object], dataset, pair: tuple[str, str] = ("audio", "video")
+                        ) -> dict[str, dict[int, dict[str, float]]]:
+    """Per method and pre-training seed, ``usage.aligned_code_agreement`` of ``models[(method, seed)]`` on
+    ``dataset``: the same code on aligned segments, its chance level and the segments seen (the input of
+    ``claims.same_code_claims``)."""
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for (method, seed), model in models.items():
+        out.setdefault(method, {})[seed] = aligned_code_agreement(model, dataset, pair)
+    return out
+
+
 def seed_summary(per_seed: dict[int, dict[str, float]], keys: Sequence[str] | None = None) -> dict[str, str]:
-    """``mean ± 95 % half-width (n)`` of each measure over seeds, as text for a table."""
-    from .claims import interval
+    """``mean ± half-width`` of the 95 % Student-t interval (``claims.t_interval``) of each measure over seeds, as
+    text for a table (the mean alone for one seed)."""
     keys = keys or sorted({k for d in per_seed.values() for k in d})
     out = {}
     for k in keys:
-        mean, half, n = interval([d[k] for d in per_seed.values() if k in d])
+        mean, half, n = t_interval([d[k] for d in per_seed.values() if k in d])
         out[k] = f"{mean:.3f}" + ("" if math.isinf(half) else f" ± {half:.3f}")
     return out
+
+
+def interval_table(per_row: Mapping[str, Mapping[int, Mapping[str, float]]], keys: Sequence[str],
+                   index: str | None = None) -> pd.DataFrame:
+    """One row per entry of ``per_row`` (its per-seed measures), one column per measure of ``keys`` that the row's
+    first seed has: :func:`seed_summary` text, labelled as ``claims.HALF_WIDTH`` (``attrs["spread"]``)."""
+    table = pd.DataFrame({row: seed_summary(per_seed, [k for k in keys if k in next(iter(per_seed.values()))])
+                          for row, per_seed in per_row.items()}).T.rename_axis(index)
+    table.attrs["spread"] = HALF_WIDTH
+    return table

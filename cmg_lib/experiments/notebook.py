@@ -1,7 +1,9 @@
 """A notebook's setup in one call: :func:`setup` reads the parameters cell's values and returns a
-:class:`NotebookRun` that trains and evaluates with them (scale, data, device, cache, seeds)."""
+:class:`NotebookRun` that trains and evaluates with them (scale, data, device, cache, seeds); it shows
+:func:`scale_banner`, what a page built at another scale than the published book's tells its readers."""
 from __future__ import annotations
 
+import html
 import os
 import warnings
 from collections.abc import Sequence
@@ -10,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from ..book import scale_banner
-from ..config import BOOK_EPOCHS, recipe_preset
+from ..config import BOOK_EPOCHS, Config, recipe_preset
+from ..data.avdigits.scales import SCALE_NAMES
 from . import claims
-from .budgets import Budget, budget, with_seeds
+from .budgets import PUBLISHED_SCALE, Budget, budget, experiment_config, with_seeds
 from .evals import avs_overlays, evaluate
-from .runs import pretrain_run, snapshot
+from .runs import pretrained, snapshot
 
 THREADS_ENV = "CMG_TORCH_THREADS"   # torch threads of a notebook's kernel (set by tools/build_book.py)
 
@@ -51,33 +53,40 @@ class NotebookRun:
         """This notebook's recipe's preset for ``modalities`` ("av", "at", "vt", "avt"; ``config.RECIPES``)."""
         return recipe_preset(self.recipe, modalities)
 
-    def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str = "40k",
+    def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str | None = None,
                  overrides: Sequence[str] = (), steps: int | None = None) -> Path:
-        """The cached run of a preset at this notebook's scale (``runs.pretrain_run``; 40K, the paper's AVT size,
-        unless ``pretrain_size`` says otherwise). Its number of updates is remembered for :meth:`scope`."""
-        self._asked(preset_name, pretrain_size, steps)
-        return pretrain_run(preset_name, method, scale=self.scale, data=self.data, seed=seed, device=self.device,
-                            pretrain_size=pretrain_size, overrides=overrides, steps=steps, cache_dir=self.cache_dir)
+        """The cached run (``runs.pretrained``) of a preset at this notebook's scale (``budgets.experiment_config``;
+        ``pretrain_size`` None: the preset's own), for ``steps`` or its recipe's updates at this scale. Its number
+        of updates is remembered for :meth:`scope`."""
+        cfg = self.config(preset_name, method, seed=seed, pretrain_size=pretrain_size, overrides=overrides)
+        self._asked(cfg, steps)
+        return pretrained(cfg, self.data, steps=steps or self.budget.steps_for(cfg.recipe), cache_dir=self.cache_dir)
+
+    def config(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str | None = None,
+               overrides: Sequence[str] = ()) -> Config:
+        """What :meth:`pretrain` trains (``budgets.experiment_config`` at this notebook's scale and device)."""
+        return experiment_config(preset_name, method, scale=self.scale, seed=seed, device=self.device,
+                                 pretrain_size=pretrain_size, overrides=overrides)
 
     def snapshot(self, ckpt, step: int) -> Path:
         """The same run's checkpoint at ``step`` (``runs.snapshot``)."""
         return snapshot(ckpt, step)
 
-    def _asked(self, preset_name: str, pretrain_size: str, steps: int | None) -> int | str:
+    def _asked(self, cfg: Config, steps: int | None) -> int | str:
         """Remember a run asked for (its updates, for :meth:`scope`) and return those updates."""
-        updates = self._updates(preset_name, pretrain_size, steps)
-        self.trained.setdefault((preset_name, pretrain_size), set()).add(updates)
+        updates = self._updates(cfg, steps)
+        self.trained.setdefault((cfg.preset, cfg.data.pretrain_size), set()).add(updates)
         return updates
 
-    def _updates(self, preset_name: str, pretrain_size: str, steps: int | None) -> int | str:
-        """What a run of ``pretrain`` trains: ``steps``, else the budget's steps for the preset, else the book
+    def _updates(self, cfg: Config, steps: int | None) -> int | str:
+        """What a run of ``pretrain`` trains: ``steps``, else the budget's steps for its recipe, else the book
         recipe's epochs as updates of the embedded set (as "6 epochs" for other data, whose size is not known here)."""
-        fixed = steps or self.budget.steps_for(preset_name)
+        fixed = steps or self.budget.steps_for(cfg.recipe)
         if fixed is not None:
             return fixed
         if self.data != "avdigits":
             return f"{BOOK_EPOCHS} epochs"
-        return self.budget.recipe_steps(preset_name, self.scale, pretrain_size)
+        return self.budget.recipe_steps(cfg.recipe, self.scale, cfg.data.pretrain_size)
 
     def steps_text(self) -> str:
         """The updates of the runs this notebook asked for, e.g. "222 (book_av, 24K); 372 (book_avt, 40K)"."""
@@ -110,7 +119,7 @@ class NotebookRun:
 def setup(scale: str = "default", data: str = "avdigits", seeds: Sequence[int] | None = None, device: str = "cpu",
           cache_dir: str | os.PathLike | None = None, threads: int | None = None, recipe: str = "book") -> NotebookRun:
     """Quiet warnings, cap torch's threads at ``threads`` (None: ``$CMG_TORCH_THREADS``, which the book build sets
-    when it runs notebooks side by side, else 4), show the scale banner (``cmg_lib.book.scale_banner``: at a
+    when it runs notebooks side by side, else 4), show the scale banner (:func:`scale_banner`: at a
     non-default scale the numbers test code paths, not claims) and return the notebook's :class:`NotebookRun`;
     ``recipe`` picks the tables' presets ("book", the book's recipe, or "released"; ``config.RECIPES``)."""
     recipe_preset(recipe, "av")                        # an unknown recipe fails here, before any training
@@ -127,3 +136,35 @@ def setup(scale: str = "default", data: str = "avdigits", seeds: Sequence[int] |
         from IPython.display import HTML, display      # only inside a notebook kernel
         display(HTML(banner))
     return run
+
+
+def scale_banner(scale: str) -> str:
+    """HTML notice for a page built at ``scale``; ``""`` at the published scale (``budgets.PUBLISHED_SCALE``).
+
+    Below the published scale the notice says the numbers test code paths, not the paper's claims; above it, that
+    the numbers are not those of the published book. :func:`setup` displays it.
+    """
+    this = budget(scale)
+    if scale == PUBLISHED_SCALE:
+        return ""
+    published = budget(PUBLISHED_SCALE)
+
+    def run_text(b: Budget) -> str:
+        updates = f"{b.book_steps} updates" if b.book_steps else f"{BOOK_EPOCHS} epochs"
+        return (f"book recipe {updates}, released recipe {b.pretrain_steps} steps, pre-training seeds "
+                f"{list(b.pretrain_seeds)}, head seeds {list(b.seeds)}")
+
+    run = f"{run_text(this)}, {this.downstream_epochs} head epochs"
+    if SCALE_NAMES.index(scale) < SCALE_NAMES.index(PUBLISHED_SCALE):
+        title = f"Scale “{scale}”: these numbers test code paths, not claims"
+        body = (f"This page was built at scale <code>{html.escape(scale)}</code> ({html.escape(run)}). At this "
+                "scale the runs only check that every step of the code works; the tables, figures and verdicts "
+                "below say nothing about the paper's claims. The published book is built at scale "
+                f"<code>{PUBLISHED_SCALE}</code> (<code>make book</code>, {html.escape(run_text(published))}).")
+    else:
+        title = f"Scale “{scale}”: not the published book's numbers"
+        body = (f"This page was built at scale <code>{html.escape(scale)}</code> ({html.escape(run)}), larger than "
+                f"the published book's <code>{PUBLISHED_SCALE}</code> ({html.escape(run_text(published))}); its "
+                "numbers differ from the published pages.")
+    return (f'<div class="admonition warning cmg-scale-banner"><p class="admonition-title">{html.escape(title)}</p>'
+            f"<p>{body}</p></div>")

@@ -7,6 +7,8 @@ import math
 
 import pandas as pd
 
+from ..data.schema import PRETRAIN_SIZES
+
 _DIRS = ("V→A", "A→V")
 _TABLE1 = {  # method: 24K (AVE V→A, A→V, AVVP V→A, A→V), 40K (...), 81K (...)
     "baseline": (4.4, 5.9, 7.6, 8.4, 5.5, 5.4, 6.9, 8.7, 7.1, 9.3, 5.6, 7.2),
@@ -63,7 +65,7 @@ def paper_table(name: str) -> pd.DataFrame:
     (pretrain_size, task, direction) / (task, direction) / (direction, metric) tuples our records produce, so
     :func:`side_by_side` can align them with :func:`results_table` output.
     """
-    sizes = ("24k", "40k", "81k")
+    sizes = PRETRAIN_SIZES          # Table 1: 24K, 40K, 81K; Table 2: the first two
     if name == "table1":
         cols = [(s, t, d) for s in sizes for t in ("ave", "avvp") for d in _DIRS]
         data, names = _TABLE1, ["pretrain_size", "task", "direction"]

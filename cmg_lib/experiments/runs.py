@@ -84,12 +84,13 @@ def pretrained(config: Config, data: str | os.PathLike | None = None, *, steps: 
 
 
 def pretrain_run(preset_name: str, method: str = "unicode", *, scale: str, data: str = "avdigits", seed: int = 0,
-                 device: str = "cpu", pretrain_size: str = "40k", overrides: Sequence[str] = (),
+                 device: str = "cpu", pretrain_size: str | None = None, overrides: Sequence[str] = (),
                  steps: int | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
-    """:func:`pretrained` of ``experiment_config`` for the scale's number of steps for this preset (or ``steps``)."""
+    """:func:`pretrained` of ``experiment_config`` (``pretrain_size`` None: the preset's own) for the scale's number
+    of steps for the preset's recipe (or ``steps``)."""
     cfg = experiment_config(preset_name, method, scale=scale, seed=seed, device=device, pretrain_size=pretrain_size,
                             overrides=overrides)
-    return pretrained(cfg, data, steps=steps or budget(scale).steps_for(preset_name), cache_dir=cache_dir)
+    return pretrained(cfg, data, steps=steps or budget(scale).steps_for(cfg.recipe), cache_dir=cache_dir)
 
 
 def history_records(history: Any) -> list[dict]:

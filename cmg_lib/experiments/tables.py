@@ -1,5 +1,8 @@
-"""Tables from result records: a field by path, mean / std / count per group, the ``mean ± std`` wide table, and
-our table beside the paper's (``paper.paper_table``).
+"""Tables from result records: a field by path, mean / standard deviation / count per group, the wide table of
+``mean ± standard deviation`` cells, and our table beside the paper's (``paper.paper_table``).
+
+A table's ``attrs["spread"]`` says what its "±" is (:data:`STANDARD_DEVIATION` here; the verdicts' and the
+diagnostics' "±" is ``claims.HALF_WIDTH``); ``viz.readable_table`` writes it into the table's caption.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+STANDARD_DEVIATION = "mean ± standard deviation over the runs (pre-training seeds × head seeds)"
 
 
 def field(record: dict, path: str) -> Any:
@@ -49,7 +54,8 @@ def aggregate(records: Iterable[dict], rows: str | Sequence[str], cols: str | Se
 def results_table(records: Iterable[dict], rows: str | Sequence[str] = "method",
                   cols: str | Sequence[str] = ("task", "direction"), value: str = "metric",
                   fmt: str = "{:.1f}", scale: float = 1.0) -> pd.DataFrame:
-    """A wide table of ``mean ± std`` strings over seeds (just the mean where one seed ran).
+    """A wide table of ``mean ± standard deviation`` strings over the records of each cell (pre-training seeds x
+    head seeds; just the mean where one ran), labelled so (``attrs["spread"]``, :data:`STANDARD_DEVIATION`).
 
     ``scale`` multiplies values first (e.g. 100 to show fractions as percentages). The index is the ``rows``
     field(s), the columns the ``cols`` field(s) (a MultiIndex for several), both in first-appearance order.
@@ -59,11 +65,11 @@ def results_table(records: Iterable[dict], rows: str | Sequence[str] = "method",
     if agg.empty:
         return pd.DataFrame()
 
-    def cell(mean, std, n):
+    def mean_sd(mean, std, n):
         text = fmt.format(mean * scale)
         return text if n < 2 else f"{text} ± {fmt.format(std * scale)}"
 
-    agg["cell"] = [cell(m, s, n) for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]
+    agg["cell"] = [mean_sd(m, s, n) for m, s, n in zip(agg["mean"], agg["std"], agg["n"])]
     row_index = list(dict.fromkeys(agg[row_keys].itertuples(index=False, name=None)))
     col_index = list(dict.fromkeys(agg[col_keys].itertuples(index=False, name=None)))
     table = pd.DataFrame("–", index=range(len(row_index)), columns=range(len(col_index)), dtype=object)
@@ -76,6 +82,7 @@ def results_table(records: Iterable[dict], rows: str | Sequence[str] = "method",
                    else pd.MultiIndex.from_tuples(row_index, names=row_keys))
     table.columns = (pd.Index([c[0] for c in col_index], name=col_keys[0]) if len(col_keys) == 1
                      else pd.MultiIndex.from_tuples(col_index, names=col_keys))
+    table.attrs["spread"] = STANDARD_DEVIATION
     return table
 
 
@@ -105,4 +112,5 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, fmt: str = "{:.1f}") -
     names = (list(ours.columns.names) if isinstance(ours.columns, pd.MultiIndex) else [ours.columns.name]) + [""]
     frame = pd.DataFrame(out, index=ours.index)
     frame.columns = pd.MultiIndex.from_tuples(list(out), names=names)
+    frame.attrs.update(ours.attrs)                              # what "±" means in our cells
     return frame

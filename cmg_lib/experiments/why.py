@@ -2,7 +2,7 @@
 
 Each experiment starts from the book recipe (``book_av``) and puts ONE released choice back (:data:`SWITCHES`),
 over the same pre-training seeds, so a difference is caused by that switch alone. Three more rows frame them: the
-whole released recipe (``tiny_av`` trained as long as the book recipe), and the book recipe for fewer
+whole released recipe (``released_av`` trained as long as the book recipe), and the book recipe for fewer
 (``why_short_steps``, the default scale's old budget) and for more updates (``why_long_factor`` x its epochs). The
 book recipe's runs train the longest of these; the recipe's own row and the fewer-updates row are their snapshots
 (``runs.snapshot``: identical to runs stopped there, the learning rate being constant). For every row the chapter
@@ -60,7 +60,7 @@ SIZE = "24k"                                       # the AV tables' main pre-tra
 def steps(nb: NotebookRun) -> dict[str, int]:
     """Updates per row kind: ``recipe`` (the book recipe's epochs, or the budget's ``book_steps``), ``shorter``
     and ``longer``."""
-    recipe = nb.budget.recipe_steps("book_av", nb.scale, SIZE)
+    recipe = nb.budget.recipe_steps("book", nb.scale, SIZE)
     return {"recipe": recipe, "shorter": nb.budget.why_short_steps, "longer": nb.budget.why_long_factor * recipe}
 
 
@@ -96,7 +96,7 @@ def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, d
         out[name] = {s: nb.pretrain("book_av", seed=s, pretrain_size=SIZE, overrides=switch.overrides)
                      for s in seeds}
     # the released recipe for as long as the book recipe: its epochs, and exactly its number of updates
-    out["released recipe"] = {s: nb.pretrain("tiny_av", seed=s, pretrain_size=SIZE, steps=steps(nb)["recipe"],
+    out["released recipe"] = {s: nb.pretrain("released_av", seed=s, pretrain_size=SIZE, steps=steps(nb)["recipe"],
                                              overrides=[f"train.epochs={BOOK_EPOCHS}"]) for s in seeds}
     out[SHORTER], out[LONGER] = recipe[SHORTER], recipe[LONGER]
     return out

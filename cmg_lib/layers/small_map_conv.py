@@ -1,5 +1,5 @@
 """``SmallMapConv``: the stride-1 convolutions of the video branch (released ``Video_Encoder`` / ``Video_Decoder``,
-book/differences.md row 8) on tiny, wide channels-last maps, written as GEMMs.
+book/differences.md#architecture) on tiny, wide channels-last maps, written as GEMMs.
 
 The maps are 7x7 down to 3x3 and the channels up to 2048; there a general convolution kernel (oneDNN, NCHW or
 NHWC) runs 2-3x below GEMM speed on CPU, and these layers are ~90 % of a paper-shape training step. The two
@@ -172,7 +172,7 @@ class _TransposedTapConv(torch.autograd.Function):
 class SmallMapConv(nn.Module):
     """Stride-1 ``Conv2d`` / ``ConvTranspose2d`` on channels-last maps ``(N, H, W, C)``, as GEMMs.
 
-    Measured on the 2-core CPU of ``anchors.md``:
+    Measured on an idle 2-core CPU (torch 2.13.0):
     * unpadded convolution = im2col: the k*k shifted windows concatenated along channels,
       ``(N, Ho, Wo, k*k*Cin) @ W (k*k*Cin, Cout)``, one GEMM;
     * zero-padded convolution = one GEMM per tap over the input window that tap really reads (``_PaddedTapConv``):

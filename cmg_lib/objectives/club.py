@@ -1,10 +1,10 @@
 """CLUB: contrastive log-ratio upper bound of mutual information (Cheng et al. 2020; Uni-Code Eq. 4-5).
 
-The variational posterior q_theta(y|x) is a diagonal Gaussian whose mean and log-variance come from two MLPs
-(released ``CLUBSample_group``, book/differences.md row 6: x -> h/2 -> h/2 -> h/2 -> y with ReLU, the log-variance
-net ending in Tanh). Training alternates (paper Sec. 4.2, book/differences.md row 6): the estimator minimises
-``learning_loss`` on DETACHED inputs with its own optimiser, then the main networks minimise ``mi_upper_bound``,
-whose gradient flows into both x and y.
+The variational posterior q_theta(y|x) is a diagonal Gaussian whose mean and log-variance come from two MLPs (released
+``CLUBSample_group``, book/differences.md#club-negatives: x -> h/2 -> h/2 -> h/2 -> y with ReLU, the log-variance net
+ending in Tanh). Training alternates (paper Sec. 4.2, book/differences.md#club-negatives): the estimator minimises
+``learning_loss`` on DETACHED inputs with its own optimiser, then the main networks minimise ``mi_upper_bound``, whose
+gradient flows into both x and y.
 """
 from __future__ import annotations
 
@@ -67,11 +67,12 @@ class ClubEstimator(nn.Module):
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """CLUB estimate of I(x; y) for ``(B, T, dim)`` sequences.
 
-        ``"sampled"``: released ``CLUBSample_group.mi_est`` (book/differences.md row 6): one random batch permutation gives
-        the negative; squared errors and the log-variance are averaged over T before the division by exp(logvar).
+        ``"sampled"``: released ``CLUBSample_group.mi_est`` (book/differences.md#club-negatives): one random batch
+        permutation gives the negative; squared errors and the log-variance are averaged over T before the division by
+        exp(logvar).
         ``"all"``: paper Eq. 5, positives log q(y_it|x_it) minus the mean over all (i, j, t) of log q(y_jt|x_it); the
-        log-variance terms cancel and mean_j (mu_it - y_jt)^2 is expanded as mu^2 - 2 mu mean_j y + mean_j y^2, so
-        no (B, B, T, dim) tensor is built.
+        log-variance terms cancel and mean_j (mu_it - y_jt)^2 is expanded as mu^2 - 2 mu mean_j y + mean_j y^2, so no
+        (B, B, T, dim) tensor is built.
         """
         if negatives not in NEGATIVE_MODES:
             raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")

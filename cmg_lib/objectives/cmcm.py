@@ -4,7 +4,7 @@ Each sample's soft code distribution ``P_b = mean_t softmax_k(-|z_{b,t} - e_k|)`
 with a contrastive objective that pulls a sample's distributions in two modalities together and pushes other
 samples' apart. The gradient flows into z only: the codebook is treated as a constant (it is EMA-updated).
 
-``form="released"`` follows ``Cross_VQEmbeddingEMA_AVT`` (book/differences.md row 7; released steps
+``form="released"`` follows ``Cross_VQEmbeddingEMA_AVT`` (book/differences.md#cmcm-form; released steps
 2-3, section 3 item 7): Euclidean (not squared) distance without temperature; per modality pair (m, n)
 ``S_ij = sum_k P^m_ik log(P^n_jk + 1e-10) + sum_k P^n_ik log(P^m_jk + 1e-10)``; one-directional InfoNCE over rows
 ``-(1/B) sum_i log(E_ii / (sum_j E_ij + 1e-5))`` with ``E = exp(S + max(-S))`` (a global shift); total = 0.5 times the
@@ -33,8 +33,8 @@ DISTANCE_FLOOR = 1e-12   # squared-distance floor before sqrt (released has none
 
 def code_distribution(z: Tensor, embedding: Tensor, temperature: float = 1.0) -> Tensor:
     """Per-sample soft code distribution ``P (B, L)`` of ``z (B, T, D)`` over the codes ``embedding (L, D)``:
-    ``mean_t softmax_k(-|z_t - e_k| / temperature)`` with the plain Euclidean distance (book/differences.md row 7;
-    released temperature 1, row 16)."""
+    ``mean_t softmax_k(-|z_t - e_k| / temperature)`` with the plain Euclidean distance (book/differences.md#cmcm-form;
+    released temperature 1, book/differences.md#cmcm-temperature)."""
     # a copy, so that an in-place EMA update of the codebook before backward() cannot invalidate this graph
     codes = embedding.detach().to(dtype=z.dtype, copy=True)
     squared = (z * z).sum(-1, keepdim=True) + (codes * codes).sum(-1) - 2.0 * z @ codes.t()   # (B, T, L)

@@ -1,10 +1,10 @@
 """Cross-modal Contrastive Predictive Coding (Cross-CPC, Uni-Code Eq. 6) on pre-quantisation semantic features.
 
-Released behaviour (``Cross_CPC_AVT``, book/differences.md rows 5a-5d): a unidirectional LSTM per
-modality (2 layers released, 1 in the paper) summarises z^m_{<=t} into c^m_t; one Linear(context -> dim) per
-(modality, step k) predicts p^m_k = W^m_k c^m_t; for every ordered pair m -> n the raw dot products
-S = z^n_{t+k} p^m^T (B x B, no temperature) are scored with an in-batch InfoNCE. One random t per batch in
-[1, T - K - 1]. Cross pairs weigh 1, intra-modal pairs (m -> m) ``self_weight`` (released 0.1; 0 = paper).
+Released behaviour (``Cross_CPC_AVT``, book/differences.md#cpc-steps, #cpc-layers, #cpc-softmax, #cpc-self-weight): a
+unidirectional LSTM per modality (2 layers released, 1 in the paper) summarises z^m_{<=t} into c^m_t; one Linear(context
+-> dim) per (modality, step k) predicts p^m_k = W^m_k c^m_t; for every ordered pair m -> n the raw dot products S =
+z^n_{t+k} p^m^T (B x B, no temperature) are scored with an in-batch InfoNCE. One random t per batch in [1, T - K - 1].
+Cross pairs weigh 1, intra-modal pairs (m -> m) ``self_weight`` (released 0.1; 0 = paper).
 """
 from __future__ import annotations
 

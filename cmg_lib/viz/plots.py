@@ -199,7 +199,8 @@ def embed_codes(vectors: np.ndarray, seed: int = 0, n_neighbors: int = 10) -> np
 def codebook_size_sweep(frame: "pd.DataFrame", x: str = "codebook_size", y: str = "mean", err: str = "std",
                         hue: str = "direction", ax=None, title: str | None = None, ylabel: str = "accuracy (%)",
                         paper: Mapping[str, Mapping[int, float]] | None = None, paper_label: str = "paper"):
-    """Fig. 3: a metric against codebook size, one line per ``hue`` value, error bars = std over seeds.
+    """Fig. 3: a metric against codebook size, one line per ``hue`` value, error bars = ``err`` (the standard
+    deviation over the runs, ``experiments.tables.STANDARD_DEVIATION``; the y label says so).
 
     ``frame`` is long-form, e.g. ``cmg_lib.experiments.aggregate(records, rows="codebook_size",
     cols="direction", value="metric")``. ``paper`` overlays the paper's values, ``{hue value: {size: value}}``
@@ -230,7 +231,7 @@ def codebook_size_sweep(frame: "pd.DataFrame", x: str = "codebook_size", y: str 
     ax.set_xticks(sorted(ticks))
     ax.set_xticklabels([str(int(v)) for v in sorted(ticks)])
     ax.set_xlabel("codebook size L")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(f"{ylabel}, mean ± standard deviation" if err == "std" and err in frame.columns else ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     if title:

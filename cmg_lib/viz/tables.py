@@ -9,7 +9,9 @@ output, health and probe tables) and returns a :class:`ReadableTable` that noteb
   significant digits (``0.028132`` -> ``0.028``), missing values as ``–``; strings (``"44.0 ± 1.2"``) stay as they are;
 * width: a table with more than ``max_columns`` data columns is split into several tables along its top column
   level (e.g. one per pre-training size), each repeating the row labels; every table spans the page width
-  (class ``cmg-table``, styled by ``book/static/cmg.css``).
+  (class ``cmg-table``, styled by ``book/static/cmg.css``);
+* "±": a frame that says what its "±" is (``attrs["spread"]``: ``experiments.tables.STANDARD_DEVIATION`` for
+  results tables, ``experiments.claims.HALF_WIDTH`` for interval tables) has it in every part's caption.
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.schema import PRETRAIN_SIZES
+
 # Column and row values spelled as the paper spells them.
 LABELS = {"ave": "AVE", "avvp": "AVVP", "ave_avvp": "AVE→AVVP", "ucf_vgg": "UCF↔VGG", "avs": "AVS",
-          "retrieval": "retrieval", "miou": "mIoU", "f_score": "F-score", "24k": "24K", "40k": "40K", "81k": "81K",
-          "pretrain_size": "pre-training set", "codebook_size": "codebook size"}
+          "retrieval": "retrieval", "miou": "mIoU", "f_score": "F-score", "pretrain_size": "pre-training set",
+          "codebook_size": "codebook size", **{size: size.upper() for size in PRETRAIN_SIZES}}
 MISSING = "–"
 
 
@@ -163,6 +167,9 @@ def readable_table(frame, decimals: int = 1, max_columns: int = 8, caption: str 
     cols = _column_tuples(frame)
     ranges = _split_points(cols, max_columns) if cols else [(0, 0)]
     parts = [frame.iloc[:, lo:hi] for lo, hi in ranges]
-    body = "".join(_render(p, labels, decimals, caption if i == 0 else None) for i, p in enumerate(parts))
-    return ReadableTable(parts=parts, html=f'<div class="cmg-tables">{body}</div>', caption=caption)
+    spread = frame.attrs.get("spread")
+    captions = ["; ".join(text for text in (caption if i == 0 else None, spread) if text) or None
+                for i in range(len(parts))]
+    body = "".join(_render(p, labels, decimals, c) for p, c in zip(parts, captions))
+    return ReadableTable(parts=parts, html=f'<div class="cmg-tables">{body}</div>', caption=captions[0])
 

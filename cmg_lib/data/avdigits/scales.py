@@ -79,6 +79,9 @@ SCALES: dict[str, Scale] = {
 }
 
 
+SCALE_NAMES: tuple[str, ...] = tuple(SCALES)     # every scale name (build, budget, CLI), smallest first
+
+
 def get_scale(name: str) -> Scale:
     if name not in SCALES:
         raise ValueError(f"unknown scale {name!r}; expected one of {sorted(SCALES)}")

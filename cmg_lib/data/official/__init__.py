@@ -67,7 +67,7 @@ def load_official(root: str | Path, subset: str, split: str, *, modalities: Sequ
         dataset = AVSS4(where, split, modalities, text_dim, image_size)
     else:
         raise ValueError(f"subset {subset!r} has no official release (the authors' retrieval protocol is not "
-                         "public, book/differences.md row 13); official subsets are "
+                         "public, book/differences.md#retrieval-protocol); official subsets are "
                          "['ave', 'ave_avvp', 'avs', 'avvp', 'pretrain', 'ucf_vgg']")
     dataset.data_paths = where                     # for its content hash (content.py), computed on first use
     return dataset.preload() if preload else dataset

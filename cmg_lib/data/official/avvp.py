@@ -6,10 +6,11 @@ with ``[onset, offset)`` windows. The label is ``(10, C+1)``: for each event its
 column; the background column (last) is 1 exactly where no event is present (``AVVP_dataset.py:63-77``).
 
 The released protocol trains on one modality's annotations and tests on the other's, over the **same** videos
-(``avvp.py:83-120``; no held-out split, book/differences.md row 11). So both our splits hold every video annotated in either
-file (audio file order first), with ``segment_label/audio`` from the audio file and ``segment_label/video`` from the
-visual file (a video absent from a file has no event in that modality: all background). Features come from
-``{audio|video}/zip/{filename[:11]}.zip`` (the YouTube id): audio (T, 128) fitted to 10 rows, video (10, 7, 7, 512).
+(``avvp.py:83-120``; no held-out split, book/differences.md#downstream-protocol). So both our splits hold every video
+annotated in either file (audio file order first), with ``segment_label/audio`` from the audio file and
+``segment_label/video`` from the visual file (a video absent from a file has no event in that modality: all background).
+Features come from ``{audio|video}/zip/{filename[:11]}.zip`` (the YouTube id): audio (T, 128) fitted to 10 rows, video
+(10, 7, 7, 512).
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Text for the official data: precomputed BERT token embeddings of each class prompt.
 
-The released code embeds the class prompt inside its DataLoader collate with the ``bert-embedding`` package
-(BERT-base uncased, last layer, ``##`` word-pieces averaged into whole words, [CLS]/[SEP] removed), keeps the tokens
-whose vocabulary id is in ``cnt.pkl``, then zero-pads or truncates to 10 slots (book/differences.md row 9, ``pretrain.py:
+The released code embeds the class prompt inside its DataLoader collate with the ``bert-embedding`` package (BERT-base
+uncased, last layer, ``##`` word-pieces averaged into whole words, [CLS]/[SEP] removed), keeps the tokens whose
+vocabulary id is in ``cnt.pkl``, then zero-pads or truncates to 10 slots (book/differences.md#text-modality,
+``pretrain.py:
 97-139``). No BERT can be fetched at run time here, so the user makes the per-prompt token arrays once (recipe in
 ``book/official_data.md``) and this module only reads them:
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from cmg_lib.book import PUBLISHED_SCALE, scale_banner, scale_budget
+from cmg_lib.experiments.budgets import PUBLISHED_SCALE, budget
+from cmg_lib.experiments.notebook import scale_banner
 
 
 def test_no_banner_at_the_published_scale():
@@ -11,14 +12,14 @@ def test_no_banner_at_the_published_scale():
 
 
 def test_smoke_banner_says_code_paths_not_claims_with_its_budget():
-    b = scale_budget("smoke")
+    b = budget("smoke")
     text = scale_banner("smoke")
     assert text.startswith('<div class="admonition warning')
     assert "test code paths, not claims" in text
-    assert f"book recipe {b['book_steps']} updates, released recipe {b['pretrain_steps']} steps" in text
-    assert f"pre-training seeds {list(b['pretrain_seeds'])}, head seeds {list(b['seeds'])}" in text
-    d = scale_budget("default")       # the published book: the recipe's epochs, three pre-training seeds
-    assert f"book recipe 6 epochs, released recipe {d['pretrain_steps']} steps, pre-training seeds [0, 1, 2]" in text
+    assert f"book recipe {b.book_steps} updates, released recipe {b.pretrain_steps} steps" in text
+    assert f"pre-training seeds {list(b.pretrain_seeds)}, head seeds {list(b.seeds)}" in text
+    d = budget("default")       # the published book: the recipe's epochs, three pre-training seeds
+    assert f"book recipe 6 epochs, released recipe {d.pretrain_steps} steps, pre-training seeds [0, 1, 2]" in text
 
 
 def test_full_banner_says_not_the_published_numbers():

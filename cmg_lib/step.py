@@ -1,0 +1,153 @@
+"""The whole loss of one Uni-Code training step, in one function: :func:`step_loss` (paper Sec. 4, Eq. 1-8).
+
+    L = sum_m recon_m (Eq. 3) + sum_m commit_m (Eq. 3 / 8) + sum_m mi_m (CLUB, Eq. 4-5) + cpc (Eq. 6) + cmcm
+        (+ alignment_weight * align, the compared methods of Table 1)
+
+summed in that order, as the released ``pretrain.py:525`` sums it, all weights 1 (commit_m carries the released 2*beta /
+beta/2 factors and cmcm the 0.5 factor inside their modules; book/differences.md#commit-weights, #cmcm-form). A Table
+2/3 switch removes its term. Adding a term means adding it here.
+
+Order of computation (what the random draws and the codebook's in-place EMA update need): the encoders; CMCM on the
+codebook as it was *before* this batch's MM-EMA update (released); the codebook (nearest codes, commitment, MM-EMA
+update, code reset); reconstruction; Cross-CPC; the alignment term; then the CLUB estimators' own inner steps on the
+detached pairs (``learn_club``) and the mi terms with the *updated* estimators (released order,
+book/differences.md#club-negatives). The released loop computes Cross-CPC and reconstruction after the inner steps; they
+do not depend on the estimators, so only the order of the random draws differs.
+
+``config.train.fast`` (default True) is the one switch between two computations of the same function: the fast
+path runs every CLUB estimator batched (``objectives.club.mi_upper_bounds``; the inner steps' backward written out
+in ``UniCode.club_loss_and_grads``) and lets the grid decoder multiply its constant code once per map
+(``SmallMapConv(constant=...)``); ``fast=False`` is the plain reference: one estimator at a time through autograd
+and the code concatenated at every map position (tests/test_train.py checks that both give the same step).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .distributed import gather_rows
+from .modalities import Decoder
+from .objectives import AlignmentContext
+from .objectives.club import mi_upper_bounds
+from .objectives.cmcm import cmcm_loss
+from .usage import CodeCounts
+
+Pair = tuple[Tensor, Tensor]
+
+
+@dataclass
+class LossOutput:
+    """One step's loss. ``loss``: the total (scalar, with graph); ``terms``: every term with its graph, in the
+    order of the sum (``"recon/<m>"``, ``"commit/<m>"``, ``"mi/<m>"``, ``"cpc"``, ``"cmcm"``, ``"align"``);
+    ``indices``: code index per modality ``(B, T)``; ``stats``: codebook statistics and Cross-CPC accuracies
+    (floats); ``club_inputs``: per modality the detached ``(quantized (B,T,D), club_feature (B,T,club_dim))`` the
+    CLUB estimators learn from; ``club_nll``: their objective at the last inner step (None without one);
+    ``code_counts``: the batch's code histograms and mode agreement (``usage.CodeCounts``, from the codebook)."""
+
+    loss: Tensor
+    terms: dict[str, Tensor]
+    indices: dict[str, Tensor]
+    stats: dict[str, float]
+    club_inputs: dict[str, Pair] = field(default_factory=dict)
+    club_nll: Tensor | None = None
+    code_counts: CodeCounts | None = None
+
+    def values(self) -> dict[str, float]:
+        """The terms as floats (for logging)."""
+        return {k: float(v.detach()) for k, v in self.terms.items()}
+
+
+def step_loss(model: nn.Module, batch: dict, learn_club: Callable[[dict[str, Pair]], Tensor] | None = None
+              ) -> LossOutput:
+    """The loss of one training step of ``model`` (a ``UniCode``) on ``batch`` (see the module docstring).
+
+    In training mode the codebook's MM-EMA update and code reset happen here (inside ``SharedCodebook.forward``).
+    ``learn_club(club_inputs) -> nll`` runs the CLUB estimators' inner steps (``train.Trainer.learn_club``) before
+    the mi terms; None leaves the estimators as they are. The mi terms train the main networks only.
+    """
+    cfg, fast = model.config.model, model.config.train.fast
+    x = model.training_inputs(batch)
+    feats = {m: model.features(m, x[m]) for m in model.modalities}              # text: the BiLSTM front-end
+    z = {m: model.semantic[m](feats[m]) for m in model.modalities}              # Eq. 1: semantic z = Phi(x)
+    specific = {m: model.specific[m](feats[m]) for m in model.modalities}       # Eq. 1: (Psi(x), CLUB feature)
+    # under DDP the contrastive terms see every rank's rows (UniCode.global_batch; cmg_lib.distributed)
+    gather = gather_rows if model.global_batch else _identity
+    z_all = {m: gather(v) for m, v in z.items()}
+    # CMCM and the compared methods read the codebook as it was BEFORE this batch's EMA update (released;
+    # book/differences.md#ema-form, #cmcm-form): CMCM first (cmcm_loss copies the codes), the methods get a snapshot
+    cmcm = cmcm_loss(z_all, model.codebook.embedding, temperature=cfg.cmcm_temperature) if cfg.cmcm else None
+    embedding_before = model.codebook.embedding.detach().clone() if model.alignment is not None else None
+    vq = model.codebook(z)                       # Eq. 2 nearest codes, Eq. 3/8 commitment, Eq. 7 MM-EMA, code reset
+
+    recon = {f"recon/{m}": Decoder.loss(model.decoders[m](vq.quantized[m], specific[m][0], fast=fast), feats[m])
+             for m in model.modalities}                                          # Eq. 3; text: target = BiLSTM output
+    commit = {f"commit/{m}": vq.commitment[m] for m in model.modalities}         # Eq. 3 / 8
+    stats = {k: float(v) for k, v in vq.stats.items()}
+    cpc = None
+    if model.cpc is not None:
+        cpc, cpc_stats = model.cpc(z_all)                                        # Eq. 6
+        stats.update(cpc_stats)
+    align = None
+    if model.alignment is not None:                                              # Table 1's compared methods
+        ctx = AlignmentContext(z=z_all, quantized={m: gather(v) for m, v in vq.quantized.items()},
+                               indices={m: gather(v) for m, v in vq.indices.items()}, embedding=embedding_before)
+        align = cfg.alignment_weight * model.alignment(ctx)
+    mi, club_inputs, club_nll = {}, {}, None
+    if model.club is not None:
+        # CLUB's pairs (quantized code, CLUB feature); club_grad="specific" (book/differences.md#club-grad): the mi
+        # terms train Psi only, the code is a constant
+        code = (lambda q: q.detach()) if cfg.club_grad == "specific" else _identity
+        pairs = {m: (gather(code(vq.quantized[m])), gather(specific[m][1])) for m in model.modalities}
+        dtype = model.codebook.embedding.dtype          # the estimators train outside autocast (model dtype)
+        club_inputs = {m: (q.detach().to(dtype), y.detach().to(dtype)) for m, (q, y) in pairs.items()}
+        if learn_club is not None:                      # Eq. 4: the estimators' own steps on the detached pairs
+            with torch.autocast(model.codebook.embedding.device.type, enabled=False):
+                club_nll = learn_club(club_inputs)
+        with frozen(model.club.parameters()):           # Eq. 5 with the updated estimators, into the main networks
+            mi = mi_terms(model.club, pairs, cfg.club_negatives, fast)
+
+    terms = {**recon, **commit, **mi}
+    terms.update({name: t for name, t in (("cpc", cpc), ("cmcm", cmcm), ("align", align)) if t is not None})
+    return LossOutput(loss=total(terms), terms=terms, indices=vq.indices, stats=stats, club_inputs=club_inputs,
+                      club_nll=club_nll, code_counts=vq.usage)
+
+
+def mi_terms(estimators: Mapping[str, nn.Module], pairs: Mapping[str, Pair], negatives: str,
+             fast: bool = True) -> dict[str, Tensor]:
+    """CLUB upper bounds ``{"mi/<m>": I(pairs[m])}`` (Eq. 5 / released ``mi_est``): each estimator's
+    ``mi_upper_bound`` in turn (reference), or all of them batched (``fast``: ``objectives.club.mi_upper_bounds``,
+    the same random negatives drawn in the same order)."""
+    names = list(pairs)
+    if fast:
+        bounds = mi_upper_bounds([estimators[m] for m in names], [pairs[m] for m in names], negatives)
+    else:
+        bounds = [estimators[m].mi_upper_bound(*pairs[m], negatives=negatives) for m in names]
+    return {f"mi/{m}": bound for m, bound in zip(names, bounds)}
+
+
+@contextlib.contextmanager
+def frozen(parameters: Iterable[nn.Parameter]):
+    """Parameters that take no gradient from what is computed inside (the CLUB estimators under the mi terms)."""
+    params = [p for p in parameters if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def total(terms: Mapping[str, Tensor]) -> Tensor:
+    """Sum of scalar terms in float32, or float64 for a model run in double (under bf16 autocast some terms come
+    back in bf16)."""
+    dtype = torch.float64 if any(v.dtype == torch.float64 for v in terms.values()) else torch.float32
+    return torch.stack([v.to(dtype) for v in terms.values()]).sum()
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
