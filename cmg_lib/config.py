@@ -94,6 +94,10 @@ class ModelConfig:
     club_grad: str = "both"            # mi gradient into "both" encoders (released) | "specific" only
     codebook_init: str = "uniform"     # "uniform" U(+-1/L) (released) | "data": the first batch's z
     reset_stats: str = "keep"          # on a reset: EMA statistics "keep" (released) | "reset" to the new code
+    club_y_scale: str = "raw"          # CLUB's y as Psi gives it (released) | "standardized" per feature over the batch
+    # --- CLUB's strength and path (the "why" chapter's controlled experiments; released values) ---
+    club_weight: float = 1.0           # weight of the mi terms in the main objective
+    recon_trains_code: bool = True     # the reconstruction's straight-through gradient trains Phi (released: yes)
     # --- Table 2/3 switches ---
     club: bool = True
     cross_cpc: bool = True
@@ -116,12 +120,15 @@ class ModelConfig:
                    "club_negatives": ("sampled", "all"), "cpc_softmax": ("predictions", "targets"),
                    "alignment": ALIGNMENTS, "conv_impl": ("gemm", "torch"),
                    "club_target": ("projection", "decoder_input"), "club_grad": ("both", "specific"),
-                   "codebook_init": ("uniform", "data"), "reset_stats": ("keep", "reset")}
+                   "codebook_init": ("uniform", "data"), "reset_stats": ("keep", "reset"),
+                   "club_y_scale": ("raw", "standardized")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not one of {allowed}")
         if self.hidden_dim % self.n_heads:
             raise ValueError(f"hidden_dim {self.hidden_dim} must be divisible by n_heads {self.n_heads}")
+        if self.club_weight < 0:
+            raise ValueError(f"club_weight must be >= 0 (the mi terms' weight), got {self.club_weight}")
         if not self.cmcm_temperature > 0:
             raise ValueError(f"cmcm_temperature must be > 0, got {self.cmcm_temperature}")
         if not 1 <= self.cpc_steps < self.segments:
@@ -372,16 +379,25 @@ def _released(names: tuple[str, ...]) -> Config:
 #   LayerNorm); at D = 64 the same softmax is reached with temperature sqrt(64 / 256) = 0.5;
 # * codebook size relative to the classes: released 400 codes for the 141 classes of its pre-training set
 #   (2.84 per class), rounded up to a multiple of 16 for the AV-Digits class count (28: 80 codes);
-# * training length: as long as the released recipe in epochs (6 passes over the pre-training set; its LR
-#   milestones at epochs 10/20/30 are never reached, so the LR is constant);
+# * training length: as long as the released recipe in updates: 6 epochs of its 40K set at batch 80 are 3,000
+#   optimiser steps (its LR milestones at epochs 10/20/30 are never reached, so the LR is constant, and a snapshot
+#   at step s of a run is the run of s steps: the learning curve comes free);
+# * batch: 32 (released 80), a compute choice: the largest batch at which the default book's converged runs fit two
+#   cores (benchmarks/book_budget.py); measured at equal updates on a tuning seed before any claim: 16 lost ground
+#   after 1,000 updates, 32 and 64 ended level;
 # * CLUB on the features the decoder really uses, its gradient into the specific encoder only (the semantic code
-#   is what the modalities must share; disentangling removes information from the specific side);
+#   is what the modalities must share; disentangling removes information from the specific side), and those
+#   features standardised per feature over the batch before the estimator sees them: its Gaussian has a bounded
+#   log-variance (Tanh: e^-1..e^1), so it can only model y on a unit scale, and on raw features the main networks
+#   can escape the bound by rescaling y (seen as estimates of +-1e8 and a video decoder that never recovers);
 # * a codebook that starts where the data is (the first batch's z) and resets that stick (EMA statistics reset).
 AVDIGITS_CLASSES = 28                       # cmg_lib.data.avdigits.classes.DEFAULT_CLASSES (a test keeps them equal)
 RELEASED_CODES_PER_CLASS = 400 / 141
-BOOK_EPOCHS = 6
+RELEASED_EPOCHS, RELEASED_PRETRAIN_CLIPS, RELEASED_BATCH = 6, 40_000, 80
+BOOK_UPDATES = RELEASED_EPOCHS * RELEASED_PRETRAIN_CLIPS // RELEASED_BATCH      # 3,000
+BOOK_BATCH = 32
 BOOK_RECIPE = dict(cmcm_temperature=0.5, club_target="decoder_input", club_grad="specific", codebook_init="data",
-                   reset_stats="reset")
+                   reset_stats="reset", club_y_scale="standardized")
 
 
 def book_codebook_size(num_classes: int = AVDIGITS_CLASSES) -> int:
@@ -398,7 +414,7 @@ def _book(names: tuple[str, ...]) -> Config:
     for key, value in BOOK_RECIPE.items():
         setattr(cfg.model, key, value)
     cfg.model.codebook_size = book_codebook_size()
-    cfg.train.epochs, cfg.train.max_steps = BOOK_EPOCHS, None
+    cfg.train.batch_size, cfg.train.max_steps = BOOK_BATCH, BOOK_UPDATES
     return cfg
 
 

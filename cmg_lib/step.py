@@ -1,11 +1,12 @@
 """The whole loss of one Uni-Code training step, in one function: :func:`step_loss` (paper Sec. 4, Eq. 1-8).
 
-    L = sum_m recon_m (Eq. 3) + sum_m commit_m (Eq. 3 / 8) + sum_m mi_m (CLUB, Eq. 4-5) + cpc (Eq. 6) + cmcm
+    L = sum_m recon_m (Eq. 3) + sum_m commit_m (Eq. 3 / 8) + w sum_m mi_m (CLUB, Eq. 4-5) + cpc (Eq. 6) + cmcm
         (+ alignment_weight * align, the compared methods of Table 1)
 
-summed in that order, as the released ``pretrain.py:525`` sums it, all weights 1 (commit_m carries the released 2*beta /
-beta/2 factors and cmcm the 0.5 factor inside their modules; book/differences.md#commit-weights, #cmcm-form). A Table
-2/3 switch removes its term. Adding a term means adding it here.
+summed in that order, as the released ``pretrain.py:525`` sums it, all weights 1 (the mi weight w is ``club_weight``,
+released 1; commit_m carries the released 2*beta / beta/2 factors and cmcm the 0.5 factor inside their modules;
+book/differences.md#commit-weights, #cmcm-form). A Table 2/3 switch removes its term. Adding a term means adding it
+here.
 
 Order of computation (what the random draws and the codebook's in-place EMA update need): the encoders; CMCM on the
 codebook as it was *before* this batch's MM-EMA update (released); the codebook (nearest codes, commitment, MM-EMA
@@ -83,8 +84,11 @@ def step_loss(model: nn.Module, batch: dict, learn_club: Callable[[dict[str, Pai
     embedding_before = model.codebook.embedding.detach().clone() if model.alignment is not None else None
     vq = model.codebook(z)                       # Eq. 2 nearest codes, Eq. 3/8 commitment, Eq. 7 MM-EMA, code reset
 
-    recon = {f"recon/{m}": Decoder.loss(model.decoders[m](vq.quantized[m], specific[m][0], fast=fast), feats[m])
-             for m in model.modalities}                                          # Eq. 3; text: target = BiLSTM output
+    # Eq. 3 (text: target = the BiLSTM output); recon_trains_code=False: the code enters as a constant, so the
+    # reconstruction trains the decoder and Psi but not Phi (the "why" chapter's CLUB experiment)
+    code_in = _identity if cfg.recon_trains_code else (lambda q: q.detach())
+    recon = {f"recon/{m}": Decoder.loss(model.decoders[m](code_in(vq.quantized[m]), specific[m][0], fast=fast),
+                                        feats[m]) for m in model.modalities}
     commit = {f"commit/{m}": vq.commitment[m] for m in model.modalities}         # Eq. 3 / 8
     stats = {k: float(v) for k, v in vq.stats.items()}
     cpc = None
@@ -101,7 +105,9 @@ def step_loss(model: nn.Module, batch: dict, learn_club: Callable[[dict[str, Pai
         # CLUB's pairs (quantized code, CLUB feature); club_grad="specific" (book/differences.md#club-grad): the mi
         # terms train Psi only, the code is a constant
         code = (lambda q: q.detach()) if cfg.club_grad == "specific" else _identity
-        pairs = {m: (gather(code(vq.quantized[m])), gather(specific[m][1])) for m in model.modalities}
+        # club_y_scale="standardized" (book/differences.md#club-y-scale): y per feature over the batch's rows
+        scale = standardized if cfg.club_y_scale == "standardized" else _identity
+        pairs = {m: (gather(code(vq.quantized[m])), scale(gather(specific[m][1]))) for m in model.modalities}
         dtype = model.codebook.embedding.dtype          # the estimators train outside autocast (model dtype)
         club_inputs = {m: (q.detach().to(dtype), y.detach().to(dtype)) for m, (q, y) in pairs.items()}
         if learn_club is not None:                      # Eq. 4: the estimators' own steps on the detached pairs
@@ -109,11 +115,21 @@ def step_loss(model: nn.Module, batch: dict, learn_club: Callable[[dict[str, Pai
                 club_nll = learn_club(club_inputs)
         with frozen(model.club.parameters()):           # Eq. 5 with the updated estimators, into the main networks
             mi = mi_terms(model.club, pairs, cfg.club_negatives, fast)
+        if cfg.club_weight != 1.0:                      # released weight 1 (the "why" chapter varies it)
+            mi = {k: cfg.club_weight * v for k, v in mi.items()}
 
     terms = {**recon, **commit, **mi}
     terms.update({name: t for name, t in (("cpc", cpc), ("cmcm", cmcm), ("align", align)) if t is not None})
     return LossOutput(loss=total(terms), terms=terms, indices=vq.indices, stats=stats, club_inputs=club_inputs,
                       club_nll=club_nll, code_counts=vq.usage)
+
+
+def standardized(y: Tensor, eps: float = 1e-5) -> Tensor:
+    """``y (B, T, d)`` with each feature at mean 0 and standard deviation 1 over the batch's B*T rows (the gradient
+    flows through the statistics): CLUB's Gaussian has a bounded log-variance, so y must live on a unit scale
+    (book/differences.md#club-y-scale)."""
+    rows = y.reshape(-1, y.shape[-1])
+    return (y - rows.mean(0)) / (rows.std(0, correction=0) + eps)
 
 
 def mi_terms(estimators: Mapping[str, nn.Module], pairs: Mapping[str, Pair], negatives: str,

@@ -20,10 +20,12 @@ from cmg_lib.experiments.diagnostics import code_purity
 def test_defaults_are_the_released_behaviour_and_the_book_presets_differ_only_by_the_recipe():
     released, book = preset("released_av"), preset("book_av")
     assert (released.model.cmcm_temperature, released.model.club_target, released.model.club_grad,
-            released.model.codebook_init, released.model.reset_stats) == (1.0, "projection", "both", "uniform", "keep")
+            released.model.codebook_init, released.model.reset_stats, released.model.club_y_scale,
+            released.model.club_weight, released.model.recon_trains_code) == (1.0, "projection", "both", "uniform",
+                                                                            "keep", "raw", 1.0, True)
     assert {k: getattr(book.model, k) for k in BOOK_RECIPE} == BOOK_RECIPE
     assert book.model.codebook_size == book_codebook_size() == 80
-    assert book.train.max_steps is None and book.train.epochs == 6                 # the released epochs
+    assert book.train.max_steps == 6 * 40_000 // 80 == 3000 and book.train.batch_size == 32   # released updates
     assert book.data.pretrain_size == "24k" and preset("book_avt").data.pretrain_size == "40k"
     assert book_codebook_size(141) == 400 and book_codebook_size(28) == 80     # the released ratio
 
@@ -120,6 +122,12 @@ def test_code_purity_and_aligned_agreement_on_known_codes():
     out = aligned_code_agreement(Fixed(), data, ("audio", "video"))
     assert out["segments"] == 4 and out["same_code"] == pytest.approx(3 / 4)
     assert 0 < out["chance"] < 1 and not math.isnan(out["chance"])
+    # the bound: class 4's codes overlap on code 1 only (half of its 2 segments), classes 5 and 6 fully: 3 / 4
+    assert out["bound"] == pytest.approx(3 / 4)
+    # class 7 twice, audio codes 1, 2 and video codes 2, 1: never the same code, but the same per-class code
+    # frequencies, so a better pairing could agree on both: same 3 / 6, bound (3 + 2) / 6
+    out = aligned_code_agreement(Fixed(), data + [item([1, 2, 0], [2, 1, 0], [7, 7, 10], [7, 7, 10])])
+    assert out["same_code"] == pytest.approx(3 / 6) and out["bound"] == pytest.approx(5 / 6)
 
 
 def test_the_cli_preset_trains_what_the_default_book_trains():
