@@ -178,13 +178,17 @@ def aligned_code_agreement(model, dataset, pair: tuple[str, str] = ("audio", "vi
     """The paper's central property, measured: on the segments where both modalities of ``pair`` carry the same
     event (one class, not background, in each ``segment_label/<m>``), the fraction quantised to the same code.
 
-    Returns ``same_code`` (that fraction), ``segments`` (how many aligned segments were seen) and ``chance`` (the
+    Returns ``same_code`` (that fraction), ``segments`` (how many aligned segments were seen), ``chance`` (the
     same fraction if the two modalities picked codes independently with their observed marginal frequencies on
-    those segments)."""
+    those segments) and ``bound`` (the most it could be given each modality's code frequencies per event class:
+    sum over classes of the class's share times the overlap sum_k min(p_a(k | c), p_b(k | c)) of the two
+    modalities' per-class code distributions; two modalities that use different codes for a class cannot agree on
+    it, however they are paired)."""
     size = int(model.config.model.codebook_size)
     keys = [f"segment_label/{m}" for m in pair]
     same, total = 0, 0
     joint = np.zeros((2, size), dtype=np.int64)
+    per_class: dict[int, np.ndarray] = {}
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -201,12 +205,18 @@ def aligned_code_agreement(model, dataset, pair: tuple[str, str] = ("audio", "vi
             if not bool(aligned.any()):
                 continue
             codes = [model.quantize(batch[m].to(device), m)[0].cpu()[aligned] for m in pair]
+            classes = events[0][aligned].numpy()
             same += int((codes[0] == codes[1]).sum())
             total += int(aligned.sum())
             for i in range(2):
                 joint[i] += np.bincount(codes[i].numpy(), minlength=size)
+                for c in np.unique(classes):
+                    counts = per_class.setdefault(int(c), np.zeros((2, size), dtype=np.int64))
+                    counts[i] += np.bincount(codes[i].numpy()[classes == c], minlength=size)
     model.train(was_training)
     if total == 0:
-        return {"same_code": math.nan, "segments": 0, "chance": math.nan}
+        return {"same_code": math.nan, "segments": 0, "chance": math.nan, "bound": math.nan}
     p = joint / joint.sum(1, keepdims=True)
-    return {"same_code": same / total, "segments": total, "chance": float((p[0] * p[1]).sum())}
+    bound = sum(np.minimum(*(c / c.sum(1, keepdims=True))).sum() * c[0].sum() for c in per_class.values()) / total
+    return {"same_code": same / total, "segments": total, "chance": float((p[0] * p[1]).sum()),
+            "bound": float(bound)}

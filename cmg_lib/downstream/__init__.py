@@ -7,8 +7,9 @@ JSON-lines results; ``clear_code_cache`` drops the frozen codes kept between run
 from __future__ import annotations
 
 from .common import clear_code_cache
+from .reference import RawFeatures, raw_features
 from .results import append_result, direction_label, read_results, runs_frame
 from .tasks import TASKS, avs_predictions, run_task
 
-__all__ = ["TASKS", "run_task", "avs_predictions", "append_result", "direction_label", "read_results", "runs_frame",
+__all__ = ["TASKS", "run_task", "RawFeatures", "raw_features", "avs_predictions", "append_result", "direction_label", "read_results", "runs_frame",
            "clear_code_cache"]

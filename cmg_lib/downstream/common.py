@@ -227,7 +227,7 @@ def clip_targets(store: dict[str, Tensor], modality: str) -> Tensor:
 
 
 def check_modalities(ctx: Context, task: str, *modalities: str) -> None:
-    names = tuple(ctx.model.config.model.modality_names)
+    names = tuple(getattr(ctx.model, "modalities", None) or ctx.model.config.model.modality_names)
     for m in modalities:
         if m not in names:
             raise ValueError(f"task {task!r} needs codes of modality {m!r}, but the checkpoint was pre-trained on "

@@ -80,7 +80,30 @@ def model_diagnostics(model, data: str = "avdigits", *, scale: str = "default",
     pair = tuple(model.config.model.modality_names[:2])
     agreement = aligned_code_agreement(model, test, pair)
     out["same_code"], out["same_code_chance"] = agreement["same_code"], agreement["chance"]
+    out["same_code_bound"] = agreement["bound"]
+    for m in model.config.model.modality_names:
+        out.update({f"{k}/{m}": v for k, v in code_reliance(model, m, split_tensors(test)[m]).items()})
     return out
+
+
+def code_reliance(model, name: str, x: torch.Tensor, seed: int = 0, rows: int = 512) -> dict[str, float]:
+    """How much the decoder rebuilds its input through the code (Eq. 3's D(z_hat; z_bar)), on the first ``rows``
+    clips ``x`` (B, T, ...) of modality ``name``: ``recon`` the reconstruction error (MSE, as in training) with each
+    clip's own code and specific features, and ``code_reliance`` the error when every clip gets another clip's
+    codes (a fixed seeded permutation) divided by ``recon``: 1 when the decoder ignores the code, far above 1
+    when the code carries what it rebuilds."""
+    from ..modalities import Decoder
+
+    x = x[:rows]
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    model.eval()
+    with torch.no_grad():
+        feats = model.features(name, x.to(model.codebook.embedding.device))
+        _, codes = model.codebook.nearest(model.semantic[name](feats))
+        specific = model.specific[name](feats)[0]
+        own = float(Decoder.loss(model.decoders[name](codes, specific), feats))
+        other = float(Decoder.loss(model.decoders[name](codes[perm], specific), feats))
+    return {"recon": own, "code_reliance": other / own if own > 0 else math.nan}
 
 
 def training_diagnostics(ckpt: str | os.PathLike, batch_size: int, last: int = 3) -> dict[str, float]:

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .. import __version__
-from ..downstream import avs_predictions, direction_label, run_task
+from ..data import load_dataset
+from ..downstream import avs_predictions, direction_label, raw_features, run_task
 from ..storage import atomic_write_with, atomic_write_json, cache_root, json_default, read_json
 from .budgets import budget
 from .runs import checkpoint_key, run_config
@@ -68,6 +69,31 @@ def downstream(task: str, ckpt: str | os.PathLike, *, train_modality: str, test_
     record.setdefault("version", __version__)
     atomic_write_json(path, record)
     return read_json(path)
+
+
+def raw_reference(task: str, modality: str, seeds: Sequence[int], *, scale: str, data: str = "avdigits",
+                  cache_dir: str | os.PathLike | None = None, **options) -> list[dict]:
+    """Records of ``task`` with the head trained and tested on ``modality``'s raw features instead of codes
+    (``downstream.RawFeatures``), per head seed, with the scale's head epochs: the reference a labelled-modality
+    number is held against. Cached under ``results/`` like :func:`downstream` (key: modality, task, seed, scale,
+    data, options); each record gets ``metric``."""
+    options.setdefault("epochs", budget(scale).downstream_epochs)
+    out = []
+    for seed in seeds:
+        ident = {"raw": modality, "task": task, "seed": int(seed), "scale": scale, "data": str(data),
+                 "options": options}
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=json_default).encode()).hexdigest()[:16]
+        path = cache_root(cache_dir) / "results" / f"{task}-raw-{key}.json"
+        record = read_json(path)
+        if record is None:
+            reference = raw_features(load_dataset(data, task, "train", scale=scale, cache_dir=cache_dir), modality)
+            record = run_task(task, model=reference, data=data, train_modality=modality, test_modality=modality,
+                              seed=int(seed), scale=scale, progress=False, **options)
+            record.update(cache_key=key, options=options)
+            atomic_write_json(path, record)
+            record = read_json(path)
+        out.append({**record, "metric": float(record["metrics"][TASK_METRIC[task]])})
+    return out
 
 
 def evaluate(ckpt: str | os.PathLike, task: str, directions: Sequence[tuple[str, str]], seeds: Sequence[int], *,

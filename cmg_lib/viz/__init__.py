@@ -1,19 +1,19 @@
 """Figures and the interactive explorer of the book.
 
 ``plots``: training curves, codebook health, Fig. 4 code maps (colour rule of the paper's caption), UMAP of code
-vectors, the Fig. 3 codebook-size sweep. ``tables``: result and health tables as readable HTML. ``explorer``: the code-distribution explorer whose views switch in the
+vectors, the Fig. 3 codebook-size sweep, learning curves. ``tables``: result and health tables as readable HTML. ``explorer``: the code-distribution explorer whose views switch in the
 static book without a kernel (pre-rendered images in jslinked ``widgets.Stack``s). ``segmentation``: AVS overlays.
 """
 from __future__ import annotations
 
 from .plots import (CATEGORY_COLORS, category_fractions, category_key, code_categories, code_map, code_map_caption,
-                    codebook_health, codebook_size_sweep, embed_codes, history_frame, line_styles, training_curves,
-                    usage_summary)
+                    codebook_health, codebook_size_sweep, embed_codes, history_frame, learning_curve, line_styles,
+                    training_curves, usage_summary)
 from .tables import readable_table
 
 __all__ = ["CATEGORY_COLORS", "category_fractions", "category_key", "code_categories", "code_map",
            "code_map_caption", "codebook_health", "codebook_size_sweep", "embed_codes", "history_frame",
-           "line_styles", "training_curves", "usage_summary", "readable_table", "build_explorer", "live_explorer"]
+           "learning_curve", "line_styles", "training_curves", "usage_summary", "readable_table", "build_explorer", "live_explorer"]
 
 
 def __getattr__(name: str):

@@ -238,3 +238,36 @@ def codebook_size_sweep(frame: "pd.DataFrame", x: str = "codebook_size", y: str 
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def learning_curve(rows: Sequence[Mapping[str, Any]], measures: Sequence[str] = ("labelled", "cross", "same code"),
+                   x: str = "updates", title: str | None = None):
+    """One panel per measure against ``x`` (log scale): a thin line per pre-training seed, the mean over seeds
+    bold. ``rows`` are long-form ``{x, "seed", measure: value, ...}`` (``experiments.why.curve_table``).
+    Returns the matplotlib Figure."""
+    plt = _pyplot()
+    if not rows:
+        raise ValueError("learning_curve needs at least one row")
+    missing = [k for k in (x, "seed", *measures) if k not in rows[0]]
+    if missing:
+        raise ValueError(f"learning-curve rows lack {missing}; they have {sorted(rows[0])}")
+    fig, axes = plt.subplots(1, len(measures), figsize=(3.3 * len(measures), 3.0), squeeze=False)
+    steps = sorted({r[x] for r in rows})
+    for ax, measure in zip(axes[0], measures):
+        for seed in sorted({r["seed"] for r in rows}):
+            points = sorted((r[x], r[measure]) for r in rows if r["seed"] == seed)
+            ax.plot(*zip(*points), color="#9a9a9a", lw=0.9, marker=".", label=f"seed {seed}")
+        means = [np.nanmean([r[measure] for r in rows if r[x] == s]) for s in steps]
+        ax.plot(steps, means, color="#1f5fbf", lw=2.2, marker="o", label="mean over seeds")
+        ax.set_xscale("log")
+        ax.set_xticks(steps)
+        ax.set_xticklabels([str(int(s)) for s in steps], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{measure} (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
