@@ -16,10 +16,12 @@ def test_smoke_banner_says_code_paths_not_claims_with_its_budget():
     text = scale_banner("smoke")
     assert text.startswith('<div class="admonition warning')
     assert "test code paths, not claims" in text
-    assert f"book recipe {b.book_steps} updates, released recipe {b.pretrain_steps} steps" in text
+    assert (f"book recipe {b.book_steps} updates (other chapters {b.short_steps}, controlled experiments "
+            f"{b.experiment_steps}), released recipe {b.pretrain_steps} updates") in text
     assert f"pre-training seeds {list(b.pretrain_seeds)}, head seeds {list(b.seeds)}" in text
-    d = budget("default")       # the published book: the recipe's epochs, three pre-training seeds
-    assert f"book recipe 6 epochs, released recipe {d.pretrain_steps} steps, pre-training seeds [0, 1, 2]" in text
+    d = budget("default")       # the published book: the released recipe's 3,000 updates, three pre-training seeds
+    assert (f"book recipe 3000 updates (other chapters 500, controlled experiments 500), released recipe "
+            f"{d.pretrain_steps} updates, pre-training seeds [0, 1, 2]") in text
 
 
 def test_full_banner_says_not_the_published_numbers():

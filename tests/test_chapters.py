@@ -20,30 +20,34 @@ def _heads(plan) -> Counter:
 
 
 def test_plan_counts_the_smoke_and_default_books():
-    # Known answers: the run and result caches of the smoke book (CI) and of the default build of 2026-12-02 hold
-    # exactly these runs and head trainings.
+    # Known answers, counted by hand from the chapters: smoke has 20 distinct runs (Table 1 three, Table 2 one, the
+    # pre-training chapter, Table 3, Table 4 one AVT run each, Fig. 3 two, Table 5 two, the why chapter nine: four
+    # switches, the released recipe, w/o CLUB and three CLUB conditions; its recipe and baseline are Table 1's)
     smoke = chapters.plan("smoke")
-    assert (smoke.calls, len(smoke.runs)) == (26, 18)
-    assert _heads(smoke) == {"ave": 52, "avvp": 14, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4, "retrieval": 4}
+    assert (smoke.calls, len(smoke.runs)) == (36, 20)
+    assert _heads(smoke) == {"ave": 68, "avvp": 14, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4, "retrieval": 4}
+    # default: 18 runs of the released recipe's 3,000 updates (Table 1: 3 methods, Table 2: 3 rows, x 3 seeds) and
+    # 45 of 500 (why: 4 switches + released + 3 CLUB conditions; Tables 3-5 and Fig. 3: 15 runs; x 3 seeds)
     default = chapters.plan("default")
-    assert (default.calls, len(default.runs)) == (84, 57)
-    assert _heads(default) == {"ave": 162, "avvp": 54, "ucf_vgg": 18, "ave_avvp": 12, "avs": 12, "retrieval": 12}
+    assert (default.calls, len(default.runs)) == (120, 63)
+    assert Counter(r.steps for r in default.runs.values()) == {3000: 18, 500: 45}
+    assert _heads(default) == {"ave": 234, "avvp": 54, "ucf_vgg": 18, "ave_avvp": 12, "avs": 12, "retrieval": 12}
     assert Counter(r.chapter for r in default.runs.values()) == {"02": 3, "03": 9, "04": 9, "05": 3, "06": 6,
-                                                                 "08": 3, "09": 6, "01": 18}
-    # the why chapter's longest runs train 3x the recipe's 222 updates; their snapshots carry the shorter rows' heads
-    longest = [r for r in default.runs.values() if r.steps == 666]
-    assert len(longest) == 3 and all({c for _, c, *_ in r.heads} == {"final.pt", snapshot_name(222), snapshot_name(75)}
-                                     for r in longest)
+                                                                 "08": 3, "09": 6, "01": 24}
+    # Table 1's Uni-Code runs carry the learning curve: heads on every snapshot and on final.pt
+    unicode = [r for r in default.runs.values() if r.steps == 3000 and r.method == "unicode" and not r.overrides]
+    assert len(unicode) == 3 and all({c for _, c, *_ in r.heads} == {"final.pt", *map(snapshot_name, (250, 500, 1000,
+                                                                                                    2000))}
+                                     for r in unicode)
 
 
 def test_plan_follows_the_budget_and_the_seeds_parameter():
     b = budget("smoke")
     fewer = chapters.plan("smoke", b=b.__class__(**{**b.__dict__, "ablations": ("full",)}))
-    assert len(fewer.runs) == 17                       # the "w/o DCID" row's run is gone, "full" is shared
+    assert len(fewer.runs) == 19                       # the "w/o DCID" row's run is gone, "full" is shared
     seeds = chapters.plan("smoke", seeds=[0, 1])
-    # AVE: the tables' 18 heads per head seed, the why chapter's 8 rows x 4 directions on the first seed only, its
-    # baseline's 2 directions per head seed; AVS takes the notebook's seeds as well
-    assert _heads(seeds)["ave"] == 2 * 18 + 8 * 4 + 2 * 2 and _heads(seeds)["avs"] == 2 * 4
+    # AVE: the tables' 20 heads per head seed; the why chapter's 48 others on the first seed only
+    assert _heads(seeds)["ave"] == 2 * 20 + 48 and _heads(seeds)["avs"] == 2 * 4
     released = chapters.plan("smoke", recipe="released")
     assert {r.preset for r in released.runs.values() if r.chapter != "01"} == {"released_avt", "released_av",
                                                                                "released_vt"}

@@ -103,30 +103,69 @@ def test_markdown_shows_scope_outcome_and_rule():
            "rule: difference > 0 points; needs >= 3 seeds)" in text
 
 
-def test_why_switch_and_target_claims_on_known_values():
+def test_why_switch_claims_on_known_values():
     from cmg_lib.experiments import why
 
     base = {"purity": 0.8, "mi/video": 0.5, "cmcm_margin": 0.3, "same_code": 0.6}
-    diag = {"book recipe": {s: dict(base, same_code=0.6 + 0.01 * s) for s in (0, 1, 2)}}
+    diag = {why.RECIPE: {s: dict(base, same_code=0.6 + 0.01 * s) for s in (0, 1, 2)}}
     worse = {"purity": 0.4, "mi/video": 0.0, "cmcm_margin": 0.0, "same_code": 0.1}
     for name in why.SWITCHES:
         diag[name] = {s: dict(worse) for s in (0, 1, 2)}
     diag["CMCM without temperature"] = {s: dict(base, cmcm_margin=0.5 + 0.01 * s) for s in (0, 1, 2)}  # better
+    records = [_rec("unicode", s, 0, cross, row=row, kind="cross") for s in (0, 1, 2)
+               for row, cross in ((why.RECIPE, 70.0 + s), (why.RELEASED, 20.0))]
+    verdicts = why.switch_claims(diag, records)
+    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, FAILS, HOLDS, HOLDS]
+
+
+def _curve_records(cross_at_last=(53.5, 54.0, 54.5)):
+    from cmg_lib.experiments import why
+
     records = []
     for s in (0, 1, 2):
-        for row, cross in (("book recipe", 70.0 + s), ("released recipe", 20.0), ("book recipe, fewer updates", 71.0 + s),
-                           ("book recipe, more updates", 72.0 + 2 * s)):
-            records.append(_rec("unicode", s, 0, cross, row=row, kind="cross"))
-        records.append(_rec("unicode", s, 0, 85.0, row="book recipe", kind="labelled"))
-    verdicts = why.switch_claims(diag, records)
-    # more updates: 72, 74, 76 against 70, 71, 72, paired differences 2, 3, 4 (t-interval 3 +- 2.5 > 0)
-    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, FAILS, HOLDS, HOLDS, FAILS, HOLDS]
-    targets = why.target_claims(records, {0: 10.0, 1: 10.0, 2: 10.0}, diag["book recipe"])
-    # cross / labelled = 70/85, 71/85, 72/85: mean 0.835, t-interval +- 0.029 lies above 0.8
-    assert [v.outcome for v in targets] == [HOLDS, HOLDS, HOLDS, HOLDS]
-    low = why.target_claims([dict(r, metric=r["metric"] - 4) if r["kind"] == "cross" else r for r in records],
-                            {0: 10.0, 1: 10.0, 2: 10.0}, diag["book recipe"])
-    assert low[1].outcome == INCONCLUSIVE          # 66-68 / 85: the interval contains 0.8
+        for updates, cross in ((1000, 40.0 + s), (3000, cross_at_last[s])):
+            records.append(_rec("unicode", s, 0, cross, updates=updates, kind="cross"))
+            records.append(_rec("unicode", s, 0, 60.0, updates=updates, kind="labelled"))
+    return why, records
+
+
+def test_why_curve_claim_tests_the_last_stretch_of_the_curve():
+    why, records = _curve_records()
+    rising = why.curve_claim(records, 1000, 3000)       # paired differences 13.5, 13, 12.5: holds
+    assert rising.outcome == HOLDS and "3000 updates 54.0 vs 1000 updates 41.0" in rising.evidence
+    _, flat = _curve_records((40.5, 40.0, 42.5))        # differences 0.5, -1, 0.5: the interval holds 0
+    assert why.curve_claim(flat, 1000, 3000).outcome == INCONCLUSIVE
+
+
+def test_why_target_claims_against_the_references():
+    why, records = _curve_records()
+    diag = {s: {"same_code": 0.20 + 0.01 * s, "same_code_chance": 0.02} for s in (0, 1, 2)}
+    raw = {"audio": 55.0, "video": 95.0}                 # mean 75 > the codes' 60: the codes lose information
+    targets = why.target_claims(records, {0: 4.0, 1: 4.0, 2: 4.0}, raw, diag, 0.835, 3000)
+    # ratio 53.5, 54, 54.5 / 60 = 0.892, 0.9, 0.908: its t-interval (0.9 +- 0.021) lies above 0.835
+    assert [v.outcome for v in targets] == [FAILS, HOLDS, HOLDS, HOLDS]
+    assert "codes 60.0 vs raw features 75.0" in targets[0].evidence
+    low = why.target_claims(records, {0: 4.0, 1: 4.0, 2: 4.0}, raw, diag, 0.9, 3000)
+    assert low[1].outcome == INCONCLUSIVE                # 0.879 .. 0.921 around 0.9
+    assert why.target_claims(records, {0: 4.0, 1: 4.0, 2: 4.0}, {"audio": 50.0, "video": 50.0}, diag, 0.835,
+                             3000)[0].outcome == HOLDS
+
+
+def test_why_club_claims_read_the_conditions():
+    from cmg_lib.experiments import why
+
+    def rows(same, rely):
+        return {s: {"same_code": same + 0.01 * s, "code_reliance": rely + 0.1 * s} for s in (0, 1, 2)}
+
+    cut, tenth, raw = list(why.CLUB_CONDITIONS)[1:]
+    diag = {why.RECIPE: rows(0.10, 4.0), why.NO_CLUB: rows(0.30, 1.0), cut: rows(0.31, 3.0), tenth: rows(0.10, 2.0),
+            raw: rows(0.12, 4.0)}
+    full = {why.RECIPE: rows(0.15, 4.0), why.NO_CLUB: rows(0.35, 1.0)}
+    verdicts = why.club_claims(diag, full)
+    # CLUB lowers the same code (30 vs 10), still at full length, the decoder reads the code with CLUB (4 vs 1),
+    # cutting the reconstruction's gradient restores it (31 vs 10), a tenth of the weight does not (equal), and
+    # the unscaled estimator lowers it too (30 vs 12)
+    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, HOLDS, HOLDS, INCONCLUSIVE, HOLDS]
 
 
 def test_all_of_reports_the_range_of_its_parts_differences():
@@ -134,13 +173,14 @@ def test_all_of_reports_the_range_of_its_parts_differences():
     assert "mean differences -2.00 to 4.00" in claims.all_of("c", parts).evidence
 
 
-def test_same_code_claims_test_the_central_property_as_worded():
-    same = {"baseline": {0: 0.10, 1: 0.12, 2: 0.11}, "unicode": {0: 0.60, 1: 0.64, 2: 0.62}}
-    above, half = claims.same_code_claims(same)
+def test_same_code_claims_test_the_central_property_against_chance():
+    def agree(same, chance=0.05):
+        return {s: {"same_code": v, "chance": chance} for s, v in zip((0, 1, 2), same)}
+
+    agreement = {"baseline": agree((0.10, 0.12, 0.11)), "unicode": agree((0.60, 0.64, 0.62))}
+    above, beyond = claims.same_code_claims(agreement)
     assert above.outcome == HOLDS and "Uni-Code 62.0 vs baseline 11.0" in above.evidence
-    assert half.outcome == HOLDS and "50 % of the aligned segments" in half.claim
-    low = {"baseline": same["baseline"], "unicode": {0: 0.14, 1: 0.15, 2: 0.16}}
-    assert [v.outcome for v in claims.same_code_claims(low)] == [HOLDS, FAILS]
-    noisy = {"unicode": {0: 0.30, 1: 0.70, 2: 0.52}}                  # mean 50.7, interval across 50: inconclusive
-    assert [v.outcome for v in claims.same_code_claims(noisy)] == [INCONCLUSIVE]
-    assert claims.same_code_claims({"cmcm": {0: 0.5}}) == []
+    assert beyond.outcome == HOLDS and "independent choices 5.0" in beyond.evidence
+    low = {"baseline": agreement["baseline"], "unicode": agree((0.14, 0.15, 0.16), chance=0.15)}
+    assert [v.outcome for v in claims.same_code_claims(low)] == [HOLDS, INCONCLUSIVE]
+    assert claims.same_code_claims({"cmcm": agree((0.5, 0.5, 0.5))}) == []

@@ -206,8 +206,13 @@ def test_budget_and_ablations():
     full = table1_grid("full")
     assert sorted(m for size, m in full if size == "40k") == sorted(budget("full").size_sweep_methods)
     assert len(full) == 3 * len(budget("full").methods)
-    book = experiment_config("released_av", "unicode", scale="default")
-    assert book.train.snapshot_steps == (20, 60) and not book.train.epoch_ckpts     # 200 = final.pt itself
+    released = experiment_config("released_av", "unicode", scale="default")
+    assert released.train.snapshot_steps == () and not released.train.epoch_ckpts   # no learning curve
+    assert released.train.batch_size == 64 and released.train.log_every == 3          # 200 // 60
+    book = experiment_config("book_av", "unicode", scale="default")
+    assert book.train.snapshot_steps == (250, 500, 1000, 2000) and book.train.batch_size == 32
+    assert default.steps_for("book") == 3000 and default.steps_for("released") == 200 and default.short == 500
+    assert budget("full").short == 3000 and budget("smoke").steps_for("book") == 6
 
 
 def test_snapshot_paths_and_their_own_cache_keys(cfg, tmp_path):
@@ -331,22 +336,25 @@ def test_notebook_run_names_the_updates_of_the_runs_it_asked_for(tmp_path, monke
 
     calls = []
     monkeypatch.setattr(notebook, "pretrained", lambda *a, **k: calls.append((a, k)) or tmp_path / "final.pt")
+    monkeypatch.setattr(notebook, "snapshot", lambda ckpt, step: tmp_path / f"step-{step}.pt")
     nb = notebook.NotebookRun("default", "avdigits", "cpu", tmp_path, budget("default"), recipe="book")
     assert nb.steps_text() == "200"                                # nothing asked for yet: the budget's steps
     nb.pretrain(nb.preset("av"), seed=1, pretrain_size="24k")
-    nb.pretrain(nb.preset("avt"), seed=1)
+    nb.pretrain(nb.preset("avt"), seed=1, steps=nb.short())
     nb.pretrain("book_av", seed=2, pretrain_size="24k", steps=50)  # an explicit length
-    assert nb.steps_text() == "50, 222 (book_av, 24K); 372 (book_avt, 40K)"
-    assert calls[0][0][0].preset == "book_av" and calls[0][0][0].method == "unicode" and calls[0][1]["steps"] is None
+    assert nb.steps_text() == "50, 3000 (book_av, 24K); 500 (book_avt, 40K)"
+    assert calls[0][0][0].preset == "book_av" and calls[0][0][0].method == "unicode" and calls[0][1]["steps"] == 3000
     assert calls[1][0][0].data.pretrain_size == "40k"                  # no size given: the preset's own (AVT: 40K)
     scope = nb.scope()
     assert scope.steps == nb.steps_text() and scope.pretrain_seeds == (0, 1, 2) and scope.head_seeds == (0,)
+    # a snapshot of the full-length run: trains (or finds) the 3,000 updates, hands out and names the 250
+    snap = notebook.NotebookRun("default", "avdigits", "cpu", tmp_path, budget("default"), recipe="book")
+    assert snap.pretrain("book_av", seed=1, pretrain_size="24k", at=250) == tmp_path / "step-250.pt"
+    assert calls[-1][1]["steps"] == 3000 and snap.steps_text() == "250 (book_av, 24K)"
+    assert snap.checkpoint_steps() == [250, 500, 1000, 2000, 3000]
     released = notebook.NotebookRun("default", "avdigits", "cpu", tmp_path, budget("default"), recipe="released")
-    released.pretrain(released.preset("av"), pretrain_size="24k")
-    assert released.steps_text() == "200 (released_av, 24K)"
-    official = notebook.NotebookRun("default", "/data/feats", "cpu", tmp_path, budget("default"))
-    official.pretrain(official.preset("av"), pretrain_size="24k")
-    assert official.steps_text() == "6 epochs (book_av, 24K)"     # the split sizes of other data are not known here
+    released.pretrain(released.preset("av"), pretrain_size="24k", steps=released.short())
+    assert released.steps_text() == "200 (released_av, 24K)" and released.checkpoint_steps() == [200]
     with pytest.raises(ValueError, match="unknown recipe"):
         notebook.setup("default", recipe="paper")
 

@@ -7,7 +7,9 @@
    book works offline and behind a CSP: the ipywidgets manager (``@jupyter-widgets/html-manager``, ``requirejs``;
    myst-nb's ``nb_ipywidgets_js``) and MathJax 3 (Sphinx's ``mathjax_path``); a root ``_static/`` is avoided because
    jupyter-book 1.x injects every ``.js`` file found there into every page;
-3. executes every notebook that ``_toc.yml`` lists as ``book/executed/<name>`` from ``notebooks/<name>.ipynb`` with
+3. trains every distinct pre-training run the notebooks will ask for (``cmg_lib.experiments.chapters.plan``) in a
+   pool of one-thread worker processes, one per core (``cmg_lib.experiments.pool``), then executes every notebook
+   that ``_toc.yml`` lists as ``book/executed/<name>`` from ``notebooks/<name>.ipynb`` with
    papermill (kernel ``python3``; parameters ``scale``, ``data``, ``seeds``, ``device``; nothing machine-specific:
    the results cache reaches the kernels as the environment variable ``CMG_CACHE``), into ``book/executed/``
    (Sphinx always excludes ``_build/``, so executed notebooks cannot live there); the injected parameters cell is
@@ -241,6 +243,22 @@ def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = 
     return [(name, seconds[name]) for name in names]
 
 
+def train_runs(scale: str, seeds: list[int] | None, device: str, only: list[str] | None) -> None:
+    """Step 3a: every distinct pre-training run the notebooks will ask for (``chapters.plan``; with ``only``, the
+    runs of those notebooks' chapters) trained into the cache first, one per core with one torch thread each
+    (``experiments.pool``), so the notebooks only train their heads. On a GPU the runs go one at a time."""
+    from cmg_lib.experiments import chapters, pool
+
+    plan = chapters.plan(scale, seeds=seeds, device=device)
+    wanted = None if not only else {name.split("_", 1)[0] for name in only}
+    jobs = pool.jobs_from_plan([r for r in plan.runs.values() if wanted is None or r.chapters & wanted])
+    workers = None if device == "cpu" else 1
+    try:
+        pool.train_runs(jobs, "avdigits", workers=workers, log=lambda line: print(f"[book] {line}", flush=True))
+    except RuntimeError as err:
+        raise BuildError(f"{err} (the runs finished before it are cached; `make book` continues from them)") from None
+
+
 def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -319,8 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         machine = machine_facts()
         commit = git_commit()
         print(f"[book] machine: {machine}; commit {commit}", flush=True)
-        times = []
+        times, runs_seconds = [], None
         if not args.skip_execute:
+            t0 = time.perf_counter()
+            train_runs(args.scale, _seeds(args.seeds), args.device, args.only)
+            runs_seconds = time.perf_counter() - t0
             params = notebook_parameters(args.scale, _seeds(args.seeds), args.device)
             print(f"[book] notebook parameters: {json.dumps(params)}", flush=True)
             workers = args.workers or min(2, os.cpu_count() or 1)
@@ -338,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {name:<28s} {sec:7.1f} s")
             print(f"    {'sum':<28s} {sum(s for _, s in times):7.1f} s", flush=True)
             print(f"    {'wall (all notebooks)':<28s} {execute_seconds:7.1f} s", flush=True)
+            print(f"    {'pre-training runs (pool)':<28s} {runs_seconds:7.1f} s", flush=True)
         page = write_status_page(names, {"date": _utc_now()[:10], "commit": commit, "scale": args.scale,
                                          "machine": machine, "data_seconds": data_seconds})
         print(f"[book] status page: {page.relative_to(ROOT)}", flush=True)

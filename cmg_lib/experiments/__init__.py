@@ -11,9 +11,10 @@ imported from their home (``cmg_lib.config``, ``cmg_lib.usage``, ``cmg_lib.downs
 * ``chapters``: the runs and head trainings of each chapter (what the notebooks call), and ``plan``, which replays
   them without training (``benchmarks/book_budget.py`` counts the book's compute with it).
 * ``diagnostics``: the measures behind the Fig. 4 chapter's verdicts and the released-recipe chapter's, and their
-  interval tables; ``why``: that chapter's controlled experiments.
+  interval tables; ``why``: that chapter's learning curve, controlled experiments and CLUB conditions.
+* ``pool``: the book build trains every distinct run of ``chapters.plan`` first, one per core.
 """
-from . import chapters, claims, diagnostics, why
+from . import chapters, claims, diagnostics, pool, why
 from .budgets import BUDGETS, Budget, budget, codebook_sweep, experiment_config, table1_grid
 from .evals import AV_DIRECTIONS, TASK_METRIC, avs_overlays, downstream, evaluate, load_results
 from .notebook import NotebookRun, setup
@@ -23,7 +24,7 @@ from .runs import (checkpoint_key, history_records, pretrain_run, pretrained, ru
 from .tables import aggregate, field, mean_metric, results_table, side_by_side
 
 __all__ = ["AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "TASK_METRIC", "aggregate", "avs_overlays", "budget",
-           "chapters", "checkpoint_key", "claims", "codebook_sweep", "diagnostics", "downstream", "evaluate",
+           "chapters", "checkpoint_key", "claims", "codebook_sweep", "diagnostics", "downstream", "evaluate", "pool",
            "experiment_config", "field", "history_records", "load_results", "mean_metric", "paper_table",
            "pretrain_run", "pretrained", "results_table", "run_config", "run_history", "run_key", "setup",
            "side_by_side", "snapshot", "table1_grid", "why"]

@@ -1,7 +1,7 @@
 """The book's compute budget per scale: one typed table of steps, seeds, sizes and rows (the only place to change).
 
-``smoke`` exercises every code path in minutes (CI); ``default`` is the published book on 2 CPU cores in under 45
-minutes; ``full`` is everything (a GPU or a long CPU run). :func:`experiment_config` turns a preset into the
+``smoke`` exercises every code path in minutes (CI); ``default`` is the published book on 2 CPU cores in under an
+hour; ``full`` is everything (a GPU or a long CPU run). :func:`experiment_config` turns a preset into the
 configuration a notebook trains at a scale, so equal rows of different tables share one cached run.
 """
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from ..config import ABLATIONS, BOOK_EPOCHS, METHODS, Config, preset
-from ..data.avdigits.build import split_size
+from ..config import ABLATIONS, BOOK_UPDATES, METHODS, Config, preset
 from ..data.avdigits.scales import SCALE_NAMES
 from ..data.schema import PRETRAIN_SIZES
 
@@ -24,6 +23,14 @@ class Budget:
     ``seeds``: downstream head seeds; ``pretrain_seeds``: pre-training seeds of the runs a verdict rests on.
     ``pretrain_sizes[0]`` is the main size (every notebook's default pre-training set, so their runs are shared);
     ``size_sweep_methods`` are also pre-trained at the other sizes; ``ablation_sizes`` are Table 2's sizes.
+
+    Run lengths, in updates: ``book_steps`` for the book recipe's runs the paper's claims rest on (Tables 1-2,
+    Fig. 4, the "why" chapter's recipe; None: the preset's own, ``config.BOOK_UPDATES``); ``short_steps`` for the
+    chapters outside that set (pre-training, Tables 3-5, Fig. 3; None: ``book_steps``); ``experiment_steps`` for the
+    controlled experiments of the "why" chapter (compared with the recipe's snapshot at the same updates);
+    ``pretrain_steps`` for the released recipe's runs (the tables' ``recipe="released"``). Every book-recipe run
+    keeps snapshots at ``curve_steps`` (below its length): the learning curve, and the shorter rows for free.
+    ``batch_size``: every run's batch, None for the preset's own.
     """
 
     seeds: tuple[int, ...]
@@ -35,28 +42,29 @@ class Budget:
     size_sweep_methods: tuple[str, ...]
     ablation_sizes: tuple[str, ...]
     codebook_sizes: tuple[int, ...]
-    explorer_steps: tuple[int, ...]
-    batch_size: int
+    batch_size: int | None
     ablations: tuple[str, ...]
     avt_ablations: tuple[str, ...]
     explorer_classes: int
     avs_seeds: tuple[int, ...]
     avs_epochs: int
-    book_steps: int | None            # updates of the book-recipe presets; None = the preset's epochs (6)
+    book_steps: int | None
+    short_steps: int | None
+    experiment_steps: int
+    curve_steps: tuple[int, ...]
     why_seeds: tuple[int, ...]        # pre-training seeds of the "why" chapter's controlled experiments
-    why_short_steps: int              # the shorter budget that chapter compares with (a snapshot of the same runs)
-    why_long_factor: int              # that chapter's longer row: the book recipe for this many times its updates
 
-    def steps_for(self, recipe: str) -> int | None:
-        """Pre-training updates of a recipe's runs at this scale (``Config.recipe``): ``book_steps`` for the book
-        recipe (None: its epochs), else ``pretrain_steps`` (the released recipe)."""
-        return self.book_steps if recipe == "book" else self.pretrain_steps
+    def steps_for(self, recipe: str) -> int:
+        """Pre-training updates of a recipe's full-length runs at this scale (``Config.recipe``): ``book_steps``
+        (or ``config.BOOK_UPDATES``) for the book recipe, ``pretrain_steps`` for the released one."""
+        if recipe == "book":
+            return self.book_steps if self.book_steps is not None else BOOK_UPDATES
+        return self.pretrain_steps
 
-    def recipe_steps(self, recipe: str, scale: str, pretrain_size: str) -> int:
-        """The number of updates a recipe's run trains at this scale on ``pretrain_size``: ``steps_for``, or for
-        the book recipe's epochs ``BOOK_EPOCHS`` x the batches of one epoch (``drop_last``, as ``train.pretrain``)."""
-        steps = self.steps_for(recipe)
-        return steps if steps is not None else BOOK_EPOCHS * epoch_batches(scale, pretrain_size, self.batch_size)
+    @property
+    def short(self) -> int:
+        """Updates of the runs of the chapters outside the converged set (``short_steps``, else ``steps_for``)."""
+        return self.short_steps if self.short_steps is not None else self.steps_for("book")
 
     @property
     def main_size(self) -> str:
@@ -67,33 +75,36 @@ BUDGETS: dict[str, Budget] = {
     # CI: every code path with tiny runs; the whole book must stay under 10 minutes on 2 cores.
     "smoke": Budget(seeds=(0,), pretrain_seeds=(0,), pretrain_steps=4, pretrain_sizes=("40k",), downstream_epochs=2,
                     methods=("baseline", "cmcm", "unicode"), size_sweep_methods=("baseline", "cmcm", "unicode"),
-                    ablation_sizes=("40k",), codebook_sizes=(16, 64), explorer_steps=(2, 4), batch_size=16,
+                    ablation_sizes=("40k",), codebook_sizes=(16, 64), batch_size=16,
                     ablations=("w/o DCID", "full"), avt_ablations=("w/o CLUB", "full"), explorer_classes=2,
-                    avs_seeds=(0,), avs_epochs=1, book_steps=6, why_seeds=(0,), why_short_steps=2,
-                    why_long_factor=2),
-    # The published book on 2 CPU cores, meant to stay under 45 minutes (benchmarks/book_budget.py estimates it):
-    # every table on the book recipe (6 epochs: 222 updates on 24K, 372 on 40K) with three pre-training seeds and
-    # one head seed, and the "why" chapter's controlled experiments on the same seeds (its runs of the book recipe
-    # train 3x as long; their snapshots at 222 and 75 updates are the recipe's and the fewer-updates rows). Paid for
-    # by rows that run at scale "full" only: Table 1 keeps the baseline, CMCM and Uni-Code at 24K (no 40K sweep, no
-    # other compared method), Table 2 four rows at 24K, Table 3 two AVT rows, Fig. 3 three codebook sizes, AVS heads
-    # of 4 epochs.
+                    avs_seeds=(0,), avs_epochs=1, book_steps=6, short_steps=4, experiment_steps=4,
+                    curve_steps=(2, 4), why_seeds=(0,)),
+    # The published book on 2 CPU cores in under an hour on the slower machines (benchmarks/book_budget.py
+    # estimates it; tools/build_book.py trains every run first, one per core). The claims the paper rests on run
+    # as long as the released recipe (3,000 updates of the book recipe, three pre-training seeds, one head seed):
+    # Table 1's baseline, CMCM and Uni-Code, Table 2's rows without CLUB, Cross-CPC and CMCM, Fig. 4 (Table 1's
+    # runs), the "why" chapter's recipe and learning curve (their snapshots). Its controlled experiments (one
+    # released choice back, the whole released recipe, CLUB's strength and path) run 500 updates each, against the
+    # recipe's snapshot at 500. The other chapters' runs (pre-training, Tables 3-5, Fig. 3) run 500 updates and say
+    # so. Rows that run at scale "full" only: the other compared methods, the 40K and 81K sizes, Table 2's other
+    # rows, more AVT rows and codebook sizes, more head seeds.
     "default": Budget(seeds=(0,), pretrain_seeds=(0, 1, 2), pretrain_steps=200, pretrain_sizes=("24k",),
                       downstream_epochs=15, methods=("baseline", "cmcm", "unicode"),
                       size_sweep_methods=("baseline", "unicode"), ablation_sizes=("24k",),
-                      codebook_sizes=(16, 256), explorer_steps=(20, 60, 200), batch_size=64,
+                      codebook_sizes=(16, 256), batch_size=None,
                       ablations=("w/o CLUB", "w/o Cross-CPC", "w/o CMCM", "full"),
                       avt_ablations=("w/o CLUB", "full"),
-                      explorer_classes=3, avs_seeds=(0,), avs_epochs=4, book_steps=None, why_seeds=(0, 1, 2),
-                      why_short_steps=75, why_long_factor=3),
-    # Everything: all methods at all sizes, both ablation sizes, longer training, more seeds.
-    "full": Budget(seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1, 2), pretrain_steps=2000,
+                      explorer_classes=3, avs_seeds=(0,), avs_epochs=4, book_steps=None, short_steps=500,
+                      experiment_steps=500, curve_steps=(250, 500, 1000, 2000), why_seeds=(0, 1, 2)),
+    # Everything: all methods at all sizes, both ablation sizes, every run as long as the released recipe, more
+    # seeds.
+    "full": Budget(seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1, 2), pretrain_steps=BOOK_UPDATES,
                    pretrain_sizes=PRETRAIN_SIZES, downstream_epochs=30, methods=tuple(METHODS),
                    size_sweep_methods=tuple(METHODS), ablation_sizes=("24k", "40k"),
-                   codebook_sizes=(16, 32, 64, 128, 256, 512), explorer_steps=(100, 500, 2000), batch_size=64,
+                   codebook_sizes=(16, 32, 64, 128, 256, 512), batch_size=None,
                    ablations=tuple(ABLATIONS), avt_ablations=tuple(r for r in ABLATIONS if r != "w/o DCID"),
-                   explorer_classes=3, avs_seeds=(0, 1, 2), avs_epochs=10, book_steps=None,
-                   why_seeds=(0, 1, 2, 3, 4), why_short_steps=75, why_long_factor=3),
+                   explorer_classes=3, avs_seeds=(0, 1, 2), avs_epochs=10, book_steps=None, short_steps=None,
+                   experiment_steps=BOOK_UPDATES, curve_steps=(250, 500, 1000, 2000), why_seeds=(0, 1, 2, 3, 4)),
 }
 
 
@@ -102,11 +113,6 @@ def budget(scale: str) -> Budget:
     if scale not in BUDGETS:
         raise ValueError(f"unknown scale {scale!r}; expected one of {list(SCALE_NAMES)}")
     return BUDGETS[scale]
-
-
-def epoch_batches(scale: str, pretrain_size: str, batch_size: int) -> int:
-    """Optimiser steps in one epoch of the embedded AV-Digits pre-training set ``pretrain_size`` at ``scale``."""
-    return split_size(scale, "pretrain", pretrain_size) // batch_size
 
 
 def with_seeds(b: Budget, seeds=None) -> Budget:
@@ -154,20 +160,20 @@ def table1_grid(scale: str | Budget) -> list[tuple[str, str]]:
 
 def experiment_config(preset_name: str, method: str = "unicode", *, scale: str, seed: int = 0, device: str = "cpu",
                       pretrain_size: str | None = None, overrides=()) -> Config:
-    """A preset sized by the scale's budget: batch size, data scale, pre-training size (None: the preset's own,
-    ``DataConfig.pretrain_size``), seed, device, logging; its recipe (``Config.recipe``) sets its updates.
+    """A preset sized by the scale's budget: batch size (None: the preset's), data scale, pre-training size (None:
+    the preset's own, ``DataConfig.pretrain_size``), seed, device, logging; its recipe (``Config.recipe``) sets its
+    updates (``Budget.steps_for``).
 
-    Runs keep no per-epoch checkpoints, only ``final.pt`` and the snapshots at the scale's ``explorer_steps`` (and,
-    for the book recipe, at ``why_short_steps``; ``runs.snapshot``).
+    Runs keep no per-epoch checkpoints, only ``final.pt`` and, for the book recipe, the snapshots at the scale's
+    ``curve_steps`` (``runs.snapshot``), the same list for every run so that equal rows share one cached run.
     """
     b = budget(scale)
     cfg = preset(preset_name, method)
-    steps = b.steps_for(cfg.recipe)
-    log_every = max(1, steps // 15) if steps else 10
-    kept = set(b.explorer_steps) | ({b.why_short_steps} if cfg.recipe == "book" else set())
-    snapshots = ",".join(str(s) for s in sorted(kept) if steps is None or s < steps)
-    base = [f"train.batch_size={b.batch_size}", f"train.seed={int(seed)}", f"train.device={device}",
-            f"train.log_every={log_every}", f"data.scale={scale}",
-            f"data.pretrain_size={pretrain_size or cfg.data.pretrain_size}", "train.epoch_ckpts=false",
-            f"train.snapshot_steps=[{snapshots}]"]
+    log_every = max(1, b.steps_for(cfg.recipe) // 60)
+    snapshots = ",".join(str(s) for s in b.curve_steps) if cfg.recipe == "book" else ""
+    base = [f"train.seed={int(seed)}", f"train.device={device}", f"train.log_every={log_every}",
+            f"data.scale={scale}", f"data.pretrain_size={pretrain_size or cfg.data.pretrain_size}",
+            "train.epoch_ckpts=false", f"train.snapshot_steps=[{snapshots}]"]
+    if b.batch_size is not None:
+        base.insert(0, f"train.batch_size={b.batch_size}")
     return cfg.override(*base, *overrides)

@@ -37,8 +37,8 @@ def _per_measure(records: list[dict], measures: Sequence[str]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------------ chapters
 def pretraining(nb: NotebookRun) -> dict[int, Path]:
-    """Notebook 02: one AVT Uni-Code run per pre-training seed."""
-    return {s: nb.pretrain(nb.preset("avt"), "unicode", seed=s) for s in nb.pretrain_seeds}
+    """Notebook 02: one AVT Uni-Code run per pre-training seed (the other chapters' length, :meth:`short`)."""
+    return {s: nb.pretrain(nb.preset("avt"), "unicode", seed=s, steps=nb.short()) for s in nb.pretrain_seeds}
 
 
 def table1(nb: NotebookRun) -> list[dict]:
@@ -74,11 +74,12 @@ def table3(nb: NotebookRun) -> list[dict]:
     records = []
     for row in nb.budget.avt_ablations:
         for seed in nb.pretrain_seeds:
-            ckpt = nb.pretrain(nb.preset("avt"), "unicode", seed=seed, overrides=ablation_overrides(row))
+            ckpt = nb.pretrain(nb.preset("avt"), "unicode", seed=seed, overrides=ablation_overrides(row),
+                               steps=nb.short())
             for task in AVT_TASKS:
                 records += nb.evaluate(ckpt, task, AV_DIRECTIONS, tags={"row": row})
     for seed in nb.pretrain_seeds:
-        ckpt = nb.pretrain(nb.preset("avt"), "unicode", seed=seed)
+        ckpt = nb.pretrain(nb.preset("avt"), "unicode", seed=seed, steps=nb.short())
         for task in LABELLED_TASKS:
             for same, label in LABELLED_ROW:
                 records += nb.evaluate(ckpt, task, same, tags={"row": "labeled modality", "direction": label})
@@ -86,13 +87,18 @@ def table3(nb: NotebookRun) -> list[dict]:
 
 
 def figure3(nb: NotebookRun) -> list[dict]:
-    """Notebook 06: AVE records of Uni-Code per codebook size (``budgets.codebook_sweep``), tagged
-    ``codebook_size``."""
-    records = []
+    """Notebook 06: AVE records of Uni-Code per codebook size (``budgets.codebook_sweep``) at the other chapters'
+    length (:meth:`short`), tagged ``codebook_size``; the preset's own size is Table 1's run (at that length its
+    snapshot)."""
+    records, own = [], nb.config(nb.preset("av")).model.codebook_size
     for size in codebook_sweep(nb.budget, nb.preset("av")):
         for seed in nb.pretrain_seeds:
-            ckpt = nb.pretrain(nb.preset("av"), "unicode", seed=seed, pretrain_size=nb.budget.main_size,
-                               overrides=[f"model.codebook_size={size}"])
+            if size == own:              # Table 1's run, at the short length its snapshot
+                ckpt = nb.pretrain(nb.preset("av"), "unicode", seed=seed, pretrain_size=nb.budget.main_size,
+                                   at=nb.short())
+            else:
+                ckpt = nb.pretrain(nb.preset("av"), "unicode", seed=seed, pretrain_size=nb.budget.main_size,
+                                   overrides=[f"model.codebook_size={size}"], steps=nb.short())
             records += nb.evaluate(ckpt, "ave", AV_DIRECTIONS, tags={"codebook_size": size})
     return records
 
@@ -112,7 +118,7 @@ def table4(nb: NotebookRun, count: int = 4) -> tuple[list[dict], dict[str, dict]
     epochs = nb.budget.avs_epochs
     for method in PAIR_METHODS:
         for seed in nb.pretrain_seeds:
-            ckpt = nb.pretrain(nb.preset("avt"), method, seed=seed)
+            ckpt = nb.pretrain(nb.preset("avt"), method, seed=seed, steps=nb.short())
             if seed == nb.pretrain_seeds[0]:
                 masks[method] = nb.avs_overlays(ckpt, train_modality="text", test_modality="audio",
                                                 seed=nb.avs_seeds[0], epochs=epochs, count=count)
@@ -128,19 +134,24 @@ def table5(nb: NotebookRun) -> list[dict]:
     records = []
     for method in PAIR_METHODS:
         for seed in nb.pretrain_seeds:
-            ckpt = nb.pretrain(nb.preset("vt"), method, seed=seed, pretrain_size=size)
+            ckpt = nb.pretrain(nb.preset("vt"), method, seed=seed, pretrain_size=size, steps=nb.short())
             records += _per_measure(nb.evaluate(ckpt, "retrieval", RETRIEVAL_DIRECTIONS, tags={"method": method}),
                                     ("R@5", "R@10"))
     return records
 
 
-def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict[int, Path]], list[dict], list[dict]]:
-    """Notebook 01: the controlled experiments' checkpoints per (row, seed) (``why.row_runs``), their AVE records
-    (``why.transfer``) and the baseline's cross-modal records over the same seeds (the targets' reference)."""
-    runs = why.row_runs(nb)
-    baseline = why.baseline_runs(nb, nb.budget.why_seeds)
-    base = [r for c in baseline.values() for r in nb.evaluate(c, "ave", why.CROSS, tags={"row": "baseline"})]
-    return runs, why.transfer(nb, runs), base
+def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """Notebook 01: the checkpoints per part (``why``: ``curve`` {updates: {seed: ckpt}}, ``rows`` and ``club``
+    {row: {seed: ckpt}}, ``full club`` the recipe with and without CLUB at full length, ``baseline`` {seed: ckpt})
+    and their AVE records (the same keys; ``baseline``: its cross-modal directions), over ``why_seeds``."""
+    seeds = nb.budget.why_seeds
+    runs = {"curve": why.curve_runs(nb, seeds), "rows": why.row_runs(nb, seeds), "club": why.club_runs(nb, seeds),
+            "full club": why.converged_club_runs(nb, seeds), "baseline": why.baseline_runs(nb, seeds)}
+    records = {"curve": why.transfer(nb, runs["curve"], key="updates"), "rows": why.transfer(nb, runs["rows"]),
+               "club": why.transfer(nb, runs["club"]), "full club": why.transfer(nb, runs["full club"]),
+               "baseline": [r for c in runs["baseline"].values()
+                            for r in nb.evaluate(c, "ave", why.CROSS, nb.seeds[:1], tags={"row": "baseline"})]}
+    return runs, records
 
 
 # ------------------------------------------------------------------------------------------------------ the plan
@@ -158,6 +169,7 @@ class PlannedRun:
     method: str
     overrides: tuple[str, ...]
     heads: set[tuple] = field(default_factory=set)
+    chapters: set[str] = field(default_factory=set)         # every chapter that asks for it
 
     def heads_per_checkpoint(self) -> dict[tuple[str, str], int]:
         """Head trainings per ``(task, checkpoint)``: the first on each extracts that checkpoint's codes."""
@@ -174,21 +186,24 @@ class PlanRecorder(NotebookRun):
 
     PLACEHOLDER = Path("<planned>")
 
-    def __init__(self, scale: str, b: Budget, recipe: str = "book"):
-        super().__init__(scale, "avdigits", "cpu", None, b, recipe)
+    def __init__(self, scale: str, b: Budget, recipe: str = "book", device: str = "cpu"):
+        super().__init__(scale, "avdigits", device, None, b, recipe)
         self.chapter = ""
         self.runs: dict[str, PlannedRun] = {}
         self.calls = 0
 
     def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str | None = None,
-                 overrides: Sequence[str] = (), steps: int | None = None) -> Path:
+                 overrides: Sequence[str] = (), steps: int | None = None, at: int | None = None) -> Path:
         self.calls += 1
         cfg = self.config(preset_name, method, seed=seed, pretrain_size=pretrain_size, overrides=overrides)
-        updates = self._asked(cfg, steps)
-        full, key = run_key(cfg, self.data, steps or self.budget.steps_for(cfg.recipe))
-        self.runs.setdefault(key, PlannedRun(key, full, updates, self.chapter, cfg.preset, method,
-                                             tuple(overrides)))
-        return self.PLACEHOLDER / key / "final.pt"
+        full = self.updates(cfg, steps)
+        self._asked(cfg, at or full)
+        full_cfg, key = run_key(cfg, self.data, full)
+        run = self.runs.setdefault(key, PlannedRun(key, full_cfg, full, self.chapter, cfg.preset, method,
+                                                   tuple(overrides)))
+        run.chapters.add(self.chapter)
+        path = self.PLACEHOLDER / key / "final.pt"
+        return path if at in (None, full) else self.snapshot(path, at)
 
     def snapshot(self, ckpt, step: int) -> Path:
         return Path(ckpt).parent / snapshot_name(step)
@@ -205,12 +220,13 @@ class PlanRecorder(NotebookRun):
         return {}
 
 
-def plan(scale: str, recipe: str = "book", b: Budget | None = None,
-         seeds: Sequence[int] | None = None) -> PlanRecorder:
+def plan(scale: str, recipe: str = "book", b: Budget | None = None, seeds: Sequence[int] | None = None,
+         device: str = "cpu") -> PlanRecorder:
     """Every pre-training run and head training of notebooks 01-09 at ``scale`` (budget ``b``, default the
-    scale's; ``seeds``: the notebooks' head-seed parameter), recorded without training: the recorder's ``runs``
+    scale's; ``seeds``: the notebooks' head-seed parameter; ``device``: theirs, part of each run's configuration),
+    recorded without training: the recorder's ``runs``
     (distinct runs by cache key, in the order the chapters first ask for them) and ``calls`` (pretrain calls)."""
-    recorder = PlanRecorder(scale, with_seeds(b if b is not None else budget(scale), seeds), recipe)
+    recorder = PlanRecorder(scale, with_seeds(b if b is not None else budget(scale), seeds), recipe, device)
     chapters = {"02": pretraining, "03": table1, "04": table2, "05": table3, "06": figure3, "07": figure4,
                 "08": table4, "09": table5}
     for name, chapter in chapters.items():

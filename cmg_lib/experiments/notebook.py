@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import BOOK_EPOCHS, Config, recipe_preset
+from ..config import Config, recipe_preset
 from ..data.avdigits.scales import SCALE_NAMES
 from . import claims
 from .budgets import PUBLISHED_SCALE, Budget, budget, experiment_config, with_seeds
@@ -54,13 +54,21 @@ class NotebookRun:
         return recipe_preset(self.recipe, modalities)
 
     def pretrain(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str | None = None,
-                 overrides: Sequence[str] = (), steps: int | None = None) -> Path:
+                 overrides: Sequence[str] = (), steps: int | None = None, at: int | None = None) -> Path:
         """The cached run (``runs.pretrained``) of a preset at this notebook's scale (``budgets.experiment_config``;
-        ``pretrain_size`` None: the preset's own), for ``steps`` or its recipe's updates at this scale. Its number
-        of updates is remembered for :meth:`scope`."""
+        ``pretrain_size`` None: the preset's own), for ``steps`` or its recipe's updates at this scale; with ``at``,
+        that run's checkpoint at ``at`` updates (its snapshot, ``Budget.curve_steps``: identical to a run of that
+        length, and free where the full-length run is trained anyway). The updates of what is returned are
+        remembered for :meth:`scope`."""
         cfg = self.config(preset_name, method, seed=seed, pretrain_size=pretrain_size, overrides=overrides)
-        self._asked(cfg, steps)
-        return pretrained(cfg, self.data, steps=steps or self.budget.steps_for(cfg.recipe), cache_dir=self.cache_dir)
+        full = self.updates(cfg, steps)
+        self._asked(cfg, at or full)
+        ckpt = pretrained(cfg, self.data, steps=full, cache_dir=self.cache_dir)
+        return ckpt if at in (None, full) else snapshot(ckpt, at)
+
+    def updates(self, cfg: Config, steps: int | None = None) -> int:
+        """What a run of ``cfg`` trains: ``steps``, else the budget's updates for its recipe."""
+        return int(steps or self.budget.steps_for(cfg.recipe))
 
     def config(self, preset_name: str, method: str = "unicode", *, seed: int = 0, pretrain_size: str | None = None,
                overrides: Sequence[str] = ()) -> Config:
@@ -72,21 +80,21 @@ class NotebookRun:
         """The same run's checkpoint at ``step`` (``runs.snapshot``)."""
         return snapshot(ckpt, step)
 
-    def _asked(self, cfg: Config, steps: int | None) -> int | str:
-        """Remember a run asked for (its updates, for :meth:`scope`) and return those updates."""
-        updates = self._updates(cfg, steps)
-        self.trained.setdefault((cfg.preset, cfg.data.pretrain_size), set()).add(updates)
-        return updates
+    def checkpoint_steps(self) -> list[int]:
+        """The updates at which this notebook's full-length runs have checkpoints: for the book recipe its
+        snapshots (``Budget.curve_steps``) and its full length, for the released recipe its full length."""
+        full = self.budget.steps_for(self.recipe)
+        kept = self.budget.curve_steps if self.recipe == "book" else ()
+        return [*(s for s in kept if s < full), full]
 
-    def _updates(self, cfg: Config, steps: int | None) -> int | str:
-        """What a run of ``pretrain`` trains: ``steps``, else the budget's steps for its recipe, else the book
-        recipe's epochs as updates of the embedded set (as "6 epochs" for other data, whose size is not known here)."""
-        fixed = steps or self.budget.steps_for(cfg.recipe)
-        if fixed is not None:
-            return fixed
-        if self.data != "avdigits":
-            return f"{BOOK_EPOCHS} epochs"
-        return self.budget.recipe_steps(cfg.recipe, self.scale, cfg.data.pretrain_size)
+    def short(self) -> int | None:
+        """Updates of the runs of the chapters outside the converged set (``Budget.short``) for the book recipe;
+        None (the budget's steps for the recipe) for the released one."""
+        return self.budget.short if self.recipe == "book" else None
+
+    def _asked(self, cfg: Config, updates: int) -> None:
+        """Remember the updates of a checkpoint handed out (for :meth:`scope`)."""
+        self.trained.setdefault((cfg.preset, cfg.data.pretrain_size), set()).add(int(updates))
 
     def steps_text(self) -> str:
         """The updates of the runs this notebook asked for, e.g. "222 (book_av, 24K); 372 (book_avt, 40K)"."""
@@ -94,8 +102,7 @@ class NotebookRun:
             return str(self.budget.pretrain_steps)
         parts = []
         for (preset_name, size), lengths in sorted(self.trained.items()):
-            ordered = sorted(lengths, key=lambda v: (isinstance(v, str), v))       # numbers first, then "6 epochs"
-            parts.append(f"{', '.join(map(str, ordered))} ({preset_name}, {size.upper()})")
+            parts.append(f"{', '.join(map(str, sorted(lengths)))} ({preset_name}, {size.upper()})")
         return "; ".join(parts)
 
     def evaluate(self, ckpt, task: str, directions, seeds: Sequence[int] | None = None, **kwargs) -> list[dict]:
@@ -150,8 +157,8 @@ def scale_banner(scale: str) -> str:
     published = budget(PUBLISHED_SCALE)
 
     def run_text(b: Budget) -> str:
-        updates = f"{b.book_steps} updates" if b.book_steps else f"{BOOK_EPOCHS} epochs"
-        return (f"book recipe {updates}, released recipe {b.pretrain_steps} steps, pre-training seeds "
+        return (f"book recipe {b.steps_for('book')} updates (other chapters {b.short}, controlled experiments "
+                f"{b.experiment_steps}), released recipe {b.pretrain_steps} updates, pre-training seeds "
                 f"{list(b.pretrain_seeds)}, head seeds {list(b.seeds)}")
 
     run = f"{run_text(this)}, {this.downstream_epochs} head epochs"

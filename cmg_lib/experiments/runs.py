@@ -32,6 +32,8 @@ def run_key(config: Config, data: str | None = None, steps: int | None = None) -
         if int(steps) < 1:
             raise ValueError(f"steps must be a positive number of optimiser steps, got {steps}")
         d["train"]["max_steps"] = int(steps)
+        # snapshots at or past the last step would only copy final.pt: a run of fewer updates keeps those below it
+        d["train"]["snapshot_steps"] = [s for s in d["train"]["snapshot_steps"] if s < int(steps)]
     full = Config.from_dict(d)
     return full, full.key()
 

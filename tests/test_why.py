@@ -1,0 +1,153 @@
+"""The "why" chapter's levers and measures: CLUB's y scale, weight and reconstruction path, the decoder's reliance on
+the code, the raw-feature reference, the paper's transfer ratio, the learning curve, and the pool that trains the
+book's runs before the notebooks."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from cmg_lib.config import preset
+from cmg_lib.experiments import diagnostics, paper, pool, runs
+from cmg_lib.model import build_model
+from cmg_lib.step import standardized, step_loss
+
+
+def test_standardized_puts_each_feature_at_mean_0_and_std_1_over_the_rows():
+    y = torch.tensor([[[1.0, 10.0], [3.0, 10.0]], [[5.0, 30.0], [7.0, 30.0]]])     # (B=2, T=2, d=2)
+    out = standardized(y)
+    torch.testing.assert_close(out.reshape(-1, 2).mean(0), torch.zeros(2))
+    # feature 0: 1, 3, 5, 7 (mean 4, population std sqrt(5)); feature 1: 10, 10, 30, 30 (mean 20, std 10)
+    torch.testing.assert_close(out[..., 0].flatten(), (torch.tensor([1.0, 3, 5, 7]) - 4) / (5 ** 0.5 + 1e-5))
+    torch.testing.assert_close(out[..., 1].flatten(), torch.tensor([-1.0, -1, 1, 1]), rtol=1e-5, atol=1e-5)
+
+
+def _model(*overrides: str):
+    torch.manual_seed(0)
+    return build_model(preset("released_av", overrides=["model.dropout=0.0", *overrides])).train()
+
+
+def test_club_y_scale_standardizes_what_the_estimators_see(make_batch):
+    model = _model("model.club_y_scale=standardized")
+    out = step_loss(model, make_batch(model.config, batch=6))
+    for _, y in out.club_inputs.values():
+        rows = y.reshape(-1, y.shape[-1])
+        torch.testing.assert_close(rows.mean(0), torch.zeros(rows.shape[1]), atol=1e-5, rtol=0)
+        # 1 up to eps = 1e-5 against each feature's spread (Psi's ReLU outputs are ~1e-3 at initialisation)
+        torch.testing.assert_close(rows.std(0, correction=0), torch.ones(rows.shape[1]), atol=1e-2, rtol=0)
+    raw = step_loss(_model(), make_batch(model.config, batch=6))
+    assert any(abs(float(y.reshape(-1, y.shape[-1]).std(0).mean()) - 1) > 0.1 for _, y in raw.club_inputs.values())
+
+
+def test_club_weight_scales_the_mi_terms_exactly(make_batch):
+    batch = make_batch(preset("released_av"), batch=6)
+    one = step_loss(_model(), batch).terms
+    tenth = step_loss(_model("model.club_weight=0.1"), batch).terms
+    for name in ("mi/audio", "mi/video"):
+        assert float(tenth[name].detach()) == pytest.approx(0.1 * float(one[name].detach()), rel=1e-5)
+    assert float(tenth["recon/audio"].detach()) == float(one["recon/audio"].detach())
+    with pytest.raises(ValueError, match="club_weight"):
+        preset("released_av", overrides=["model.club_weight=-1"])
+
+
+@pytest.mark.parametrize("trains", [True, False])
+def test_recon_trains_code_decides_whether_reconstruction_reaches_phi(make_batch, trains):
+    model = _model(f"model.recon_trains_code={str(trains).lower()}")
+    out = step_loss(model, make_batch(model.config, batch=4))
+    recon = sum(v for k, v in out.terms.items() if k.startswith("recon/"))
+    recon.backward()
+    phi = [p.grad for p in model.semantic.parameters() if p.grad is not None]
+    psi = [p.grad for p in model.specific.parameters() if p.grad is not None]
+    assert any(float(g.abs().sum()) > 0 for g in psi)              # the specific encoders always learn from it
+    assert any(float(g.abs().sum()) > 0 for g in phi) == trains
+
+
+def test_code_reliance_is_one_when_the_decoder_ignores_the_code():
+    model = _model().eval()
+    x = torch.randn(8, 10, *model.config.model.spec("audio").feature_shape, generator=torch.Generator().manual_seed(1))
+    assert diagnostics.code_reliance(model, "audio", x)["code_reliance"] != pytest.approx(1.0)
+    with torch.no_grad():                      # the code's projection zeroed: the decoder reads Psi(x) alone
+        model.decoders["audio"].code_proj.weight.zero_()
+        model.decoders["audio"].code_proj.bias.zero_()
+    out = diagnostics.code_reliance(model, "audio", x)
+    assert out["code_reliance"] == pytest.approx(1.0) and out["recon"] > 0
+
+
+def test_raw_features_stand_in_for_codes():
+    from cmg_lib.downstream import RawFeatures
+
+    raw = RawFeatures("video", (5, 5, 64))
+    assert raw.config.model.hidden_dim == 1600 and raw.modalities == ("video",)
+    x = torch.randn(2, 10, 5, 5, 64)
+    indices, vectors = raw.quantize(x, "video")
+    assert indices is None and torch.equal(vectors, x.reshape(2, 10, 1600))
+    with pytest.raises(ValueError, match="not 'audio'"):
+        raw.quantize(x, "audio")
+    with pytest.raises(ValueError, match=r"\(B, T, 5, 5, 64\)"):
+        raw.quantize(torch.randn(2, 10, 64), "video")
+
+
+def test_raw_reference_runs_the_task_head_on_raw_features(avdigits_smoke):
+    from cmg_lib.experiments.evals import raw_reference
+
+    first = raw_reference("ave", "audio", [0], scale="smoke", cache_dir=avdigits_smoke, epochs=2)
+    again = raw_reference("ave", "audio", [0], scale="smoke", cache_dir=avdigits_smoke, epochs=2)
+    assert first[0]["metric"] == again[0]["metric"] and 0 <= first[0]["metric"] <= 100
+    assert first[0]["direction"] == "A→A" and first[0]["pretrain"]["preset"] == "raw features (audio)"
+    assert len(list((avdigits_smoke / "results").glob("ave-raw-*.json"))) == 1      # computed once, then read
+
+
+def test_paper_transfer_ratio_is_read_from_its_table3():
+    assert paper.transfer_ratio() == pytest.approx((54.1 + 55.0) / (64.8 + 65.8))
+    assert paper.transfer_ratio("avvp") == pytest.approx((63.4 + 71.0) / (71.0 + 72.9))
+    with pytest.raises(ValueError, match="no labelled-modality row"):
+        paper.transfer_ratio("ave_avvp")
+
+
+def test_learning_curve_draws_one_panel_per_measure():
+    from cmg_lib.viz import learning_curve
+
+    rows = [{"updates": u, "seed": s, "labelled": 50.0 + s, "cross": 40.0 + u / 1000, "same code": 10.0}
+            for u in (250, 1000, 3000) for s in (0, 1, 2)]
+    fig = learning_curve(rows)
+    assert len(fig.axes) == 3 and [ax.get_ylabel() for ax in fig.axes] == ["labelled (%)", "cross (%)",
+                                                                           "same code (%)"]
+    mean_line = fig.axes[1].lines[-1]
+    assert list(mean_line.get_xdata()) == [250, 1000, 3000]
+    assert list(mean_line.get_ydata()) == pytest.approx([40.25, 41.0, 43.0])
+    with pytest.raises(ValueError, match="lack"):
+        learning_curve([{"updates": 1, "seed": 0}])
+
+
+def test_run_key_keeps_only_the_snapshots_below_a_runs_length():
+    cfg = preset("book_av", overrides=["train.snapshot_steps=[250,500,1000,2000]"])
+    short, key = runs.run_key(cfg, "avdigits", 500)
+    assert short.train.snapshot_steps == (250,) and short.train.max_steps == 500
+    assert runs.run_key(cfg, "avdigits", 3000)[0].train.snapshot_steps == (250, 500, 1000, 2000)
+    assert key != runs.run_key(cfg, "avdigits", 3000)[1]
+
+
+def _job(seed: int, **model):
+    cfg = preset("released_av", overrides=["train.batch_size=4", f"train.seed={seed}", "train.epoch_ckpts=false",
+                                           "data.scale=smoke", *(f"model.{k}={v}" for k, v in model.items())])
+    full, key = runs.run_key(cfg, "avdigits", 2)
+    return pool.RunJob(full.to_dict(), 2, key, f"seed {seed}", pool.job_cost(full.to_dict(), 2))
+
+
+def test_pool_trains_each_pending_run_once_and_names_a_failing_one(avdigits_smoke):
+    jobs = [_job(0), _job(1)]
+    assert pool.job_cost(jobs[0].config_dict, 2) == 2 * 4 * 2            # updates x batch x modalities
+    logged = []
+    seconds = pool.train_runs(jobs, cache_dir=avdigits_smoke, workers=2, log=logged.append)
+    assert set(seconds) == {j.key for j in jobs}
+    assert all((avdigits_smoke / "runs" / j.key / "final.pt").exists() for j in jobs)
+    assert pool.pending(jobs, avdigits_smoke) == [] and "2/2" in logged[-1]
+    assert pool.train_runs(jobs, cache_dir=avdigits_smoke, log=logged.append) == {}          # all cached
+    bad = _job(2, codebook_size=0)                                        # no codes: fails in the worker
+    with pytest.raises(RuntimeError, match=f"pre-training run seed 2 \\(cache key {bad.key}\\) failed"):
+        pool.train_runs([bad], cache_dir=avdigits_smoke, workers=1, log=logged.append)
+    assert not (avdigits_smoke / "runs" / bad.key).exists()             # nothing half-written
+    assert not any(p.name.startswith(bad.key + ".") and "tmp" in p.name for p in (avdigits_smoke / "runs").iterdir())
+    assert math.isfinite(sum(seconds.values())) and os.cpu_count()
