@@ -241,8 +241,10 @@ def test_extractors_trained_on_their_own_pool_and_task(avdigits_smoke):
     b = st.bank
     assert (b["voice_pool"][b["extractor_audio_voices"]] == banks.EXTRACTOR).all()
     assert (b["image_pool"][b["extractor_images"]] == banks.EXTRACTOR).all()
+    before = torch.get_rng_state()
     model = extractors.load(b, "digit_net", extractors.DigitNet)
     assert not any(p.requires_grad for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), before)        # a run's random draws do not depend on the load
 
 
 def test_test_splits_use_unseen_voices_and_images(avdigits_smoke):

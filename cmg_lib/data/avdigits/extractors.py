@@ -103,8 +103,11 @@ def state(model: nn.Module, prefix: str) -> dict[str, np.ndarray]:
     return {f"{prefix}/{k}": v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 def load(bank: dict, prefix: str, cls, **kwargs) -> nn.Module:
-    """Rebuild a frozen extractor from the ``prefix/*`` arrays of a bank."""
-    model = cls(**kwargs)
+    """Rebuild a frozen extractor from the ``prefix/*`` arrays of a bank, without touching torch's global random
+    state (the layers' random initialisation, overwritten at once, runs on a forked generator: a training run that
+    first reads a fresh build's video features then draws the same numbers as one that finds them cached)."""
+    with torch.random.fork_rng(devices=[]):
+        model = cls(**kwargs)
     model.load_state_dict({k[len(prefix) + 1:]: torch.from_numpy(np.asarray(v)) for k, v in bank.items()
                            if k.startswith(prefix + "/")})
     return model.eval().requires_grad_(False)
