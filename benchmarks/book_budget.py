@@ -4,8 +4,9 @@ The pre-training runs are the ones the notebooks make (``book_runs``: ``experime
 chapter functions that notebooks 01-09 call, recording instead of training; equal configurations share one cached
 run, so they are counted once by their cache key). Each distinct configuration's step is timed on random inputs of
 its shapes (``pretrain_step.step_seconds``: ``--steps`` steps after one warm-up, median) with ``--threads`` threads
-and with ``--threads / 2`` (two notebooks side by side, as ``tools/build_book.py`` runs them); the estimate is runs
-x steps x step time. Each downstream task's head training is timed once on a randomly initialised model (needs the
+and with one thread; the estimate is runs x steps x step time, one run at a time on ``--threads`` threads, and in
+the build's pool (``experiments.pool``: ``--workers`` one-thread workers, longest run first, each run given to the
+first free worker; steps timed alone, so the neighbours' share of the memory bandwidth is not counted). Each downstream task's head training is timed once on a randomly initialised model (needs the
 scale's data: ``make data``) and multiplied by the number of head trainings the chapters make (the first on each
 checkpoint extracts its codes).
 
@@ -29,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_step import step_seconds  # noqa: E402
 
 from cmg_lib.config import RECIPES  # noqa: E402
+from cmg_lib.hardware import gemm_gflops, usable_cores  # noqa: E402
 from cmg_lib.model import build_model  # noqa: E402
 from cmg_lib.train import seed_everything  # noqa: E402
 
-LIMIT_S = 45 * 60          # the default book's build limit on 2 cores
-WORKERS = 2                # notebooks side by side in tools/build_book.py on a 2-core machine
+LIMIT_S = 60 * 60          # the default book's build limit on 2 cores of the slower machines
+SLOW_GEMM_GFLOPS = 110     # their float32 GEMM rate (2 threads, AVX2)
 
 
 def read_budget(scale: str):
@@ -56,6 +58,15 @@ HEAD_SHAPES = {"ave": ("released_av", ("video", "audio"), "downstream_epochs"),
                "ucf_vgg": ("released_avt", ("video", "audio"), "downstream_epochs"),
                "avs": ("released_avt", ("text", "audio"), "avs_epochs"),
                "retrieval": ("released_vt", ("video", "text"), "downstream_epochs")}
+
+
+def pool_seconds(run_seconds: list[float], workers: int) -> float:
+    """When the last of the runs ends if each, longest first, goes to the first free of ``workers`` workers (the
+    order ``experiments.pool`` submits them in)."""
+    free = [0.0] * max(1, workers)
+    for sec in sorted(run_seconds, reverse=True):
+        free[free.index(min(free))] += sec
+    return max(free)
 
 
 def downstream_seconds(tasks, scale: str, b, threads: int) -> dict[str, tuple[float, float]] | None:
@@ -91,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="default")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=usable_cores(), help="the build's pool (default: the cores)")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per distinct configuration")
     parser.add_argument("--recipe", default="book", choices=sorted(RECIPES),
                         help="the tables' recipe (the notebooks' `recipe` parameter)")
@@ -116,17 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = plan.runs
     timed: dict[tuple, tuple[float, float]] = {}
     started = time.perf_counter()
-    step_s: dict[str, tuple[float, float]] = {}     # run key -> (step seconds, step seconds side by side)
+    step_s: dict[str, tuple[float, float]] = {}     # run key -> (step seconds, step seconds on one thread)
     for key, run in runs.items():           # the data size does not change a step's cost: time each shape once
         shape = (run.preset, run.method, run.overrides)
         if shape not in timed:
             timed[shape] = (step_seconds(run.config, args.steps, threads=args.threads),
-                            step_seconds(run.config, args.steps, threads=max(1, args.threads // WORKERS)))
+                            step_seconds(run.config, args.steps, threads=1))
         step_s[key] = timed[shape]
     total = sum(step_s[k][0] * r.steps for k, r in runs.items())
-    side = sum(step_s[k][1] * r.steps for k, r in runs.items()) / WORKERS
+    pooled = pool_seconds([step_s[k][1] * r.steps for k, r in runs.items()], args.workers)
     print(f"scale={args.scale} recipe={args.recipe} threads={args.threads} pretrain_steps={b.pretrain_steps} "
-          f"book_steps={b.book_steps} batch={b.batch_size} "
+          f"book_steps={b.steps_for('book')} short_steps={b.short} experiment_steps={b.experiment_steps} "
           f"({plan.calls} pretrain calls in the notebooks, {len(runs)} distinct runs, {len(timed)} step shapes "
           f"timed in {time.perf_counter() - started:.0f} s)")
     by_nb: dict[str, list] = {}
@@ -141,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         for task, *_ in r.heads:
             heads[task] = heads.get(task, 0) + 1
     print(f"pre-training, one run at a time ({args.threads} threads): {total:.0f} s = {total / 60:.1f} min")
-    print(f"pre-training, {WORKERS} runs side by side ({max(1, args.threads // WORKERS)} thread(s) each, as "
-          f"tools/build_book.py runs notebooks; perfect packing): {side:.0f} s = {side / 60:.1f} min")
+    print(f"pre-training in the build's pool, {args.workers} one-thread workers, longest first: {pooled:.0f} s = "
+          f"{pooled / 60:.1f} min")
     per_head = downstream_seconds(heads, args.scale, b, args.threads)
     if per_head is None:
         print("downstream heads (not timed: the AV-Digits data of this scale is not built; `make data SCALE=...`): "
@@ -153,11 +165,13 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{t} {heads[t]}; {a:.1f} / {r:.1f} s" for t, (a, r) in per_head.items()))
         down = sum(per_head[t][0] + (n - 1) * per_head[t][1] for r in runs.values()
                    for (t, _ckpt), n in r.heads_per_checkpoint().items())
-    best = min(total, side) + down
-    print(f"estimate: pre-training {min(total, side) / 60:.1f} min + downstream {down / 60:.1f} min = "
-          f"{best / 60:.1f} min of compute, {best / LIMIT_S:.0%} of the {LIMIT_S // 60}-minute limit (the data "
-          "build, diagnostics, figures, data loading, kernel starts and the HTML build come on top: about 14 min in "
-          "the default build timed on a 2-core AVX2 machine, 2026-12-02)")
+    best = min(total, pooled) + down / 2             # the notebooks run two at a time
+    rate = gemm_gflops()
+    print(f"estimate: pre-training {min(total, pooled) / 60:.1f} min + downstream {down / 60:.1f} min over two "
+          f"notebooks at a time = {best / 60:.1f} min of compute on this machine (GEMM rate {rate:.0f} GFLOP/s with "
+          f"{torch.get_num_threads()} threads), {best * rate / SLOW_GEMM_GFLOPS / 60:.1f} min scaled to a "
+          f"{SLOW_GEMM_GFLOPS}-GFLOP/s machine by the GEMM rate (the limit: {LIMIT_S // 60} min); the data build, "
+          "diagnostics, figures, kernel starts and the HTML build come on top (book/measured_timings.md)")
     return 0
 
 

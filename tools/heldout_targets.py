@@ -1,9 +1,10 @@
-"""The targets of the book recipe on pre-training seeds the book does not use (default 100 and 101).
+"""The book recipe's targets on pre-training seeds the book does not use (default 100 and 101).
 
-The same runs as the "why" chapter's (``experiments.why``: the book recipe trained for the longer row's updates,
-its snapshot at the recipe's updates, the baseline), on other seeds, at a scale's budget; prints per seed the
-labelled-modality and cross-modal AVE accuracies (held-out protocol), their ratio, the margin over the baseline,
-the same code on aligned segments, and the target verdicts (inconclusive by rule below 3 seeds):
+The same runs as the "why" chapter's learning curve (``experiments.why``: the book recipe at full length, what
+``python -m cmg_lib pretrain --preset book_av --data avdigits --seed S`` trains, with its snapshots) and its
+baseline, on other seeds, at a scale's budget; prints per seed and number of updates the labelled-modality and
+cross-modal AVE accuracies (held-out protocol), their ratio, the margin over the baseline, the same code on aligned
+segments, then the target verdicts at full length (inconclusive by rule below 3 seeds):
 
     python tools/heldout_targets.py --scale default --seeds 100,101
 """
@@ -27,25 +28,28 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SystemExit(f"--seeds expects comma-separated integers, e.g. 100,101; got {args.seeds!r}") from None
-    nb = ex.setup(args.scale, args.data)
-    n = why.steps(nb)
-    rows = {row: ckpts for row, ckpts in why.recipe_rows(nb, seeds).items() if row != why.SHORTER}
-    records = why.transfer(nb, rows)
-    diag = why.diagnostics(nb, rows)
+    nb = ex.setup(args.scale, args.data, threads=1)
+    n = why.lengths(nb)
+    curve = why.curve_runs(nb, seeds)
+    records = why.transfer(nb, curve, key="updates")
+    diag = why.diagnostics(nb, curve)
     base = [r for c in why.baseline_runs(nb, seeds).values()
-            for r in nb.evaluate(c, "ave", why.CROSS, tags={"row": "baseline"})]
+            for r in nb.evaluate(c, "ave", why.CROSS, nb.seeds[:1], tags={"row": "baseline"})]
     baseline = ex.claims.by_pretrain_seed(base)
-    print(f"scale {args.scale}, pre-training seeds {seeds}, head seed {nb.seeds[0]} (baseline: {nb.seeds}); "
-          f"updates: recipe {n['recipe']}, {why.LONGER} {n['longer']}; baseline (AVE cross) per seed: {baseline}")
-    for row in rows:
-        labelled = ex.claims.by_pretrain_seed(records, row=row, kind="labelled")
-        cross = ex.claims.by_pretrain_seed(records, row=row, kind="cross")
+    raw, paper_ratio = why.references(nb)
+    print(f"scale {args.scale}, pre-training seeds {seeds}, head seed {nb.seeds[0]}; the recipe's updates "
+          f"{n['recipe']}; baseline (AVE cross, {n['recipe']} updates) per seed: {baseline}; raw-feature head "
+          f"(A→A, V→V): {raw}; the paper's transfer ratio {paper_ratio:.3f}")
+    for step in n["curve"]:
+        labelled = ex.claims.by_pretrain_seed(records, updates=step, kind="labelled")
+        cross = ex.claims.by_pretrain_seed(records, updates=step, kind="cross")
         for s in seeds:
-            print(f"  {row} seed {s}: labelled {labelled[s]:.1f}, cross {cross[s]:.1f} "
+            print(f"  {step} updates, seed {s}: labelled {labelled[s]:.1f}, cross {cross[s]:.1f} "
                   f"(ratio {cross[s] / labelled[s]:.2f}, baseline + {cross[s] - baseline[s]:.1f}), "
-                  f"same code {100 * diag[row][s]['same_code']:.1f} %")
-        scope = nb.scope(nb.seeds[:1], steps=n["longer" if row == why.LONGER else "recipe"], pretrain_seeds=seeds)
-        print(ex.claims.markdown(why.target_claims(records, baseline, diag[row], row=row), scope))
+                  f"same code {100 * diag[step][s]['same_code']:.1f} %")
+    scope = nb.scope(nb.seeds[:1], steps=n["recipe"], pretrain_seeds=seeds)
+    print(ex.claims.markdown(why.target_claims(records, baseline, raw, diag[n["recipe"]], paper_ratio, n["recipe"]),
+                             scope))
     return 0
 
 
