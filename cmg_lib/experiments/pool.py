@@ -77,7 +77,8 @@ def train_runs(jobs: Sequence[RunJob], data: str | None = None, *, cache_dir: st
     """Train every job not yet cached, ``workers`` at a time (default: the usable cores), one torch thread each,
     longest first; returns seconds per trained key. A failing run stops the pool: the runs already started finish
     (each is written to the cache only when complete), no further run starts, and the failure is raised naming
-    the run."""
+    the run. Ctrl-C stops every worker at once (a run is renamed into the cache only when complete, so an
+    interrupted one leaves only a temp folder that the next run removes)."""
     todo = pending(jobs, cache_dir)
     workers = max(1, workers or usable_cores())
     if not todo:
@@ -88,27 +89,41 @@ def train_runs(jobs: Sequence[RunJob], data: str | None = None, *, cache_dir: st
         f"({sum(j.steps for j in todo)} updates in all)")
     cache = None if cache_dir is None else str(Path(cache_dir))
     seconds: dict[str, float] = {}
-    start, done_cost = time.perf_counter(), 0.0
+    start = time.perf_counter()
     context = multiprocessing.get_context("spawn")   # no fork of a parent with torch's thread pools started
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
                              initargs=(1,)) as pool:
         futures = {pool.submit(_train_one, job, data, cache): job for job in todo}
         remaining = set(futures)
-        while remaining:
-            done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = futures[future]
-                error = future.exception()
-                if error is not None:
-                    for other in remaining:
-                        other.cancel()
-                    raise RuntimeError(f"pre-training run {job.label} (cache key {job.key}) failed: "
-                                       f"{type(error).__name__}: {error}") from error
-                key, sec = future.result()
-                seconds[key] = sec
-                done_cost += job.cost
-                elapsed = time.perf_counter() - start
-                eta = elapsed * (total_cost - done_cost) / done_cost if done_cost else float("nan")
-                log(f"[runs] {len(seconds)}/{len(todo)} {job.label}: {sec:.0f} s "
-                    f"(elapsed {elapsed / 60:.1f} min, about {eta / 60:.1f} min left)")
+        try:
+            _collect(futures, remaining, seconds, todo, total_cost, start, log)
+        except KeyboardInterrupt:                    # Ctrl-C: stop the workers now (their runs leave no entry)
+            for future in futures:
+                future.cancel()
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            raise
     return seconds
+
+
+def _collect(futures: dict, remaining: set, seconds: dict[str, float], todo: Sequence[RunJob], total_cost: float,
+             start: float, log: Callable[[str], None]) -> None:
+    """Wait for the pool's runs, logging each as it ends; a failed run cancels the ones not started and raises."""
+    done_cost = 0.0
+    while remaining:
+        done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+        for future in done:
+            job = futures[future]
+            error = future.exception()
+            if error is not None:
+                for other in remaining:
+                    other.cancel()
+                raise RuntimeError(f"pre-training run {job.label} (cache key {job.key}) failed: "
+                                   f"{type(error).__name__}: {error}") from error
+            key, sec = future.result()
+            seconds[key] = sec
+            done_cost += job.cost
+            elapsed = time.perf_counter() - start
+            eta = elapsed * (total_cost - done_cost) / done_cost if done_cost else float("nan")
+            log(f"[runs] {len(seconds)}/{len(todo)} {job.label}: {sec:.0f} s "
+                f"(elapsed {elapsed / 60:.1f} min, about {eta / 60:.1f} min left)")
