@@ -138,6 +138,12 @@ def format_metrics(record: dict) -> str:
     width = max(len(k) for k in record["metrics"])
     lines = [head, f"{'metric'.ljust(width)}  value (%)"]
     lines += [f"{k.ljust(width)}  {v:8.2f}" for k, v in record["metrics"].items()]
+    settings = record.get("downstream") or {}
+    if "threshold" in settings:                    # oscmg: the max-softmax thresholds behind the two choices
+        lines.append(f"threshold (max softmax): {settings['threshold']:.4f} chosen on validation; "
+                     f"{settings['released_threshold']:.4f} the released choice on the test clips")
+    if record.get("toc"):
+        lines.append(f"TOC: the heads read {record['toc']['dims']} code dimensions")
     return "\n".join(lines)
 
 
