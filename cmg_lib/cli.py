@@ -139,7 +139,7 @@ def format_metrics(record: dict) -> str:
     lines = [head, f"{'metric'.ljust(width)}  value (%)"]
     lines += [f"{k.ljust(width)}  {v:8.2f}" for k, v in record["metrics"].items()]
     settings = record.get("downstream") or {}
-    if "threshold" in settings:                    # oscmg: the max-softmax thresholds behind the two choices
+    if "released_threshold" in settings:           # oscmg: the max-softmax thresholds behind the two choices
         lines.append(f"threshold (max softmax): {settings['threshold']:.4f} chosen on validation; "
                      f"{settings['released_threshold']:.4f} the released choice on the test clips")
     if record.get("toc"):

@@ -116,8 +116,8 @@ def test_cli_prints_the_open_set_numbers_and_thresholds(world, data, monkeypatch
     out = capsys.readouterr().out
     for word in ("known", "unknown", "hscore", "released_hscore", "chosen on validation"):
         assert word in out
-    assert "threshold (max softmax)" in format_metrics({"task": "oscmg", "direction": "V→A", "protocol": "heldout",
-                                                        "seed": 0, "best_epoch": 1, "n_train": 1, "n_test": 1,
-                                                        "metrics": {"hscore": 1.0},
-                                                        "downstream": {"threshold": 0.5,
-                                                                       "released_threshold": 0.4}})
+    record = {"task": "avvp", "direction": "V→A", "protocol": "heldout", "seed": 0, "best_epoch": 1, "n_train": 1,
+              "n_test": 1, "metrics": {"f1": 1.0}, "downstream": {"threshold": 0.5}}     # AVVP's sigmoid threshold
+    assert "max softmax" not in format_metrics(record)
+    record["downstream"]["released_threshold"] = 0.4
+    assert "threshold (max softmax): 0.5000 chosen on validation; 0.4000" in format_metrics(record)
