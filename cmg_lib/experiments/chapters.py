@@ -159,7 +159,8 @@ def after_unicode(nb: NotebookRun) -> list[dict]:
         for method, ckpt in ckpts.items():
             for task in (*CLOSED_TASKS, OPEN_TASK):
                 records += nb.evaluate(ckpt, task, AV_DIRECTIONS, tags={"method": method})
-        records += nb.evaluate(ckpts["fcid"], TOC_TASK, AV_DIRECTIONS, tags={"method": "fcid+toc"}, toc_dims=toc)
+            if method == "fcid":
+                records += nb.evaluate(ckpt, TOC_TASK, AV_DIRECTIONS, tags={"method": "fcid+toc"}, toc_dims=toc)
     return records
 
 
