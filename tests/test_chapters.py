@@ -112,3 +112,13 @@ def test_chapter_records_carry_their_tags(name, tmp_path, monkeypatch):
     else:                       # 2 rows x 4 tasks x 2 directions; the labelled row: 3 tasks x 2 one-modality heads
         assert rows == {"w/o CLUB": 8, "full": 8, "labeled modality": 6}
         assert {r["direction"] for r in records if r["row"] == "labeled modality"} == {"V→A", "A→V"}
+
+
+def test_the_budget_benchmark_knows_every_planned_task():
+    """benchmarks/book_budget.py times one head per task the plan trains: it must know each of them."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from book_budget import HEAD_SHAPES
+
+    assert _heads(chapters.plan("default")).keys() <= HEAD_SHAPES.keys()
