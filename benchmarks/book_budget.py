@@ -57,7 +57,8 @@ HEAD_SHAPES = {"ave": ("released_av", ("video", "audio"), "downstream_epochs"),
                "ave_avvp": ("released_avt", ("video", "audio"), "downstream_epochs"),
                "ucf_vgg": ("released_avt", ("video", "audio"), "downstream_epochs"),
                "avs": ("released_avt", ("text", "audio"), "avs_epochs"),
-               "retrieval": ("released_vt", ("video", "text"), "downstream_epochs")}
+               "retrieval": ("released_vt", ("video", "text"), "downstream_epochs"),
+               "oscmg": ("released_av", ("video", "audio"), "downstream_epochs")}
 
 
 def pool_seconds(run_seconds: list[float], workers: int) -> float:

@@ -102,9 +102,10 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _add_pretrain(sub) -> None:
-    p = sub.add_parser("pretrain", help="pre-train Uni-Code (or a Table 1 method) and write checkpoints")
+    p = sub.add_parser("pretrain", help="pre-train Uni-Code (a Table 1 method, FCID or MICU) and write checkpoints")
     p.add_argument("--preset", required=True, help="config preset, e.g. released_avt, book_av or paper_avt")
-    p.add_argument("--method", default="unicode", help="Table 1 method (cmg_lib.config.METHODS)")
+    p.add_argument("--method", default="unicode",
+                   help="a Table 1 method or a successor, fcid or micu (cmg_lib.config.METHODS)")
     p.add_argument("--data", default="avdigits", help="'avdigits' or a folder of official features")
     p.add_argument("--out", required=True, help="output folder for checkpoints")
     p.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the config's epochs)")
@@ -137,6 +138,12 @@ def format_metrics(record: dict) -> str:
     width = max(len(k) for k in record["metrics"])
     lines = [head, f"{'metric'.ljust(width)}  value (%)"]
     lines += [f"{k.ljust(width)}  {v:8.2f}" for k, v in record["metrics"].items()]
+    settings = record.get("downstream") or {}
+    if "released_threshold" in settings:           # oscmg: the max-softmax thresholds behind the two choices
+        lines.append(f"threshold (max softmax): {settings['threshold']:.4f} chosen on validation; "
+                     f"{settings['released_threshold']:.4f} the released choice on the test clips")
+    if record.get("toc"):
+        lines.append(f"TOC: the heads read {record['toc']['dims']} code dimensions")
     return "\n".join(lines)
 
 

@@ -106,6 +106,17 @@ class ModelConfig:
     cmcm: bool = True
     alignment: str = "none"            # extra compared method of Table 1: none | smit | mst | codis | turn
     alignment_weight: float = 1.0
+    # --- Uni-Code's successors (METHODS "fcid", "micu"; book/differences.md#fcid-levels, #micu-fcmi, #micu-cujp);
+    # off for Uni-Code and Table 1's methods, released values otherwise ---
+    coarse_codes: bool = False         # FCID: the codebook quantises a coarse vector per clip, z stays continuous
+    coarse_infonce: bool = False       # FCID: InfoNCE between the modalities' coarse vectors
+    masked_infonce: bool = False       # MICU's FCMI: fine and coarse InfoNCE of time-masked z against z
+    mask_ratio: float = 0.3            # FCMI: probability that a (clip, time step) is masked
+    jigsaw: bool = False               # MICU's CUJP: name the order of code pieces drawn from random modalities
+    jigsaw_chunks: int = 2             # CUJP: pieces per code vector
+    jigsaw_permutations: int = 2       # CUJP: fixed piece orders to tell apart
+    jigsaw_hidden: int = 512           # CUJP: width of the order classifier
+    infonce_temperature: float = 0.1   # FCID's and MICU's InfoNCE (info-nce-pytorch's default)
 
     def __post_init__(self):
         _check_finite(self, "model", positive=("club_lr",))
@@ -133,6 +144,19 @@ class ModelConfig:
             raise ValueError(f"cmcm_temperature must be > 0, got {self.cmcm_temperature}")
         if not 1 <= self.cpc_steps < self.segments:
             raise ValueError(f"cpc_steps must be in [1, segments-1], got {self.cpc_steps}")
+        if self.coarse_infonce and not self.coarse_codes:
+            raise ValueError("coarse_infonce needs coarse_codes=true (FCID's coarse level)")
+        if self.coarse_codes and self.alignment != "none":
+            raise ValueError(f"coarse_codes (FCID) cannot be combined with alignment={self.alignment!r}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if not self.infonce_temperature > 0:
+            raise ValueError(f"infonce_temperature must be > 0, got {self.infonce_temperature}")
+        if self.jigsaw and (self.jigsaw_chunks < 2 or self.hidden_dim % self.jigsaw_chunks
+                            or not 2 <= self.jigsaw_permutations <= math.factorial(self.jigsaw_chunks)):
+            raise ValueError(f"jigsaw needs jigsaw_chunks >= 2 dividing hidden_dim {self.hidden_dim} and "
+                             f"2 <= jigsaw_permutations <= jigsaw_chunks!, got {self.jigsaw_chunks} and "
+                             f"{self.jigsaw_permutations}")
 
     @property
     def modality_names(self) -> tuple[str, ...]:
@@ -336,6 +360,14 @@ METHODS: dict[str, dict[str, Any]] = {
     "dcid+cmcm": {**_OFF, **_DCID, "cmcm": True},
     "unicode": dict(club=True, cross_cpc=True, mm_ema=True, reset_code=True, cmcm=True, alignment="none"),
 }
+TABLE1_METHODS = tuple(METHODS)             # the rows of the paper's Table 1, in its order
+# Uni-Code's successors in the authors' repository (the "After Uni-Code" chapter; not rows of Table 1):
+# FCID (ACL 2025 Findings): Uni-Code's terms with the codebook moved to a coarse clip level, a coarse CLUB, a
+#   coarse reconstruction and a coarse InfoNCE (book/differences.md#fcid-levels);
+# MICU (ICCV 2025): Uni-Code's codebook (MM-EMA, reset) with FCMI and CUJP in place of CLUB, Cross-CPC and CMCM
+#   (book/differences.md#micu-fcmi, #micu-cujp).
+METHODS["fcid"] = {**METHODS["unicode"], "coarse_codes": True, "coarse_infonce": True}
+METHODS["micu"] = {**_OFF, "mm_ema": True, "reset_code": True, "masked_infonce": True, "jigsaw": True}
 
 
 # Ablation rows of Tables 2 and 3 (paper Sec. 5.4): switches turned off on top of the full Uni-Code method.

@@ -16,6 +16,8 @@ from .codebook import SharedCodebook
 from .config import KNOWN_MODALITIES, Config
 from .modalities import build_modality, club_feature_dim
 from .objectives import ClubEstimator, CrossCPC, build_alignment
+from .objectives.coarse import CoarseLevel
+from .objectives.cujp import UnifiedJigsaw
 from .objectives.club import learning_loss_and_grads
 from .step import LossOutput, step_loss
 
@@ -46,9 +48,18 @@ class UniCode(nn.Module):
         self.codebook = SharedCodebook(cfg)
         self.cpc = (CrossCPC(self.modalities, cfg.hidden_dim, cfg.cpc_context, cfg.cpc_layers, cfg.cpc_steps,
                              cfg.cpc_softmax, cfg.cpc_self_weight) if cfg.cross_cpc else None)
-        self.club = (nn.ModuleDict({s.name: ClubEstimator(cfg.hidden_dim, club_feature_dim(s, cfg), cfg.club_hidden)
-                                    for s in cfg.modalities}) if cfg.club else None)
+        # FCID (book/differences.md#fcid-levels): the coarse networks, and a coarse CLUB estimator per coarse group
+        self.coarse = CoarseLevel(self.modalities, cfg.hidden_dim) if cfg.coarse_codes else None
+        estimators = {s.name: ClubEstimator(cfg.hidden_dim, club_feature_dim(s, cfg), cfg.club_hidden)
+                      for s in cfg.modalities}
+        if self.coarse is not None:
+            estimators.update({f"coarse_{g}": ClubEstimator(cfg.hidden_dim, cfg.hidden_dim, cfg.club_hidden)
+                               for g in self.coarse.groups()})
+        self.club = nn.ModuleDict(estimators) if cfg.club else None
         self.alignment = build_alignment(cfg.alignment, cfg)
+        # MICU's CUJP (book/differences.md#micu-cujp): the order classifier and its fixed piece orders
+        self.jigsaw = (UnifiedJigsaw(cfg.hidden_dim, cfg.jigsaw_chunks, cfg.jigsaw_permutations, cfg.jigsaw_hidden)
+                       if cfg.jigsaw else None)
         self.step = 0
         self.metrics: dict = {}
         # Set by ``pretrain`` under DDP: the in-batch contrastive terms (Cross-CPC, CMCM, CLUB, compared methods)
@@ -116,12 +127,14 @@ class UniCode(nn.Module):
         return self.front_ends[name](x) if name in self.front_ends else x
 
     def encode(self, x: Tensor, modality: str) -> Tensor:
-        """Semantic features ``z = Phi(x)`` ``(B, T, D)`` of one modality (Eq. 1); mode (train/eval) is the
-        caller's."""
+        """What the codebook quantises per segment, ``(B, T, D)``, of one modality: the semantic features ``z =
+        Phi(x)`` (Eq. 1); for FCID (``coarse_codes``) each second's coarse general vector
+        (``CoarseLevel.per_segment``, released ``*_VQ_Encoder_C_split``). Mode (train/eval) is the caller's."""
         self.config.model.spec(modality)
         self._check_one(modality, x)
         x = self._to_model(x)
-        return self.semantic[modality](self.features(modality, x))
+        z = self.semantic[modality](self.features(modality, x))
+        return z if self.coarse is None else self.coarse.per_segment(z, modality)
 
     def quantize(self, x: Tensor, modality: str) -> tuple[Tensor, Tensor]:
         """Nearest codes of ``encode(x, modality)`` (Eq. 2): ``(indices (B,T) long, vectors (B,T,D))``; no EMA."""
@@ -162,10 +175,16 @@ class UniCode(nn.Module):
 
     def clip_groups(self) -> dict[str, list[nn.Parameter]]:
         """Main parameters grouped as the released per-module ``clip_grad_norm_`` calls (``pretrain.py:534-536``):
-        text BiLSTM, Encoder (all Phi and Psi), Decoder, CPC, and the alignment method's own parameters."""
+        text BiLSTM, Encoder (all Phi and Psi; FCID's coarse encoders, part of its released Encoder), Decoder (FCID's
+        coarse decoders too), CPC, and the alignment method's own parameters. MICU's order classifier is not
+        clipped, as released (``pretrain_micu.py:488``, ``:711-713``)."""
+        coarse = self.coarse
         groups = {"text_front_end": list(self.front_ends.parameters()),
-                  "encoder": list(self.semantic.parameters()) + list(self.specific.parameters()),
-                  "decoder": list(self.decoders.parameters()),
+                  "encoder": list(self.semantic.parameters()) + list(self.specific.parameters())
+                  + ([] if coarse is None else [p for part in (coarse.project, coarse.general, coarse.specific)
+                                                for p in part.parameters()]),
+                  "decoder": list(self.decoders.parameters())
+                  + ([] if coarse is None else list(coarse.decoders.parameters())),
                   "cpc": [] if self.cpc is None else list(self.cpc.parameters()),
                   "alignment": [] if self.alignment is None else list(self.alignment.parameters())}
         return {k: v for k, v in groups.items() if v}

@@ -12,7 +12,7 @@ from cmg_lib.experiments.budgets import budget
 from cmg_lib.storage import atomic_write_json
 
 CHAPTERS = [chapters.pretraining, chapters.table1, chapters.table2, chapters.table3, chapters.figure3,
-            chapters.figure4, chapters.table4, chapters.table5, chapters.why_released_recipe]
+            chapters.figure4, chapters.table4, chapters.table5, chapters.after_unicode, chapters.why_released_recipe]
 
 
 def _heads(plan) -> Counter:
@@ -20,20 +20,30 @@ def _heads(plan) -> Counter:
 
 
 def test_plan_counts_the_smoke_and_default_books():
-    # Known answers, counted by hand from the chapters: smoke has 20 distinct runs (Table 1 three, Table 2 one, the
-    # pre-training chapter, Table 3, Table 4 one AVT run each, Fig. 3 two, Table 5 two, the why chapter nine: four
-    # switches, the released recipe, w/o CLUB and three CLUB conditions; its recipe and baseline are Table 1's)
+    # Known answers, counted by hand from the chapters: smoke has 22 distinct runs (Table 1 three, Table 2 one, the
+    # pre-training chapter, Table 3, Table 4 one AVT run each, Fig. 3 two, Table 5 two, the after-Uni-Code chapter
+    # two (FCID, MICU; its Uni-Code is Table 1's run at a snapshot), the why chapter nine: four switches, the
+    # released recipe, w/o CLUB and three CLUB conditions; its recipe and baseline are Table 1's). The
+    # after-Uni-Code chapter asks for 3 checkpoints per pre-training seed and trains per seed and direction: AVE on
+    # FCID and MICU (Uni-Code's at the snapshot is the why chapter's learning-curve head), AVVP on all three and on
+    # FCID with TOC, the open-set task on all three.
     smoke = chapters.plan("smoke")
-    assert (smoke.calls, len(smoke.runs)) == (36, 20)
-    assert _heads(smoke) == {"ave": 68, "avvp": 14, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4, "retrieval": 4}
+    assert (smoke.calls, len(smoke.runs)) == (36 + 3, 20 + 2)
+    assert _heads(smoke) == {"ave": 68 + 2 * 2, "avvp": 14 + 4 * 2, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4,
+                             "retrieval": 4, "oscmg": 3 * 2}
     # default: 18 runs of the released recipe's 3,000 updates (Table 1: 3 methods, Table 2: 3 rows, x 3 seeds) and
-    # 45 of 500 (why: 4 switches + released + 3 CLUB conditions; Tables 3-5 and Fig. 3: 15 runs; x 3 seeds)
+    # 51 of 500 (why: 4 switches + released + 3 CLUB conditions; Tables 3-5 and Fig. 3: 15 runs; after Uni-Code:
+    # FCID and MICU; x 3 seeds); the after-Uni-Code heads as at smoke, x 3 seeds
     default = chapters.plan("default")
-    assert (default.calls, len(default.runs)) == (120, 63)
-    assert Counter(r.steps for r in default.runs.values()) == {3000: 18, 500: 45}
-    assert _heads(default) == {"ave": 234, "avvp": 54, "ucf_vgg": 18, "ave_avvp": 12, "avs": 12, "retrieval": 12}
+    assert (default.calls, len(default.runs)) == (120 + 3 * 3, 63 + 2 * 3)
+    assert Counter(r.steps for r in default.runs.values()) == {3000: 18, 500: 45 + 6}
+    assert _heads(default) == {"ave": 234 + 2 * 2 * 3, "avvp": 54 + 4 * 2 * 3, "ucf_vgg": 18, "ave_avvp": 12,
+                               "avs": 12, "retrieval": 12, "oscmg": 3 * 2 * 3}
     assert Counter(r.chapter for r in default.runs.values()) == {"02": 3, "03": 9, "04": 9, "05": 3, "06": 6,
-                                                                 "08": 3, "09": 6, "01": 24}
+                                                                 "08": 3, "09": 6, "10": 6, "01": 24}
+    # TOC's heads are distinct head trainings of FCID's final checkpoint (the option is part of a planned head)
+    toc = [h for r in default.runs.values() for h in r.heads if h[-1]]
+    assert len(toc) == 2 * 3 and {h[0] for h in toc} == {"avvp"} and {h[-1] for h in toc} == {(("toc_dims", 49),)}
     # Table 1's Uni-Code runs carry the learning curve: heads on every snapshot and on final.pt
     unicode = [r for r in default.runs.values() if r.steps == 3000 and r.method == "unicode" and not r.overrides]
     assert len(unicode) == 3 and all({c for _, c, *_ in r.heads} == {"final.pt", *map(snapshot_name, (250, 500, 1000,
@@ -44,10 +54,11 @@ def test_plan_counts_the_smoke_and_default_books():
 def test_plan_follows_the_budget_and_the_seeds_parameter():
     b = budget("smoke")
     fewer = chapters.plan("smoke", b=b.__class__(**{**b.__dict__, "ablations": ("full",)}))
-    assert len(fewer.runs) == 19                       # the "w/o DCID" row's run is gone, "full" is shared
+    assert len(fewer.runs) == 22 - 1                   # the "w/o DCID" row's run is gone, "full" is shared
     seeds = chapters.plan("smoke", seeds=[0, 1])
-    # AVE: the tables' 20 heads per head seed; the why chapter's 48 others on the first seed only
-    assert _heads(seeds)["ave"] == 2 * 20 + 48 and _heads(seeds)["avs"] == 2 * 4
+    # AVE: the tables' 20 heads and the after-Uni-Code chapter's 4 per head seed; the why chapter's 48 others on
+    # the first seed only
+    assert _heads(seeds)["ave"] == 2 * (20 + 4) + 48 and _heads(seeds)["avs"] == 2 * 4
     released = chapters.plan("smoke", recipe="released")
     assert {r.preset for r in released.runs.values() if r.chapter != "01"} == {"released_avt", "released_av",
                                                                                "released_vt"}
@@ -69,10 +80,12 @@ def test_plan_is_what_the_notebooks_train(tmp_path, monkeypatch):
         trained.add(key)
         return folder / "final.pt"
 
-    def fake_evaluate(ckpt, task, directions, seeds, *, scale, epochs=None, **_):
+    def fake_evaluate(ckpt, task, directions, seeds, *, scale, data, cache_dir, epochs=None, **options):
         ckpt = Path(ckpt)
         epochs = budget(scale).downstream_epochs if epochs is None else epochs
-        heads.update((ckpt.parent.name, task, ckpt.name, tuple(d), int(s), epochs) for d in directions for s in seeds)
+        extra = chapters.head_options(options)
+        heads.update((ckpt.parent.name, task, ckpt.name, tuple(d), int(s), epochs, extra)
+                     for d in directions for s in seeds)
         return []
 
     monkeypatch.setattr(notebook, "pretrained", fake_pretrained)
@@ -99,3 +112,13 @@ def test_chapter_records_carry_their_tags(name, tmp_path, monkeypatch):
     else:                       # 2 rows x 4 tasks x 2 directions; the labelled row: 3 tasks x 2 one-modality heads
         assert rows == {"w/o CLUB": 8, "full": 8, "labeled modality": 6}
         assert {r["direction"] for r in records if r["row"] == "labeled modality"} == {"V→A", "A→V"}
+
+
+def test_the_budget_benchmark_knows_every_planned_task():
+    """benchmarks/book_budget.py times one head per task the plan trains: it must know each of them."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from book_budget import HEAD_SHAPES
+
+    assert _heads(chapters.plan("default")).keys() <= HEAD_SHAPES.keys()

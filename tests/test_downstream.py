@@ -251,7 +251,7 @@ def test_error_paths(world, models, data):
         run("ave", models["shared"], data, "video", "audio", protocol="paper")
     with pytest.raises(ValueError, match="exactly one"):
         run_task("ave", data=data["ave"], progress=False)
-    assert set(TASKS) == {"ave", "avvp", "ave_avvp", "ucf_vgg", "avs", "retrieval"}
+    assert set(TASKS) == {"ave", "avvp", "ave_avvp", "ucf_vgg", "avs", "retrieval", "oscmg"}
 
 
 def test_determinism_and_results_file(models, data, tmp_path):

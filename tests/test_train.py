@@ -246,10 +246,12 @@ def test_float64_model_trains(make_dataset):
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
-@pytest.mark.parametrize("name, overrides", [("released_avt", ()),
-                                             ("released_av", ("model.hidden_dim=96", "model.n_heads=4",
-                                                              "model.club_negatives=all"))])
-def test_fast_step_equals_the_reference_step(name, overrides, make_batch):
+# FCID's coarse CLUB estimators have the fine ones' layer shapes at the book's widths but other inputs; MICU has none
+@pytest.mark.parametrize("name, method, overrides", [
+    ("released_avt", "unicode", ()),
+    ("released_av", "unicode", ("model.hidden_dim=96", "model.n_heads=4", "model.club_negatives=all")),
+    ("book_av", "fcid", ()), ("book_av", "micu", ())])
+def test_fast_step_equals_the_reference_step(name, method, overrides, make_batch):
     """The library's two computations of a step (``train.fast``): batched CLUB with its written-out backward,
     batched mi terms and the decoder's constant-code shortcut, against the plain reference (one estimator at a
     time through autograd, the code concatenated at every map position), from the same state and RNG: the first
@@ -257,7 +259,7 @@ def test_fast_step_equals_the_reference_step(name, overrides, make_batch):
     terms of two more steps (Adam amplifies float noise in near-zero gradients, so later parameters are compared
     only through the terms)."""
     from cmg_lib.train import make_optimizers, train_step
-    base = preset(name, overrides=["train.batch_size=8", *overrides])
+    base = preset(name, method, overrides=["train.batch_size=8", *overrides])
     assert base.train.fast                                           # the fast path is the default
     batches = [make_batch(base, 8, seed=s) for s in range(3)]
     runs = {}

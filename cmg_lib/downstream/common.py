@@ -69,16 +69,18 @@ class Context:
     trained_on: dict | None = None  # the checkpoint's data identity (checkpoint.data_identity), checked per split
     allow_data_mismatch: bool = False
     notes: list[str] = field(default_factory=list)
+    code_dims: tuple[int, ...] | None = None   # TOC (``toc.py``): the code dimensions the heads read; None: all
 
     def cache_key(self) -> tuple | None:
         """Key of this (model, data) pair for the in-process split cache; None (no caching) for in-memory data."""
         if not self.code_cache or not isinstance(self.data, str):
             return None
-        return (model_fingerprint(self.model), self.data, self.scale, self.data_seed)
+        return (model_fingerprint(self.model), self.data, self.scale, self.data_seed, self.code_dims)
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.model.hidden_dim)
+        """The width of the code vectors the heads read (TOC's kept dimensions, else the model's)."""
+        return len(self.code_dims) if self.code_dims is not None else int(self.model.config.model.hidden_dim)
 
     @property
     def segments(self) -> int:
@@ -211,7 +213,10 @@ def _extract(ctx: Context, dataset: Dataset, code_modalities: tuple[str, ...], k
             for batch in tqdm(loader, desc=f"codes {where}", disable=not ctx.progress, leave=False):
                 for m in code_modalities:
                     x = _fit_segments(batch[m].float(), ctx.segments).to(device)
-                    parts[f"codes/{m}"].append(model.quantize(x, m)[1].float().cpu())
+                    vectors = model.quantize(x, m)[1]
+                    if ctx.code_dims is not None:                  # TOC: only the kept dimensions
+                        vectors = vectors[..., list(ctx.code_dims)]
+                    parts[f"codes/{m}"].append(vectors.float().cpu())
                 for k in keys:
                     parts[k].append(reduce[k](batch[k]) if k in reduce else batch[k])
     finally:

@@ -10,6 +10,9 @@ Each function follows the released code where one exists (book/differences.md#do
 * ``mask_iou`` / ``f_measure`` / ``avs_scores``: AVSBench's ``mask_iou`` and ``Eval_Fmeasure`` (4.5).
 * ``recall_at_k``: Recall@K (keys ``R@K``) of X-to-audio retrieval (no released code, 4.6; protocol in
   ``retrieval.py``).
+* ``threshold_grid`` / ``open_set_scores`` / ``best_threshold``: the open-set task's known and unknown accuracy
+  and H-score at a max-softmax threshold, and the released 10-value sweep (MICU's ``ave_oscmg.py``; protocol in
+  ``openset.py``).
 """
 from __future__ import annotations
 
@@ -160,3 +163,44 @@ def recall_at_k(similarity: Tensor, targets: Tensor | None = None, ks: tuple[int
     target_sim = similarity.gather(1, targets.view(-1, 1).long())
     rank = (similarity > target_sim).sum(dim=1)
     return {f"R@{k}": (rank < k).float().mean().item() for k in ks}
+
+
+def threshold_grid(scores: Tensor, count: int = 10) -> Tensor:
+    """``count`` thresholds evenly spaced from the lowest to the highest of ``scores`` (each clip's max-softmax
+    probability), both ends included: the released sweep (``ICCV25-OSCMG/code/src/ave_oscmg.py:331-335``)."""
+    if scores.dim() != 1 or scores.numel() == 0 or count < 2:
+        raise ValueError(f"threshold_grid needs a non-empty (N,) score vector and count >= 2, got "
+                         f"{tuple(scores.shape)} and {count}")
+    low, high = float(scores.min()), float(scores.max())
+    return torch.tensor([low + (high - low) * k / (count - 1) for k in range(count)], dtype=torch.float64)
+
+
+def open_set_scores(probs: Tensor, targets: Tensor, threshold: float) -> dict[str, float]:
+    """Open-set accuracy of ``(N, K)`` known-class probabilities against ``targets (N,)`` in ``0..K`` (K =
+    "unknown"): a clip whose highest probability is below ``threshold`` is called unknown, any other its argmax
+    class (released ``ave_oscmg.py:341-353``). ``known``: the share of known clips given their class; ``unknown``:
+    the share of unknown clips called unknown; ``hscore``: their harmonic mean (0 when both are 0)."""
+    if probs.dim() != 2 or targets.shape != probs.shape[:1]:
+        raise ValueError(f"expected probs (N, K) and targets (N,), got {tuple(probs.shape)} and {tuple(targets.shape)}")
+    unknown_id = probs.shape[1]
+    is_unknown = targets == unknown_id
+    if bool(is_unknown.all()) or not bool(is_unknown.any()):
+        raise ValueError(f"open-set scores need clips of known classes (< {unknown_id}) and unknown ones "
+                         f"(= {unknown_id}); got {int((~is_unknown).sum())} and {int(is_unknown.sum())}")
+    top, predicted = probs.max(dim=1)
+    predicted = torch.where(top < threshold, torch.full_like(predicted, unknown_id), predicted)
+    hits = predicted == targets
+    known, unknown = hits[~is_unknown].float().mean().item(), hits[is_unknown].float().mean().item()
+    hscore = 2 * known * unknown / (known + unknown) if known + unknown > 0 else 0.0
+    return {"known": known, "unknown": unknown, "hscore": hscore}
+
+
+def best_threshold(probs: Tensor, targets: Tensor, count: int = 10) -> tuple[float, dict[str, float]]:
+    """The threshold of :func:`threshold_grid` (over these clips' max probabilities) with the highest H-score (the
+    first of equals, as the released strict ``>``) and its :func:`open_set_scores`."""
+    best = None
+    for threshold in threshold_grid(probs.max(dim=1).values, count).tolist():
+        scores = open_set_scores(probs, targets, threshold)
+        if best is None or scores["hscore"] > best[1]["hscore"]:
+            best = (threshold, scores)
+    return best

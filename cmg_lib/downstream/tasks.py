@@ -2,7 +2,9 @@
 
 Tasks (``TASKS``): ``ave`` (event classification, Tables 1-3), ``avvp`` (event localisation), ``ave_avvp`` (cross
 dataset + modal localisation), ``ucf_vgg`` (cross dataset + modal classification), ``avs`` (query-based
-segmentation, Table 4), ``retrieval`` (X-to-audio retrieval, Table 5). ``train_modality == test_modality`` gives the
+segmentation, Table 4), ``retrieval`` (X-to-audio retrieval, Table 5), ``oscmg`` (open-set classification, MICU's
+protocol, ``openset.py``). The option ``toc_dims=k`` (any task) applies FCID's TOC: the heads read only the k code
+dimensions ``toc.py`` keeps (recorded under ``toc``). ``train_modality == test_modality`` gives the
 "labeled modality" upper bound of Table 3's last row. The protocols and the frozen-code extraction are described in
 ``common.py``; each task module documents its head, loss and metric.
 """
@@ -21,13 +23,26 @@ from .classification import run_ave, run_ucf_vgg
 from . import common
 from .common import PROTOCOLS, Context
 from .localisation import run_ave_avvp, run_avvp
+from .openset import run_oscmg
 from .results import append_result, direction_label
 from .retrieval import run_retrieval
 from .segmentation import AVS_DEFAULTS, predict_masks, run_avs
+from .toc import toc_dimensions
 
 TASKS = {"ave": run_ave, "avvp": run_avvp, "ave_avvp": run_ave_avvp, "ucf_vgg": run_ucf_vgg, "avs": run_avs,
-         "retrieval": run_retrieval}
+         "retrieval": run_retrieval, "oscmg": run_oscmg}
 CONTEXT_OPTIONS = ("data_seed", "extract_batch_size", "code_cache", "paths", "allow_data_mismatch")
+TOC_OPTION = "toc_dims"      # FCID's TOC (toc.py): keep this many code dimensions, chosen on the codebook
+
+
+def _toc_dims(model, k) -> tuple[int, ...]:
+    """The ``k`` code dimensions TOC keeps for ``model``'s codebook (a model without one is a ValueError)."""
+    codebook = getattr(model, "codebook", None)
+    if codebook is None:
+        raise ValueError(f"{TOC_OPTION} selects code dimensions on a codebook; this model has none")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ValueError(f"{TOC_OPTION} must be a whole number of code dimensions, got {k!r}")
+    return tuple(int(d) for d in toc_dimensions(codebook.embedding, k))
 
 
 def _context(model, ckpt, data, seed, protocol, scale, progress, options: dict) -> Context:
@@ -38,6 +53,9 @@ def _context(model, ckpt, data, seed, protocol, scale, progress, options: dict) 
     if model is None:
         model = load_checkpoint(ckpt)
     extra = {k: options.pop(k) for k in CONTEXT_OPTIONS if k in options}
+    toc = options.pop(TOC_OPTION, None)
+    if toc is not None:
+        extra["code_dims"] = _toc_dims(model, toc)
     trained_on = getattr(model, "data_identity", None)
     same_build = bool(trained_on) and trained_on.get("source") == "avdigits" and data == "avdigits"
     if scale is None:                    # default: the build the checkpoint was pre-trained on
@@ -75,6 +93,7 @@ def _run(task, model, ckpt, data, train_modality, test_modality, seed, protocol,
         "data": data if isinstance(data, str) else "in-memory", "scale": ctx.scale, "data_seed": ctx.data_seed,
         "downstream": dict(outcome.settings),
         "history": _percent_history(outcome.history), "notes": ctx.notes,
+        "toc": None if ctx.code_dims is None else {"dims": len(ctx.code_dims), "kept": list(ctx.code_dims)},
         "version": __version__, "wall_time_s": round(wall, 3),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -13,8 +13,9 @@ imported from their home (``cmg_lib.config``, ``cmg_lib.usage``, ``cmg_lib.downs
 * ``diagnostics``: the measures behind the Fig. 4 chapter's verdicts and the released-recipe chapter's, and their
   interval tables; ``why``: that chapter's learning curve, controlled experiments and CLUB conditions.
 * ``pool``: the book build trains every distinct run of ``chapters.plan`` first, one per core.
+* ``successors``: the after-Uni-Code chapter's tables and verdicts (FCID, TOC and MICU against Uni-Code).
 """
-from . import chapters, claims, diagnostics, pool, why
+from . import chapters, claims, diagnostics, pool, successors, why
 from .budgets import BUDGETS, Budget, budget, codebook_sweep, experiment_config, table1_grid
 from .evals import AV_DIRECTIONS, TASK_METRIC, avs_overlays, downstream, evaluate, load_results
 from .notebook import NotebookRun, setup
@@ -27,4 +28,4 @@ __all__ = ["AV_DIRECTIONS", "BUDGETS", "Budget", "NotebookRun", "TASK_METRIC", "
            "chapters", "checkpoint_key", "claims", "codebook_sweep", "diagnostics", "downstream", "evaluate", "pool",
            "experiment_config", "field", "history_records", "load_results", "mean_metric", "paper_table",
            "pretrain_run", "pretrained", "results_table", "run_config", "run_history", "run_key", "setup",
-           "side_by_side", "snapshot", "table1_grid", "why"]
+           "side_by_side", "snapshot", "successors", "table1_grid", "why"]

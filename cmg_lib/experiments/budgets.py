@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from ..config import ABLATIONS, BOOK_UPDATES, METHODS, Config, preset
+from ..config import ABLATIONS, BOOK_UPDATES, TABLE1_METHODS, Config, preset
 from ..data.avdigits.scales import SCALE_NAMES
 from ..data.schema import PRETRAIN_SIZES
 
@@ -99,8 +99,8 @@ BUDGETS: dict[str, Budget] = {
     # Everything: all methods at all sizes, both ablation sizes, every run as long as the released recipe, more
     # seeds.
     "full": Budget(seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1, 2), pretrain_steps=BOOK_UPDATES,
-                   pretrain_sizes=PRETRAIN_SIZES, downstream_epochs=30, methods=tuple(METHODS),
-                   size_sweep_methods=tuple(METHODS), ablation_sizes=("24k", "40k"),
+                   pretrain_sizes=PRETRAIN_SIZES, downstream_epochs=30, methods=TABLE1_METHODS,
+                   size_sweep_methods=TABLE1_METHODS, ablation_sizes=("24k", "40k"),
                    codebook_sizes=(16, 32, 64, 128, 256, 512), batch_size=None,
                    ablations=tuple(ABLATIONS), avt_ablations=tuple(r for r in ABLATIONS if r != "w/o DCID"),
                    explorer_classes=3, avs_seeds=(0, 1, 2), avs_epochs=10, book_steps=None, short_steps=None,

@@ -1,4 +1,4 @@
-"""What each chapter trains and evaluates: the pre-training runs and head trainings of notebooks 01-09, one function
+"""What each chapter trains and evaluates: the pre-training runs and head trainings of notebooks 01-10, one function
 per chapter, each taking the notebook's :class:`NotebookRun`.
 
 The notebooks call these functions; :func:`plan` calls the same functions on a :class:`PlanRecorder`, a
@@ -14,11 +14,13 @@ from pathlib import Path
 
 from ..checkpoint import snapshot_name
 from ..config import Config, ablation_overrides
+from ..downstream.toc import released_dims
 from . import why
 from .budgets import Budget, budget, codebook_sweep, table1_grid, with_seeds
 from .evals import AV_DIRECTIONS
 from .notebook import NotebookRun
 from .runs import run_key
+from .successors import CLOSED_TASKS, OPEN_TASK, TOC_TASK
 
 AV_TASKS = ("ave", "avvp")
 AVT_TASKS = ("ave", "avvp", "ave_avvp", "ucf_vgg")
@@ -140,6 +142,28 @@ def table5(nb: NotebookRun) -> list[dict]:
     return records
 
 
+def after_unicode(nb: NotebookRun) -> list[dict]:
+    """Notebook 10: AVE, AVVP and open-set (``oscmg``) records of Uni-Code and its successors FCID and MICU on the
+    AV preset's main set at equal updates (the controlled experiments' ``experiment_steps``: Uni-Code is Table 1's
+    run at that snapshot, FCID and MICU train that long; the released recipe: every run its full length), and
+    FCID's AVVP records with TOC at the release's AVVP share of dimensions (``toc.released_dims``), tagged
+    ``method`` (``successors.ROWS``)."""
+    length = nb.budget.experiment_steps if nb.recipe == "book" else None
+    size, preset_name = nb.budget.main_size, nb.preset("av")
+    toc = released_dims(TOC_TASK, nb.config(preset_name, "fcid").model.hidden_dim)
+    records = []
+    for seed in nb.pretrain_seeds:
+        ckpts = {"unicode": nb.pretrain(preset_name, "unicode", seed=seed, pretrain_size=size, at=length),
+                 **{m: nb.pretrain(preset_name, m, seed=seed, pretrain_size=size, steps=length)
+                    for m in ("fcid", "micu")}}
+        for method, ckpt in ckpts.items():
+            for task in (*CLOSED_TASKS, OPEN_TASK):
+                records += nb.evaluate(ckpt, task, AV_DIRECTIONS, tags={"method": method})
+            if method == "fcid":
+                records += nb.evaluate(ckpt, TOC_TASK, AV_DIRECTIONS, tags={"method": "fcid+toc"}, toc_dims=toc)
+    return records
+
+
 def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict], dict[str, list[dict]]]:
     """Notebook 01: the checkpoints per part (``why``: ``curve`` {updates: {seed: ckpt}}, ``rows`` and ``club``
     {row: {seed: ckpt}}, ``full club`` the recipe with and without CLUB at full length, ``baseline`` {seed: ckpt})
@@ -158,8 +182,8 @@ def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict], dict[str, lis
 @dataclass
 class PlannedRun:
     """One distinct pre-training run of the book: the configuration trained, its updates, the first chapter that
-    asks for it, and the head trainings made on it (``(task, checkpoint, direction, seed, epochs)``, checkpoint
-    being ``final.pt`` or a snapshot's name)."""
+    asks for it, and the head trainings made on it (``(task, checkpoint, direction, seed, epochs, options)``,
+    checkpoint being ``final.pt`` or a snapshot's name, options ``head_options``)."""
 
     key: str
     config: Config
@@ -177,6 +201,12 @@ class PlannedRun:
         for task, ckpt, *_ in self.heads:
             out[(task, ckpt)] = out.get((task, ckpt), 0) + 1
         return out
+
+
+def head_options(kwargs: dict) -> tuple:
+    """The options of an ``evaluate`` call that make a head training distinct (all but ``epochs`` and ``tags``,
+    e.g. TOC's ``toc_dims``), as a sorted tuple of pairs: the last field of a planned head."""
+    return tuple(sorted((k, v) for k, v in kwargs.items() if k not in ("epochs", "tags")))
 
 
 class PlanRecorder(NotebookRun):
@@ -211,9 +241,11 @@ class PlanRecorder(NotebookRun):
     def evaluate(self, ckpt, task: str, directions, seeds: Sequence[int] | None = None, **kwargs) -> list[dict]:
         ckpt = Path(ckpt)
         epochs = kwargs.get("epochs", self.budget.downstream_epochs)
+        options = head_options(kwargs)
         for train_m, test_m in directions:
             for seed in self.seeds if seeds is None else seeds:
-                self.runs[ckpt.parent.name].heads.add((task, ckpt.name, (train_m, test_m), int(seed), epochs))
+                self.runs[ckpt.parent.name].heads.add((task, ckpt.name, (train_m, test_m), int(seed), epochs,
+                                                       options))
         return []
 
     def avs_overlays(self, ckpt, **kwargs) -> dict:
@@ -222,13 +254,13 @@ class PlanRecorder(NotebookRun):
 
 def plan(scale: str, recipe: str = "book", b: Budget | None = None, seeds: Sequence[int] | None = None,
          device: str = "cpu") -> PlanRecorder:
-    """Every pre-training run and head training of notebooks 01-09 at ``scale`` (budget ``b``, default the
+    """Every pre-training run and head training of notebooks 01-10 at ``scale`` (budget ``b``, default the
     scale's; ``seeds``: the notebooks' head-seed parameter; ``device``: theirs, part of each run's configuration),
     recorded without training: the recorder's ``runs``
     (distinct runs by cache key, in the order the chapters first ask for them) and ``calls`` (pretrain calls)."""
     recorder = PlanRecorder(scale, with_seeds(b if b is not None else budget(scale), seeds), recipe, device)
     chapters = {"02": pretraining, "03": table1, "04": table2, "05": table3, "06": figure3, "07": figure4,
-                "08": table4, "09": table5}
+                "08": table4, "09": table5, "10": after_unicode}
     for name, chapter in chapters.items():
         recorder.chapter = name
         chapter(recorder)

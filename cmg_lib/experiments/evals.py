@@ -24,7 +24,7 @@ from .runs import checkpoint_key, run_config
 
 # The number each paper table reports per task (run_task returns percentages under record["metrics"]).
 TASK_METRIC = {"ave": "accuracy", "avvp": "accuracy", "ave_avvp": "f1", "ucf_vgg": "accuracy", "avs": "miou",
-               "retrieval": "R@5"}
+               "retrieval": "R@5", "oscmg": "hscore"}
 AV_DIRECTIONS = (("video", "audio"), ("audio", "video"))
 
 

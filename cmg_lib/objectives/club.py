@@ -96,11 +96,13 @@ class ClubEstimator(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- batched
-def _groups(estimators: Sequence[ClubEstimator]) -> dict[tuple[int, int, int], list[int]]:
-    """Estimators of equal layer shapes (x_dim, y_dim, width), by position: each group runs as one batch."""
-    groups: dict[tuple[int, int, int], list[int]] = {}
+def _groups(estimators: Sequence[ClubEstimator], pairs: Sequence[tuple[Tensor, Tensor]]) -> dict[tuple, list[int]]:
+    """Estimators of equal layer shapes (x_dim, y_dim, width) whose inputs have one shape, by position: each
+    group runs as one batch (FCID's coarse estimators read (M B, 1, D) clip rows beside the fine (B, T, D))."""
+    groups: dict[tuple, list[int]] = {}
     for i, est in enumerate(estimators):
-        groups.setdefault((est.x_dim, est.y_dim, est.mu_net[0].out_features), []).append(i)
+        key = (est.x_dim, est.y_dim, est.mu_net[0].out_features, tuple(pairs[i][0].shape))
+        groups.setdefault(key, []).append(i)
     return groups
 
 
@@ -137,7 +139,7 @@ def learning_loss_and_grads(estimators: Sequence[ClubEstimator], pairs: Sequence
     if len(estimators) != len(pairs) or not estimators:
         raise ValueError(f"need one (x, y) pair per estimator, got {len(pairs)} pairs for {len(estimators)}")
     total = None
-    for members in _groups(estimators).values():
+    for members in _groups(estimators, pairs).values():
         ests = [estimators[i] for i in members]
         for i in members:
             estimators[i]._check(*pairs[i], sequence=False)
@@ -179,7 +181,7 @@ def mi_upper_bounds(estimators: Sequence[ClubEstimator], pairs: Sequence[tuple[T
     if len(estimators) != len(pairs) or not estimators:
         raise ValueError(f"need one (x, y) pair per estimator, got {len(pairs)} pairs for {len(estimators)}")
     posteriors: list[tuple[Tensor, Tensor] | None] = [None] * len(estimators)
-    for members in _groups(estimators).values():
+    for members in _groups(estimators, pairs).values():
         ests = [estimators[i] for i in members]
         for i in members:
             estimators[i]._check(*pairs[i], sequence=True)
