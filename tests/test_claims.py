@@ -214,17 +214,21 @@ def test_show_displays_the_markdown_and_the_record_in_one_output_that_records_in
 
     scope = claims.Scope("smoke", 6, (0,), (0,))
     verdicts = [claims.greater("c", {0: 2.0}, {0: 1.0})]
-    bundle = claims.bundle(verdicts, scope, "Fig. 4")
-    assert bundle["text/markdown"] == claims.markdown(verdicts, scope)
-    assert bundle[claims.RECORD_MIME] == claims.record(verdicts, scope, "Fig. 4")
+    data, metadata = claims.output(verdicts, scope, "Fig. 4")
+    assert data == {"text/markdown": claims.markdown(verdicts, scope)}          # all the page renders
+    assert metadata == {claims.RECORD_KEY: claims.record(verdicts, scope, "Fig. 4")}
+
+    def shown(section):
+        data, metadata = claims.output(verdicts, scope, section)
+        return new_output("display_data", data=data, metadata=metadata)
+
     # as the kernel stores it in the executed notebook: a valid nbformat 4 output, read back in cell order
-    nb = new_notebook(cells=[new_code_cell("x", outputs=[new_output("display_data", data=bundle)]),
+    nb = new_notebook(cells=[new_code_cell("x", outputs=[shown("Fig. 4")]),
                              new_code_cell("y", outputs=[new_output("stream", text="hello")]),
-                             new_code_cell("z", outputs=[new_output("display_data", data=claims.bundle(
-                                 verdicts, scope, "Table 2"))])])
+                             new_code_cell("z", outputs=[shown("Table 2")])])
     nbformat.validate(nb)
     found = claims.records_in(nbformat.reads(nbformat.writes(nb), as_version=4))
     assert [r["section"] for r in found] == ["Fig. 4", "Table 2"] and found[0]["verdicts"][0]["claim"] == "c"
-    nb.cells[0].outputs[0]["data"][claims.RECORD_MIME]["format"] = "cmg-verdicts/0"
+    nb.cells[0].outputs[0]["metadata"][claims.RECORD_KEY]["format"] = "cmg-verdicts/0"
     with pytest.raises(ValueError, match="cell 1 .*cmg-verdicts/0"):
         claims.records_in(nb)

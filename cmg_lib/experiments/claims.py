@@ -14,9 +14,9 @@ A claim made of several comparisons (:func:`all_of`, e.g. "best in every column"
 does not hold when any part does not. Every verdict prints its threshold, its interval and its seeds.
 
 A notebook shows its verdicts with :func:`show`: one output that the page renders as the verdict list
-(:func:`markdown`) and that also carries them as a machine-readable record (:func:`record`, MIME type
-:data:`RECORD_MIME`, which the book's renderer ignores); ``tools/build_book.py`` reads the records back from the
-executed notebooks (:func:`records_in`) for the "Claims at a glance" page and the status page.
+(:func:`markdown`) and that also carries them as a machine-readable record (:func:`record`, in the output's
+metadata under :data:`RECORD_KEY`, which the book's renderer ignores); ``tools/build_book.py`` reads the records
+back from the executed notebooks (:func:`records_in`) for the "Claims at a glance" page and the status page.
 """
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ CONFIDENCE = 0.95
 HALF_WIDTH = f"mean ± half-width of the {CONFIDENCE * 100:g} % Student-t interval over pre-training seeds"
 FAR_POINTS = 5.0              # "far better / worse" = by more than this many percentage points
 PRETRAIN_SEED = "pretrain.train.seed"
-# a verdict list's machine-readable twin, in the same display output as its markdown (myst-nb renders the markdown
-# and ignores this type); RECORD_FORMAT versions the record's layout (:func:`record`)
-RECORD_MIME = "application/vnd.cmg.verdicts+json"
+# a verdict list's machine-readable twin: the metadata of the display output that shows its markdown, under this
+# key (myst-nb renders the markdown and ignores the metadata; a MIME type of its own would be warned about as
+# unknown); RECORD_FORMAT versions the record's layout (:func:`record`)
+RECORD_KEY = "cmg_verdicts"
 RECORD_FORMAT = "cmg-verdicts/1"
 
 
@@ -196,10 +197,11 @@ def record(verdicts: Iterable[Verdict], scope: Scope, section: str) -> dict:
             "verdicts": [v.record() for v in verdicts]}
 
 
-def bundle(verdicts: Iterable[Verdict], scope: Scope, section: str) -> dict[str, object]:
-    """What :func:`show` displays: ``{"text/markdown": markdown(...), RECORD_MIME: record(...)}``."""
+def output(verdicts: Iterable[Verdict], scope: Scope, section: str) -> tuple[dict, dict]:
+    """What :func:`show` displays, as ``(data, metadata)`` of one display output: ``{"text/markdown":
+    markdown(...)}`` and ``{RECORD_KEY: record(...)}``."""
     verdicts = list(verdicts)
-    return {"text/markdown": markdown(verdicts, scope), RECORD_MIME: record(verdicts, scope, section)}
+    return {"text/markdown": markdown(verdicts, scope)}, {RECORD_KEY: record(verdicts, scope, section)}
 
 
 def show(verdicts: Iterable[Verdict], scope: Scope, section: str) -> None:
@@ -208,7 +210,8 @@ def show(verdicts: Iterable[Verdict], scope: Scope, section: str) -> None:
     claims come from, e.g. ``"Sec. 5.3, Table 1"``."""
     from IPython.display import display      # only inside a notebook kernel
 
-    display(bundle(verdicts, scope, section), raw=True)
+    data, metadata = output(verdicts, scope, section)
+    display(data, raw=True, metadata=metadata)
 
 
 def records_in(notebook: Mapping) -> list[dict]:
@@ -216,14 +219,10 @@ def records_in(notebook: Mapping) -> list[dict]:
     order; a record of another format is refused with a one-line error."""
     out = []
     for i, cell in enumerate(notebook.get("cells", [])):
-        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else ():
-            data = output.get("data", {}).get(RECORD_MIME)
+        for shown in cell.get("outputs", []) if cell.get("cell_type") == "code" else ():
+            data = shown.get("metadata", {}).get(RECORD_KEY)
             if data is None:
                 continue
-            if isinstance(data, str):          # a JSON type stored as text by an older writer
-                import json
-
-                data = json.loads(data)
             if data.get("format") != RECORD_FORMAT:
                 raise ValueError(f"cell {i + 1} holds a verdict record of format {data.get('format')!r}; expected "
                                  f"{RECORD_FORMAT!r}: execute the notebook again with this library")
