@@ -186,3 +186,56 @@ def test_explorer_static_fallback_shows_first_view_off_http():
     first = ex.images[("baseline", ("video", "audio"), "all", 10)].value
     assert base64.b64encode(first).decode() in ex.fallback_html
     assert "make serve" in ex.fallback_html and "location.protocol" in ex.fallback_html
+
+
+def test_synthetic_counts_align_or_separate_and_sharpen_with_training():
+    from cmg_lib.viz.explorer import synthetic_counts, synthetic_usage
+
+    aligned = synthetic_counts("aligned", 1, 100, rng=np.random.default_rng(0))
+    separate = synthetic_counts("separate", 1, 100, rng=np.random.default_rng(0))
+    # class 1's bump is at code 13; "separate" moves audio's half a codebook (16) away
+    assert int(np.argmax(aligned["video"])) == int(np.argmax(aligned["audio"])) == 13
+    assert int(np.argmax(separate["video"])) == 13 and int(np.argmax(separate["audio"])) == 29
+    assert 340 < aligned["video"].sum() < 460                            # Poisson around 400 uses
+    early, late = (synthetic_counts("aligned", 0, s, rng=np.random.default_rng(1))["video"] for s in (1, 100))
+    assert (late > 0).sum() < (early > 0).sum()                          # fewer codes in use after training
+    every = synthetic_counts("aligned", "all", 10, rng=np.random.default_rng(0))["video"]
+    assert all(every[c] > 0 for c in (5, 13, 21))                        # one bump per class 0-2
+    usage = synthetic_usage(classes=("all", 0), steps=(1, 10))
+    assert len(usage) == 2 * 2 * 2 and set(next(iter(usage.values()))) == {"video", "audio"}
+    again = synthetic_usage(classes=("all", 0), steps=(1, 10))
+    assert all(np.array_equal(usage[k]["audio"], again[k]["audio"]) for k in usage)     # seeded
+    stats = {m: overlap_stats(usage[(m, ("video", "audio"), 0, 10)], ("video", "audio")) for m in ("aligned", "separate")}
+    assert stats["aligned"]["jaccard"] > 0.5 > stats["separate"]["jaccard"]
+
+
+def test_overlap_table_means_over_classes_per_method_and_step():
+    from cmg_lib.viz.explorer import overlap_table
+
+    same = {"video": np.array([2, 2, 0, 0]), "audio": np.array([2, 2, 0, 0])}
+    apart = {"video": np.array([2, 0, 0, 0]), "audio": np.array([0, 0, 2, 0])}
+    usage = {("m", "video-audio", "all", 1): same, ("m", "video-audio", 0, 1): apart}
+    t = overlap_table(usage)
+    assert t.parts[0].loc[("m", 1), "jaccard"] == pytest.approx(0.5) and ">Jaccard index<" in t.html
+
+
+def test_code_maps_draw_one_panel_per_row_under_one_legible_key():
+    import types
+
+    import torch
+
+    from cmg_lib.viz import code_maps
+
+    rng = np.random.default_rng(0)
+    model = types.SimpleNamespace(codebook=types.SimpleNamespace(embedding=torch.tensor(rng.normal(size=(12, 4)))))
+    counts = {"all": {"video": rng.integers(0, 5, 12), "audio": rng.integers(0, 5, 12)}}
+    models = {("baseline", 0): model, ("unicode", 0): model, ("unicode", 1): model}
+    fig = code_maps(models, {k: counts for k in models}, seed=0)
+    assert len(fig.axes) == 2 and fig.axes[0].get_title().startswith("baseline\n")
+    (x0, y0), (x1, y1) = (ax.get_position().p0 for ax in fig.axes)
+    assert x0 == pytest.approx(x1) and y0 > y1                               # stacked, not side by side
+    assert fig.get_figwidth() >= 7 and all(ax.get_legend() is None for ax in fig.axes)
+    key = fig.legends[0]
+    assert [t.get_text() for t in key.get_texts()][-1] == "unused" and key.get_texts()[0].get_fontsize() >= 12
+    with pytest.raises(ValueError, match="no model of pre-training seed 5"):
+        code_maps(models, {}, seed=5)
