@@ -74,6 +74,28 @@ def training_curves(history, keys: Sequence[str] | None = None, ax=None, title: 
     return fig
 
 
+LOSS_PREFIXES = ("recon", "commit", "cpc", "cmcm", "mi/", "club")       # the step's loss terms (step.step_loss)
+HEALTH_MARKS = ("perplexity", "active", "mode_agreement")                # the monitor's codebook health columns
+
+
+def loss_curves(history, title: str = "pre-training loss terms"):
+    """The loss and every loss term of a run's history (columns ``loss`` and those starting with
+    :data:`LOSS_PREFIXES`, accuracies left out) on a symmetric-log axis (:func:`training_curves`)."""
+    frame = history_frame(history)
+    keys = [c for c in frame.columns if (c == "loss" or c.startswith(LOSS_PREFIXES)) and "acc" not in c]
+    return training_curves(history, keys=keys, title=title, logy=True)
+
+
+def health_table(history, last: int = 8):
+    """The codebook's health over the last ``last`` log entries of a run's history: the shared fraction and every
+    column naming perplexity, active codes or mode agreement, as a readable table (headers in words)."""
+    from .tables import readable_table
+
+    frame = history_frame(history)
+    keys = [c for c in frame.columns if c == "shared_fraction" or any(w in c for w in HEALTH_MARKS)]
+    return readable_table(frame[keys].tail(last), caption=f"Codebook health at the last {last} log steps")
+
+
 def line_styles(n: int) -> list[tuple[str, str]]:
     """``n`` distinct ``(colour, linestyle)`` pairs: tab10 colours, then the same colours dashed, dotted, ..."""
     from matplotlib import colormaps

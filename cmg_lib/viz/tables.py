@@ -43,7 +43,8 @@ MEASURES = {
     "cpc_acc": "Cross-CPC accuracy", "cpc_chance": "Cross-CPC, chance", "shared_fraction": "shared codes",
     "active_codes": "active codes", "perplexity": "perplexity", "mode_agreement": "mode agreement",
     "window_active": "codes active in the reset window", "used": "codes used", "top_share": "top code's share",
-    "jaccard": "Jaccard index", "shared": "shared codes",
+    "jaccard": "Jaccard index", "shared": "shared codes", "event_accuracy": "accuracy on event segments",
+    "majority": "majority rate", "source_accuracy": "accuracy on the source", "std": "standard deviation",
 }
 # Column and row values spelled as the paper spells them, and the measures in words: the one label table.
 LABELS = {"ave": "AVE", "avvp": "AVVP", "ave_avvp": "AVE→AVVP", "ucf_vgg": "UCF↔VGG", "avs": "AVS",
@@ -78,14 +79,14 @@ def format_number(value: Any, decimals: int = 1) -> str:
 
 def _label(value: Any, labels: Mapping[Any, str]) -> str:
     """A header or row label in words: ``labels[value]``; a measure key ``"<measure>/<modality>"`` whose measure
-    has a label as ``"<label>, <modality>"`` (``->`` as an arrow); numbers formatted; other text as it is."""
+    has a label as ``"<label>, <modality>"``; numbers formatted; other text as it is; ``->`` as an arrow."""
     if isinstance(value, str) and value in labels:
         return labels[value]
     if isinstance(value, str) and "/" in value:
         measure, _, which = value.partition("/")
         if measure in labels:
             return f"{labels[measure]}, {which.replace('->', '→')}"
-    return format_number(value) if not isinstance(value, str) else value
+    return format_number(value) if not isinstance(value, str) else value.replace("->", "→")
 
 
 @dataclass
@@ -204,8 +205,11 @@ def readable_table(frame, decimals: int = 1, max_columns: int = 8, caption: str 
     if not isinstance(frame, pd.DataFrame):
         if isinstance(frame, pd.Series):
             frame = frame.to_frame()
+        elif isinstance(frame, Mapping) and all(isinstance(v, Mapping) for v in frame.values()):
+            frame = pd.DataFrame(frame).T                  # {row: {column: value}}
         else:
-            raise TypeError(f"readable_table expects a pandas DataFrame or Series, got {type(frame).__name__}")
+            raise TypeError(f"readable_table expects a pandas DataFrame or Series (or a mapping of rows to "
+                            f"mappings of columns), got {type(frame).__name__}")
     if max_columns < 1:
         raise ValueError(f"max_columns must be at least 1, got {max_columns}")
     labels = {**LABELS, **(labels or {})}
@@ -267,6 +271,16 @@ def comparison_table(records: Sequence[dict], paper: str, rows: str = "method",
         parts.append(readable_table(part, caption=f"Pre-trained on {_label(value, LABELS)}. {caption}",
                                     max_columns=max_columns))
     return stack(parts, note)
+
+
+def retrieval_chance(records: Sequence[dict], ks: Sequence[int] = (5, 10)) -> str:
+    """The chance level of Recall@k (k / gallery size) for the retrieval records' gallery (``n_test`` clips)."""
+    sizes = sorted({int(r["n_test"]) for r in records})
+    if len(sizes) != 1:
+        raise ValueError(f"the records have galleries of different sizes {sizes}; give them one table each")
+    n = sizes[0]
+    levels = ", ".join(f"{100 * k / n:.2f} % (R@{k})" for k in ks)
+    return f"Chance: R@k = k / gallery size = {levels} for a gallery of {n} clips."
 
 
 def table1(records: Sequence[dict], methods: Sequence[str], pretrain_seeds: Sequence[int],
