@@ -112,12 +112,12 @@ def test_table1_is_one_call_one_table_per_size_with_the_rows_trained_there():
     records = _records(["baseline", "unicode"]) + _records(["unicode"], sizes=("40k",))
     t = table1(records, ["baseline", "unicode"], [0, 1], [0])
     assert [p.shape for p in t.parts] == [(2, 8), (1, 8)]                 # the 40K table has no baseline row
-    assert list(t.parts[1].index) == ["unicode"]
+    assert list(t.parts[1].index) == ["unicode"] and ">Uni-Code<" in t.html and ">unicode<" not in t.html
     assert "Pre-trained on 24K. Percentages; ours (pre-training seeds 0, 1 × head seeds 0) beside the paper's " \
            "Table 1; mean ± standard deviation over the runs" in t.html
-    assert "<th class=\"cmg-row\">unicode</th><td>11.5 ± 0.7</td>" in t.html       # seeds 0 and 1: 11, 12
+    assert "<th class=\"cmg-row\">Uni-Code</th><td>11.5 ± 0.7</td>" in t.html      # seeds 0 and 1: 11, 12
     note = t.html.split("</p>")[0]
-    assert "AVE chance level: 3.6 % (28 classes)" in note and "smit" in note and "baseline" not in note
+    assert "AVE chance level: 3.6 % (28 classes)" in note and "S-Mit, MST" in note and "baseline" not in note
 
 
 def test_comparison_table_names_the_papers_table_and_refuses_a_split_it_cannot_make():

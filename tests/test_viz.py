@@ -232,6 +232,7 @@ def test_code_maps_draw_one_panel_per_row_under_one_legible_key():
     models = {("baseline", 0): model, ("unicode", 0): model, ("unicode", 1): model}
     fig = code_maps(models, {k: counts for k in models}, seed=0)
     assert len(fig.axes) == 2 and fig.axes[0].get_title().startswith("baseline\n")
+    assert fig.axes[1].get_title().startswith("Uni-Code\n")                 # the paper's names
     (x0, y0), (x1, y1) = (ax.get_position().p0 for ax in fig.axes)
     assert x0 == pytest.approx(x1) and y0 > y1                               # stacked, not side by side
     assert fig.get_figwidth() >= 7 and all(ax.get_legend() is None for ax in fig.axes)

@@ -1,7 +1,7 @@
 """The built book in a real browser (headless Chromium over http on 127.0.0.1, no network): equations render, the
 explorer's controls switch its view, no page logs an error or asks for anything off the machine, no page shows a
 local path; the "Claims at a glance" page lists every verdict the chapters print, the status page states the
-updates the chapters' scope lines print. Run with ``make browser-test``
+updates the chapters' scope lines print, and no code cell runs past its column. Run with ``make browser-test``
 after ``make book SCALE=smoke``."""
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ CLAIMS = "book/generated/claims.html"
 STATUS = "book/generated/reproducibility.html"
 OUTCOMES = ("holds", "does not hold", "inconclusive")
 SCOPE_UPDATES = re.compile(r"pre-training updates (.*?); pre-training seeds")
+# the chapters whose full pages are photographed for the reader's eye (the issue's list)
+PHOTOGRAPHED = {"01_why_released_recipe": "why_chapter.png", "07_fig4_code_maps": "fig4.png"}
 
 
 def _pages(book: Path) -> list[str]:
@@ -217,3 +219,18 @@ def test_status_page_updates_are_each_chapters_scope_lines(server, open_page, ch
             assert rows[name][column["pre-training seeds"]]["text"] == ", ".join(map(str, seeds)), name
     assert not log.external and not log.errors and not log.failed, (log.external, log.errors, log.failed)
 
+
+def test_no_code_cell_of_a_chapter_is_wider_than_its_column(book, server, open_page, shots):
+    wide = {}
+    for name in _chapters(book):
+        page, _ = open_page(f"{server}/book/executed/{name}.html")
+        if name in PHOTOGRAPHED:
+            page.screenshot(path=str(shots / PHOTOGRAPHED[name]), full_page=True)
+        overflow = page.evaluate("""() => Array.from(document.querySelectorAll('article .cell_input pre'))
+            .filter(pre => pre.offsetParent !== null)
+            .map(pre => [pre.scrollWidth - pre.clientWidth, pre.textContent.split('\\n')[0]])
+            .filter(([px, _]) => px > 1)""")
+        if overflow:
+            wide[name] = overflow
+        page.context.close()
+    assert not wide, f"code cells wider than their column (px past the edge, first line): {wide}"

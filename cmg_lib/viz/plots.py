@@ -211,6 +211,8 @@ def code_maps(models: Mapping[tuple[str, int], Any], usage: Mapping[tuple[str, i
     (``models[(method, seed)]``: a model whose ``codebook.embedding`` holds the code vectors, placed by
     :func:`embed_codes`; ``usage[(method, seed)]["all"]``: its code counts, ``usage.code_usage``), under one colour
     key in the titles' type size. Returns the Figure."""
+    from .tables import METHOD_NAMES
+
     plt = _pyplot()
     methods = [m for m, s in models if s == seed]
     if not methods:
@@ -218,8 +220,8 @@ def code_maps(models: Mapping[tuple[str, int], Any], usage: Mapping[tuple[str, i
     fig, axes = plt.subplots(len(methods), 1, figsize=(width, 0.85 * width * len(methods) + 0.6), squeeze=False)
     for ax, method in zip(axes[:, 0], methods):
         vectors = models[(method, seed)].codebook.embedding.detach().cpu().numpy()
-        code_map(usage[(method, seed)]["all"], pair, coords=embed_codes(vectors, seed=umap_seed), ax=ax, title=method,
-                 show_unused=True, legend=False, fontsize=12)
+        code_map(usage[(method, seed)]["all"], pair, coords=embed_codes(vectors, seed=umap_seed), ax=ax,
+                 title=METHOD_NAMES.get(method, method), show_unused=True, legend=False, fontsize=12)
     fig.legend(handles=_key_handles(pair, True, markersize=10), loc="upper center", ncol=2, fontsize=12,
                frameon=False, bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / fig.get_figheight()))

@@ -46,8 +46,14 @@ MEASURES = {
     "jaccard": "Jaccard index", "shared": "shared codes", "event_accuracy": "accuracy on event segments",
     "majority": "majority rate", "source_accuracy": "accuracy on the source", "std": "standard deviation",
 }
+# Table 1's methods (config.METHODS) as the paper's Table 1 names them
+METHOD_NAMES = {"baseline": "baseline", "smit": "S-Mit", "mst": "MST", "codis": "CODIS", "turn": "TURN",
+                "cmcm": "CMCM", **{f"dcid+{m}": f"DCID+{n}" for m, n in (("smit", "S-Mit"), ("mst", "MST"),
+                                                                         ("turn", "TURN"), ("codis", "CODIS"),
+                                                                         ("cmcm", "CMCM"))},
+                "unicode": "Uni-Code"}
 # Column and row values spelled as the paper spells them, and the measures in words: the one label table.
-LABELS = {"ave": "AVE", "avvp": "AVVP", "ave_avvp": "AVE→AVVP", "ucf_vgg": "UCF↔VGG", "avs": "AVS",
+LABELS = {**METHOD_NAMES, "ave": "AVE", "avvp": "AVVP", "ave_avvp": "AVE→AVVP", "ucf_vgg": "UCF↔VGG", "avs": "AVS",
           "retrieval": "retrieval", "miou": "mIoU", "f_score": "F-score", "pretrain_size": "pre-training set",
           "codebook_size": "codebook size", **{size: size.upper() for size in PRETRAIN_SIZES}, **MEASURES}
 MISSING = "–"
@@ -292,7 +298,7 @@ def table1(records: Sequence[dict], methods: Sequence[str], pretrain_seeds: Sequ
 
     classes = {field(r, "downstream.num_classes") for r in records if r["task"] == "ave"}
     chance = ", ".join(f"{100 / c:.1f} % ({c} classes)" for c in sorted(classes)) or "not run"
-    skipped = [m for m in paper_table("table1").index if m not in methods]
+    skipped = [METHOD_NAMES.get(m, m) for m in paper_table("table1").index if m not in methods]
     note = (f"AVE chance level: {chance}. Paper rows this scale does not train: {', '.join(skipped) or 'none'} "
             "(they run at scale full).")
     return comparison_table(records, "table1", rows="method", cols=("pretrain_size", "task", "direction"),
