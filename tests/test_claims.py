@@ -99,7 +99,7 @@ def test_markdown_shows_scope_outcome_and_rule():
     assert "scale **default**: pre-training updates 200; pre-training seeds [0]" in text
     assert "values: mean ± half-width of the 95 % Student-t interval over pre-training seeds" in text   # what ± is
     assert "inconclusive** by rule" in text
-    assert "- c: **inconclusive** (a 2.00 vs b 1.00; difference 1.00 no interval points over 1 pre-training seed; " \
+    assert "- c: **inconclusive** (a 2.00 vs b 1.00; difference 1.00 points (no interval) over 1 pre-training seed; " \
            "rule: difference > 0 points; needs >= 3 seeds)" in text
 
 

@@ -34,10 +34,10 @@ def test_one_row_per_verdict_in_book_order_with_link_word_numbers_runs_and_secti
     assert "**3 verdicts** from 2 chapters: **1 hold**, **1 do not hold**, **1 inconclusive**." in page
     table = [line for line in page.splitlines() if line.startswith("| {doc}")]
     assert len(table) == 3
-    assert table[0] == ("| {doc}`Table 1: methods <../executed/03_table1>` | Uni-Code \\| beats &lt;the> baseline | "
+    assert table[0] == ("| {doc}`Table 1 <../executed/03_table1>` | Uni-Code \\| beats &lt;the> baseline | "
                         f"**holds** | {holds.evidence} | scale default; 3000 (book_av, 24K) updates; pre-training "
                         "seeds 0, 1, 2; head seeds 0 | Sec. 5.3, Table 1 |")
-    assert "| **does not hold** |" in table[1] and "<../executed/07_fig4>`" in table[2]
+    assert "| **does not hold** |" in table[1] and "{doc}`Figure 4 <../executed/07_fig4>`" in table[2]
     assert "| **inconclusive** |" in table[2] and "500 updates" in table[2] and "Sec. 5.5, Fig. 4" in table[2]
     assert claims.HALF_WIDTH in page and "fewer than 3 pre-training seeds" in page
     assert "cmg-scale-banner" not in claims_page.render(runs, banner=scale_banner)      # the published scale

@@ -64,7 +64,7 @@ def test_interval_table_says_its_plus_minus_is_a_t_half_width():
                                               (0.0312, 0.0005, "0.0312 ± 0.0005"), (0.228571, math.inf, "0.23"),
                                               (3.4657, 0.0, "3.5 ± 0.0"), (0.0, 0.0, "0 ± 0"),
                                               (-1.234, 0.25, "-1.2 ± 0.2"), (math.nan, math.inf, "–"),
-                                              (1e-9, 1e-9, "0.0000 ± 0.0000")])
+                                              (1.23e-5, 2e-5, "1.2e-05 ± 2e-05"), (0.0008, math.inf, "0.0008")])
 def test_format_interval_rounds_to_what_the_interval_resolves(mean, half, text):
     assert diagnostics.format_interval(mean, half) == text
 

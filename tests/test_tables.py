@@ -45,6 +45,10 @@ def test_wide_tables_split_along_the_top_level():
     assert list(t.parts[1].columns.get_level_values(0).unique()) == ["40k"]
     # a single group wider than the limit stays whole
     assert len(readable_table(_side_by_side_like().loc[:, "24k"], max_columns=3).parts) == 2
+    # flat columns: balanced parts
+    flat = pd.DataFrame([range(12)], columns=[f"c{i}" for i in range(12)])
+    assert [p.shape[1] for p in readable_table(flat, max_columns=8).parts] == [6, 6]
+    assert [p.shape[1] for p in readable_table(flat.iloc[:, :9], max_columns=8).parts] == [4, 5]
 
 
 def test_health_table_numbers_and_flat_columns():
@@ -76,7 +80,7 @@ def test_every_measure_key_of_the_diagnostics_tables_reads_as_words():
             "purity/audio", "probe_z/video", "codes_used/audio", "mi/video", "cmcm", "cmcm_chance",
             "cpc_acc/audio->video", "cpc_chance", "shared_fraction", "perplexity/text", "active_codes/audio"]
     t = readable_table(pd.DataFrame([[0.5] * len(keys), [0.25] * len(keys)], columns=keys))
-    head = t.html.split("<thead>")[1].split("</thead>")[0]
+    head = "".join(part.split("</thead>")[0] for part in t.html.split("<thead>")[1:])
     for raw in keys:
         assert f">{raw}<" not in head, f"{raw} shown as a key"
     for words in ("same code, chance", "code reliance, audio", "reconstruction error, video", "code purity, audio",
@@ -95,7 +99,7 @@ def test_constant_columns_leave_the_table_for_its_caption():
     assert ">CMCM, chance<" in kept.html
     t = readable_table(frame, caption="diagnostics", fold_constant=True)
     assert list(t.parts[0].columns) == ["cmcm"]
-    assert "<caption>diagnostics; in every row: CMCM, chance 3.5, n 2; mean ± half-width</caption>" in t.html
+    assert "<caption>diagnostics; in every row: CMCM, chance = 3.5; n = 2; mean ± half-width</caption>" in t.html
     frame.attrs["fold_constant"] = True                                   # as interval tables ask
     assert list(readable_table(frame).parts[0].columns) == ["cmcm"]
     assert list(readable_table(frame.iloc[:1]).parts[0].columns) == ["cmcm", "cmcm_chance", "n"]   # one row: kept

@@ -1,8 +1,8 @@
 """The built book in a real browser (headless Chromium over http on 127.0.0.1, no network): equations render, the
 explorer's controls switch its view, no page logs an error or asks for anything off the machine, no page shows a
 local path; the "Claims at a glance" page lists every verdict the chapters print, the status page states the
-updates the chapters' scope lines print, and no code cell runs past its column. Run with ``make browser-test``
-after ``make book SCALE=smoke``."""
+updates the chapters' scope lines print, and no code cell, printed output or table runs past its column. Run with
+``make browser-test`` after ``make book SCALE=smoke``."""
 from __future__ import annotations
 
 import re
@@ -220,17 +220,18 @@ def test_status_page_updates_are_each_chapters_scope_lines(server, open_page, ch
     assert not log.external and not log.errors and not log.failed, (log.external, log.errors, log.failed)
 
 
-def test_no_code_cell_of_a_chapter_is_wider_than_its_column(book, server, open_page, shots):
+def test_no_code_cell_or_table_of_a_chapter_is_wider_than_its_column(book, server, open_page, shots):
     wide = {}
     for name in _chapters(book):
         page, _ = open_page(f"{server}/book/executed/{name}.html")
         if name in PHOTOGRAPHED:
             page.screenshot(path=str(shots / PHOTOGRAPHED[name]), full_page=True)
-        overflow = page.evaluate("""() => Array.from(document.querySelectorAll('article .cell_input pre'))
-            .filter(pre => pre.offsetParent !== null)
-            .map(pre => [pre.scrollWidth - pre.clientWidth, pre.textContent.split('\\n')[0]])
+        overflow = page.evaluate("""() => Array.from(document.querySelectorAll(
+                'article .cell_input pre, article .cell_output pre, article .cmg-tables'))
+            .filter(box => box.offsetParent !== null)
+            .map(box => [box.scrollWidth - box.clientWidth, box.textContent.trim().slice(0, 60)])
             .filter(([px, _]) => px > 1)""")
         if overflow:
             wide[name] = overflow
         page.context.close()
-    assert not wide, f"code cells wider than their column (px past the edge, first line): {wide}"
+    assert not wide, f"code cells, outputs or tables wider than their column (px past the edge, start): {wide}"

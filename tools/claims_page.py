@@ -31,6 +31,12 @@ def runs_text(scope: Mapping) -> str:
             f"head seeds {_seeds(scope['head_seeds'])}")
 
 
+def short_title(title: str) -> str:
+    """A chapter's name for a table cell: its title up to the first colon ("Table 1: Uni-Code against ..." ->
+    "Table 1"), the whole title when it has none."""
+    return title.split(":", 1)[0].strip() or title
+
+
 def rows(runs: Sequence[Mapping]) -> list[dict]:
     """Every verdict of every chapter (``runs``: ``status_page.notebook_run`` dicts, in book order) with its
     chapter, scope and section."""
@@ -71,7 +77,7 @@ def render(runs: Sequence[Mapping], banner: Callable[[str], str] | None = None) 
               "| chapter | claim | verdict | numbers | runs | paper section |",
               "|---|---|---|---|---|---|"]
     for r in found:
-        lines.append(f"| {{doc}}`{_cell(r['title'])} <../executed/{r['name']}>` | {_cell(r['claim'])} | "
+        lines.append(f"| {{doc}}`{_cell(short_title(r['title']))} <../executed/{r['name']}>` | {_cell(r['claim'])} | "
                      f"**{_cell(r['outcome'])}** | {_cell(r['evidence'])} | {_cell(runs_text(r['scope']))} | "
                      f"{_cell(r['section'])} |")
     return "\n".join(lines) + "\n"

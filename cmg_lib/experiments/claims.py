@@ -132,8 +132,8 @@ def _num(x: float) -> str:
 def _interval_text(mean: float, half: float, n: int, unit: str) -> str:
     if n == 0:
         return "no values"
-    spread = "no interval" if math.isinf(half) else f"± {_num(half)}"
-    return f"{_num(mean)} {spread}{unit} over {n} pre-training seed{'s' if n != 1 else ''}"
+    spread = f"{unit} (no interval)" if math.isinf(half) else f" ± {_num(half)}{unit}"
+    return f"{_num(mean)}{spread} over {n} pre-training seed{'s' if n != 1 else ''}"
 
 
 def exceeds(claim: str, values: Sequence[float] | Mapping[int, float], threshold: float = 0.0, *,
@@ -142,7 +142,7 @@ def exceeds(claim: str, values: Sequence[float] | Mapping[int, float], threshold
     vals = list(values.values()) if isinstance(values, Mapping) else list(values)
     mean, half, n = t_interval(vals)
     outcome = _decide(mean, half, n, threshold)
-    rule = f"{what} > {threshold:g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
+    rule = f"{what} > {threshold:.3g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
     return Verdict(claim, outcome, f"{what} {_interval_text(mean, half, n, unit)}", rule, value=mean,
                    half_width=half, seeds=n, threshold=threshold)
 

@@ -175,11 +175,14 @@ def _decimals(x: float, digits: int) -> int:
 def format_interval(mean: float, half: float, max_decimals: int = 4) -> str:
     """``mean ± half`` for a table: the mean to two significant digits and the half-width to one, both at the
     finer of the two decimals (0.228571 ± 0.0123 -> ``0.23 ± 0.01``, 35.0 ± 2.1 -> ``35 ± 2``, 0.0312 ± 0.0005 ->
-    ``0.0312 ± 0.0005``); the mean alone when there is no interval (``half`` infinite); ``–`` for no value."""
+    ``0.0312 ± 0.0005``; below ``max_decimals``, two significant digits: ``1.2e-05``); the mean alone when there is
+    no interval (``half`` infinite); ``–`` for no value."""
     if math.isnan(mean):
         return "–"
     finite = math.isfinite(half)
     d = min(max_decimals, max(_decimals(mean, 2), _decimals(half, 1) if finite else 0))
+    if mean != 0 and round(mean, d) == 0:            # too small for max_decimals: two significant digits
+        return f"{mean:.2g}" + (f" ± {half:.1g}" if finite else "")
     return f"{mean:.{d}f}" + (f" ± {half:.{d}f}" if finite else "")
 
 

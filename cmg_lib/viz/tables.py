@@ -9,8 +9,8 @@ output, health and probe tables) and returns a :class:`ReadableTable` that noteb
 * numbers: integer values as integers (``9.0`` -> ``9``), others with ``decimals`` decimals, values below 1 with two
   significant digits (``0.028132`` -> ``0.028``), missing values as ``–``; strings (``"44.0 ± 1.2"``) stay as they are;
 * width: a table with more than ``max_columns`` data columns is split into several tables along its top column
-  level (e.g. one per pre-training size), each repeating the row labels; every table spans the page width
-  (class ``cmg-table``, styled by ``book/static/cmg.css``);
+  level (e.g. one per pre-training size; flat columns into parts of balanced size), each repeating the row labels;
+  every table spans the page width (class ``cmg-table``, styled by ``book/static/cmg.css``);
 * "±": a frame that says what its "±" is (``attrs["spread"]``: ``experiments.tables.STANDARD_DEVIATION`` for
   results tables, ``experiments.claims.HALF_WIDTH`` for interval tables) has it in every part's caption;
 * constant columns: with ``fold_constant`` (or ``attrs["fold_constant"]``), a column with the same text in every
@@ -119,9 +119,14 @@ def _column_tuples(frame) -> list[tuple]:
 
 
 def _split_points(cols: list[tuple], max_columns: int) -> list[tuple[int, int]]:
-    """Ranges of column positions: whole top-level groups packed into parts of at most ``max_columns``."""
-    if len(cols) <= max_columns or len(cols[0]) < 2:
+    """Ranges of column positions: whole top-level groups packed into parts of at most ``max_columns``; flat
+    columns in parts of balanced size (12 columns at most 8: two parts of 6)."""
+    if len(cols) <= max_columns:
         return [(0, len(cols))]
+    if len(cols[0]) < 2:
+        count = math.ceil(len(cols) / max_columns)
+        edges = [round(i * len(cols) / count) for i in range(count + 1)]
+        return list(zip(edges[:-1], edges[1:]))
     groups, start = [], 0
     for i in range(1, len(cols) + 1):
         if i == len(cols) or cols[i][0] != cols[start][0]:
@@ -187,14 +192,14 @@ def _render(frame, labels: Mapping[Any, str], decimals: int, caption: str | None
 
 def _fold_constant(frame, labels: Mapping[Any, str], decimals: int):
     """``frame`` without its constant columns (same text in every one of >= 2 rows), and those columns as text
-    ("<header>: <value>", headers of all levels joined by spaces)."""
+    ("<header> = <value>", headers of all levels joined by spaces)."""
     if len(frame.index) < 2:
         return frame, []
     keep, folded = [], []
     for i, col in enumerate(_column_tuples(frame)):
         texts = {format_number(v, decimals) for v in frame.iloc[:, i]}
         if len(texts) == 1:
-            folded.append(f"{' '.join(_label(c, labels) for c in col if c != '')} {texts.pop()}")
+            folded.append(f"{' '.join(_label(c, labels) for c in col if c != '')} = {texts.pop()}")
         else:
             keep.append(i)
     out = frame.iloc[:, keep]
@@ -222,7 +227,7 @@ def readable_table(frame, decimals: int = 1, max_columns: int = 8, caption: str 
     if frame.attrs.get("fold_constant") if fold_constant is None else fold_constant:
         frame, folded = _fold_constant(frame, labels, decimals)
         if folded:
-            caption = "; ".join(t for t in (caption, "in every row: " + ", ".join(folded)) if t)
+            caption = "; ".join(t for t in (caption, "in every row: " + "; ".join(folded)) if t)
     cols = _column_tuples(frame)
     ranges = _split_points(cols, max_columns) if cols else [(0, 0)]
     parts = [frame.iloc[:, lo:hi] for lo, hi in ranges]
