@@ -50,3 +50,9 @@ def test_a_smoke_build_shows_its_banner_and_a_build_without_verdicts_says_so():
     assert page.index("# Claims at a glance") < page.index("cmg-scale-banner") < page.index("| chapter |")
     assert "these numbers test code paths, not claims" in page
     assert "No chapter of this build displayed verdicts." in claims_page.render([_run("00_tour", "Tour")])
+
+
+def test_chapter_names_are_short():
+    assert claims_page.short_title("Table 4 and Figure 5: query-based segmentation") == "Table 4 and Figure 5"
+    assert claims_page.short_title("Why the released recipe behaves differently here") == "Why the released recipe …"
+    assert claims_page.short_title("Pre-training Uni-Code") == "Pre-training Uni-Code"

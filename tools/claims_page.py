@@ -31,10 +31,13 @@ def runs_text(scope: Mapping) -> str:
             f"head seeds {_seeds(scope['head_seeds'])}")
 
 
-def short_title(title: str) -> str:
+def short_title(title: str, words: int = 4) -> str:
     """A chapter's name for a table cell: its title up to the first colon ("Table 1: Uni-Code against ..." ->
-    "Table 1"), the whole title when it has none."""
-    return title.split(":", 1)[0].strip() or title
+    "Table 1"); without one, its first ``words`` words ("Why the released recipe …")."""
+    if ":" in title:
+        return title.split(":", 1)[0].strip() or title
+    parts = title.split()
+    return title if len(parts) <= words else " ".join(parts[:words]) + " …"
 
 
 def rows(runs: Sequence[Mapping]) -> list[dict]:
