@@ -258,8 +258,8 @@ def test_data_tour_figures_and_tables():
     t = tour.probe_tables(probes)
     assert "by 20.0 points" in t.html and ">audio→video<" in t.html and ">accuracy on event segments<" in t.html
     assert "<td>50</td><td>25</td><td>40</td>" in t.html and ">source→target<" in t.html
-    shares = tour.variance_table({"audio": {"class": 0.464, "voice": 0.128}, "video": {"class": 0.098}})
-    assert "<td>46.4</td><td>12.8</td>" in shares.html and "<td>9.8</td><td>–</td>" in shares.html
+    shares = tour.variance_table({"audio": {"class": 0.464, "voice": 0.128}, "video": {"class": 0.098, "voice": 4e-32}})
+    assert "<td>46.4</td><td>12.8</td>" in shares.html and "<td>9.8</td><td>0</td>" in shares.html   # float noise: 0
 
 
 def test_feature_table_states_shapes_and_moments():
@@ -304,8 +304,8 @@ def test_pretraining_curves_and_health_table_pick_their_columns():
              "perplexity/audio": 9.0 + s, "shared_fraction": 0.25, "lr": 1e-3} for s in range(1, 11)]
     assert {l.get_label() for l in loss_curves(hist).axes[0].get_lines()} == {"loss", "recon/audio", "mi/video"}
     t = health_table(hist, last=3)
-    assert list(t.parts[0].columns) == ["perplexity/audio", "shared_fraction"] and list(t.parts[0].index) == [8, 9, 10]
-    assert ">perplexity, audio<" in t.html and ">shared codes<" in t.html
+    assert list(t.parts[0].columns) == ["perplexity/audio"] and list(t.parts[0].index) == [8, 9, 10]
+    assert ">perplexity, audio<" in t.html and "in every row: shared codes = 0.25" in t.html
 
 
 def test_readable_table_takes_rows_as_a_mapping_and_retrieval_chance_names_the_gallery():

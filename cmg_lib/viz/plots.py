@@ -88,12 +88,14 @@ def loss_curves(history, title: str = "pre-training loss terms"):
 
 def health_table(history, last: int = 8):
     """The codebook's health over the last ``last`` log entries of a run's history: the shared fraction and every
-    column naming perplexity, active codes or mode agreement, as a readable table (headers in words)."""
+    column naming perplexity, active codes or mode agreement, as a readable table (headers in words; a column
+    constant over those entries is stated once, in the caption)."""
     from .tables import readable_table
 
     frame = history_frame(history)
     keys = [c for c in frame.columns if c == "shared_fraction" or any(w in c for w in HEALTH_MARKS)]
-    return readable_table(frame[keys].tail(last), caption=f"Codebook health at the last {last} log steps")
+    return readable_table(frame[keys].tail(last), caption=f"Codebook health at the last {last} log steps",
+                          fold_constant=True)
 
 
 def line_styles(n: int) -> list[tuple[str, str]]:

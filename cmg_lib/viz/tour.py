@@ -61,8 +61,9 @@ def probe_tables(probes: Mapping[str, Mapping[str, Mapping[str, float]]]) -> Rea
     weakest within-modality probe and the best unaligned cross-modal one."""
     import pandas as pd
 
-    within = 100 * pd.DataFrame(probes["within"]).T[["accuracy", "event_accuracy", "majority"]].astype(float)
-    across = 100 * pd.DataFrame(probes["cross"]).T[["accuracy", "chance", "source_accuracy"]].astype(float)
+    within = (100 * pd.DataFrame(probes["within"]).T[["accuracy", "event_accuracy", "majority"]].astype(float))
+    across = (100 * pd.DataFrame(probes["cross"]).T[["accuracy", "chance", "source_accuracy"]].astype(float))
+    within, across = within.round(1), across.round(1)             # percentages to one decimal, as the text
     gap = within["event_accuracy"].min() - across["accuracy"].max()
     note = (f"On event segments, the weakest within-modality probe beats the best unaligned cross-modal probe by "
             f"{gap:.1f} points at this scale.")
@@ -77,7 +78,7 @@ def variance_table(shares: Mapping[str, Mapping[str, float]]) -> ReadableTable:
     in percent (``feature_variance_shares``; "–" where a factor does not apply)."""
     import pandas as pd
 
-    frame = (100 * pd.DataFrame(shares).T).rename_axis("modality")
+    frame = (100 * pd.DataFrame(shares).T).round(1).rename_axis("modality")
     return readable_table(frame, caption="Share of the feature variance explained (%), event segments of the "
                                          "AVE-style test split")
 
