@@ -96,10 +96,10 @@ def test_codebook_size_claim_picks_the_best_intermediate_size():
 def test_markdown_shows_scope_outcome_and_rule():
     scope = claims.Scope("default", 200, (0,), (0, 1))
     text = claims.markdown([claims.greater("c", {0: 2.0}, {0: 1.0})], scope)
-    assert "scale **default**: pre-training steps 200; pre-training seeds [0]" in text
+    assert "scale **default**: pre-training updates 200; pre-training seeds [0]" in text
     assert "values: mean ± half-width of the 95 % Student-t interval over pre-training seeds" in text   # what ± is
     assert "inconclusive** by rule" in text
-    assert "- c: **inconclusive** (a 2.00 vs b 1.00; difference 1.00 no interval points over 1 pre-training seed; " \
+    assert "- c: **inconclusive** (a 2.00 vs b 1.00; difference 1.00 points (no interval) over 1 pre-training seed; " \
            "rule: difference > 0 points; needs >= 3 seeds)" in text
 
 
@@ -184,3 +184,51 @@ def test_same_code_claims_test_the_central_property_against_chance():
     low = {"baseline": agreement["baseline"], "unicode": agree((0.14, 0.15, 0.16), chance=0.15)}
     assert [v.outcome for v in claims.same_code_claims(low)] == [HOLDS, INCONCLUSIVE]
     assert claims.same_code_claims({"cmcm": agree((0.5, 0.5, 0.5))}) == []
+
+
+def test_record_carries_what_the_markdown_prints_with_numbers_and_scope():
+    scope = claims.Scope("default", "3000 (book_av, 24K)", (0, 1, 2), (0,))
+    v = claims.greater("c", {0: 10.0, 1: 11.0, 2: 12.0}, {0: 1.0, 1: 2.0, 2: 3.0}, margin=5.0)
+    rec = claims.record([v, claims.all_of("both", [v, v])], scope, "Sec. 5.3, Table 1")
+    assert rec["format"] == claims.RECORD_FORMAT and rec["section"] == "Sec. 5.3, Table 1"
+    assert rec["scope"] == {"scale": "default", "updates": "3000 (book_av, 24K)", "pretrain_seeds": [0, 1, 2],
+                            "head_seeds": [0], "spread": claims.HALF_WIDTH, "min_seeds": 3}
+    first, both = rec["verdicts"]
+    assert (first["claim"], first["outcome"], first["evidence"], first["rule"]) == ("c", HOLDS, v.evidence, v.rule)
+    assert first["mean"] == 9.0 and first["seeds"] == 3 and first["threshold"] == 5.0 and first["parts"] == []
+    assert first["interval"] == pytest.approx([9.0 - first["half_width"], 9.0 + first["half_width"]])
+    assert first["half_width"] == pytest.approx(0.0)                        # the differences are all 9
+    assert both["mean"] is None and both["interval"] is None and [p["claim"] for p in both["parts"]] == ["c", "c"]
+    # one seed: no interval, and nothing JSON cannot hold
+    one = claims.greater("c", {0: 2.0}, {0: 1.0}).record()
+    assert one["half_width"] is None and one["interval"] is None and one["seeds"] == 1
+    import json
+    json.dumps(rec, allow_nan=False)
+    with pytest.raises(ValueError, match="section"):
+        claims.record([v], scope, "")
+
+
+def test_show_displays_the_markdown_and_the_record_in_one_output_that_records_in_reads_back():
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    scope = claims.Scope("smoke", 6, (0,), (0,))
+    verdicts = [claims.greater("c", {0: 2.0}, {0: 1.0})]
+    data, metadata = claims.output(verdicts, scope, "Fig. 4")
+    assert data == {"text/markdown": claims.markdown(verdicts, scope)}          # all the page renders
+    assert metadata == {claims.RECORD_KEY: claims.record(verdicts, scope, "Fig. 4")}
+
+    def shown(section):
+        data, metadata = claims.output(verdicts, scope, section)
+        return new_output("display_data", data=data, metadata=metadata)
+
+    # as the kernel stores it in the executed notebook: a valid nbformat 4 output, read back in cell order
+    nb = new_notebook(cells=[new_code_cell("x", outputs=[shown("Fig. 4")]),
+                             new_code_cell("y", outputs=[new_output("stream", text="hello")]),
+                             new_code_cell("z", outputs=[shown("Table 2")])])
+    nbformat.validate(nb)
+    found = claims.records_in(nbformat.reads(nbformat.writes(nb), as_version=4))
+    assert [r["section"] for r in found] == ["Fig. 4", "Table 2"] and found[0]["verdicts"][0]["claim"] == "c"
+    nb.cells[0].outputs[0]["metadata"][claims.RECORD_KEY]["format"] = "cmg-verdicts/0"
+    with pytest.raises(ValueError, match="cell 1 .*cmg-verdicts/0"):
+        claims.records_in(nb)

@@ -1,6 +1,8 @@
 """The measures behind the Fig. 4 chapter's verdicts and the diagnostics' interval tables, on known counts and codes."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -48,9 +50,23 @@ def test_interval_table_says_its_plus_minus_is_a_t_half_width():
                "baseline": {0: {"purity": 0.2}}}
     table = diagnostics.interval_table(per_row, ["purity", "mi/video"], index="row")
     mean, half, _ = claims.t_interval([0.5, 0.7, 0.6])
-    assert table.loc["book recipe", "purity"] == f"{mean:.3f} ± {half:.3f}" and half == pytest.approx(0.248, abs=1e-3)
-    assert table.loc["baseline", "purity"] == "0.200"                # one seed: the mean alone
+    assert table.loc["book recipe", "purity"] == "0.60 ± 0.25" and half == pytest.approx(0.248, abs=1e-3)
+    assert table.loc["baseline", "purity"] == "0.20"                 # one seed: the mean alone
     assert table.attrs["spread"] == claims.HALF_WIDTH and "95 % Student-t" in claims.HALF_WIDTH
+    assert table.attrs["fold_constant"]                              # readable_table moves constant columns out
+    named = diagnostics.interval_table({"r": {0: {"same_code": 0.5, "recon/audio": 2.0, "other": 1.0}}}, "club")
+    assert list(named.columns) == ["same_code", "recon/audio"]       # the set's order, what the row has
+    with pytest.raises(ValueError, match="unknown measure set 'clubs'.*club"):
+        diagnostics.interval_table(per_row, "clubs")
+
+
+@pytest.mark.parametrize("mean, half, text", [(0.228571, 0.0123, "0.23 ± 0.01"), (35.0, 2.1, "35 ± 2"),
+                                              (0.0312, 0.0005, "0.0312 ± 0.0005"), (0.228571, math.inf, "0.23"),
+                                              (3.4657, 0.0, "3.5 ± 0.0"), (0.0, 0.0, "0 ± 0"),
+                                              (-1.234, 0.25, "-1.2 ± 0.2"), (math.nan, math.inf, "–"),
+                                              (1.23e-5, 2e-5, "1.2e-05 ± 2e-05"), (0.0008, math.inf, "0.0008")])
+def test_format_interval_rounds_to_what_the_interval_resolves(mean, half, text):
+    assert diagnostics.format_interval(mean, half) == text
 
 
 def test_results_tables_say_their_plus_minus_is_a_standard_deviation():

@@ -165,6 +165,15 @@ def test_results_table_nested_fields_and_missing_field():
         results_table(recs, rows="seed", cols="direction")
 
 
+def test_results_table_where_keeps_the_matching_records_only():
+    recs = _toy_records() + [{"method": "unicode", "task": "ave", "direction": "V→A", "seed": 0, "metric": 99.0,
+                              "metrics": {}}]
+    for r in recs:
+        r.setdefault("metrics", {"f1": r["metric"] / 2} if r["task"] == "avvp" else {})
+    table = results_table(recs, rows="method", cols="direction", value="metrics.f1", where={"task": "avvp"})
+    assert table.to_dict() == {"A→V": {"unicode": "3.6"}}               # 7.25 / 2; the AVE records have no f1
+
+
 def test_paper_tables_and_side_by_side():
     t1 = paper_table("table1")
     assert t1.shape == (12, 12)

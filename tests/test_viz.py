@@ -186,3 +186,136 @@ def test_explorer_static_fallback_shows_first_view_off_http():
     first = ex.images[("baseline", ("video", "audio"), "all", 10)].value
     assert base64.b64encode(first).decode() in ex.fallback_html
     assert "make serve" in ex.fallback_html and "location.protocol" in ex.fallback_html
+
+
+def test_synthetic_counts_align_or_separate_and_sharpen_with_training():
+    from cmg_lib.viz.explorer import synthetic_counts, synthetic_usage
+
+    aligned = synthetic_counts("aligned", 1, 100, rng=np.random.default_rng(0))
+    separate = synthetic_counts("separate", 1, 100, rng=np.random.default_rng(0))
+    # class 1's bump is at code 13; "separate" moves audio's half a codebook (16) away
+    assert int(np.argmax(aligned["video"])) == int(np.argmax(aligned["audio"])) == 13
+    assert int(np.argmax(separate["video"])) == 13 and int(np.argmax(separate["audio"])) == 29
+    assert 340 < aligned["video"].sum() < 460                            # Poisson around 400 uses
+    early, late = (synthetic_counts("aligned", 0, s, rng=np.random.default_rng(1))["video"] for s in (1, 100))
+    assert (late > 0).sum() < (early > 0).sum()                          # fewer codes in use after training
+    every = synthetic_counts("aligned", "all", 10, rng=np.random.default_rng(0))["video"]
+    assert all(every[c] > 0 for c in (5, 13, 21))                        # one bump per class 0-2
+    usage = synthetic_usage(classes=("all", 0), steps=(1, 10))
+    assert len(usage) == 2 * 2 * 2 and set(next(iter(usage.values()))) == {"video", "audio"}
+    again = synthetic_usage(classes=("all", 0), steps=(1, 10))
+    assert all(np.array_equal(usage[k]["audio"], again[k]["audio"]) for k in usage)     # seeded
+    stats = {m: overlap_stats(usage[(m, ("video", "audio"), 0, 10)], ("video", "audio")) for m in ("aligned", "separate")}
+    assert stats["aligned"]["jaccard"] > 0.5 > stats["separate"]["jaccard"]
+
+
+def test_overlap_table_means_over_classes_per_method_and_step():
+    from cmg_lib.viz.explorer import overlap_table
+
+    same = {"video": np.array([2, 2, 0, 0]), "audio": np.array([2, 2, 0, 0])}
+    apart = {"video": np.array([2, 0, 0, 0]), "audio": np.array([0, 0, 2, 0])}
+    usage = {("m", "video-audio", "all", 1): same, ("m", "video-audio", 0, 1): apart}
+    t = overlap_table(usage)
+    assert t.parts[0].loc[("m", 1), "jaccard"] == pytest.approx(0.5) and ">Jaccard index<" in t.html
+
+
+def test_code_maps_draw_one_panel_per_row_under_one_legible_key():
+    import types
+
+    import torch
+
+    from cmg_lib.viz import code_maps
+
+    rng = np.random.default_rng(0)
+    model = types.SimpleNamespace(codebook=types.SimpleNamespace(embedding=torch.tensor(rng.normal(size=(12, 4)))))
+    counts = {"all": {"video": rng.integers(0, 5, 12), "audio": rng.integers(0, 5, 12)}}
+    models = {("baseline", 0): model, ("unicode", 0): model, ("unicode", 1): model}
+    fig = code_maps(models, {k: counts for k in models}, seed=0)
+    assert len(fig.axes) == 2 and fig.axes[0].get_title().startswith("baseline\n")
+    assert fig.axes[1].get_title().startswith("Uni-Code\n")                 # the paper's names
+    (x0, y0), (x1, y1) = (ax.get_position().p0 for ax in fig.axes)
+    assert x0 == pytest.approx(x1) and y0 > y1                               # stacked, not side by side
+    assert fig.get_figwidth() >= 7 and all(ax.get_legend() is None for ax in fig.axes)
+    key = fig.legends[0]
+    assert [t.get_text() for t in key.get_texts()][-1] == "unused" and key.get_texts()[0].get_fontsize() >= 12
+    with pytest.raises(ValueError, match="no model of pre-training seed 5"):
+        code_maps(models, {}, seed=5)
+
+
+def test_data_tour_figures_and_tables():
+    from cmg_lib.viz import tour
+
+    frames = np.zeros((10, 8, 8, 1), np.uint8)
+    clip = {"frames": frames, "audio_labels": [3] * 5 + [-1] * 5, "video_labels": [-1] * 10,
+            "mask": frames, "class_name": "forty two"}
+    fig = tour.clip_frames(clip)
+    assert len(fig.axes) == 10 and fig.axes[0].get_title() == "a:3 v:-" and fig.axes[9].get_title() == "a:- v:-"
+    assert len(tour.avs_frames(clip, count=3).axes) == 6
+    agreement = tour.agreement_table({"both, same event": 0.4631, "neither": 0.5369})
+    assert "<td>0.46</td>" in agreement.html and ">share of segments<" in agreement.html
+    probes = {"within": {"audio": {"accuracy": 0.5, "event_accuracy": 0.25, "majority": 0.4}},
+              "cross": {"audio->video": {"accuracy": 0.05, "chance": 0.036, "source_accuracy": 0.2}}}
+    t = tour.probe_tables(probes)
+    assert "by 20.0 points" in t.html and ">audio→video<" in t.html and ">accuracy on event segments<" in t.html
+    assert "<td>50</td><td>25</td><td>40</td>" in t.html and ">source→target<" in t.html
+    shares = tour.variance_table({"audio": {"class": 0.464, "voice": 0.128}, "video": {"class": 0.098, "voice": 4e-32}})
+    assert "<td>46.4</td><td>12.8</td>" in shares.html and "<td>9.8</td><td>0</td>" in shares.html   # float noise: 0
+
+
+def test_feature_table_states_shapes_and_moments():
+    import torch
+
+    from cmg_lib.viz import tour
+
+    class Data:
+        modalities = ("audio",)
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return {"audio": torch.full((2, 4), float(i))}
+
+    t = tour.feature_table(Data())
+    assert ">3 × 2 × 4<" in t.html and "<td>1</td>" in t.html and "first 3 clips" in t.html   # mean of 0, 1, 2
+
+
+def test_figure5_labels_each_row_with_its_clips_query():
+    from cmg_lib.viz.segmentation import figure5
+
+    class AVS:
+        class_names = ["one", "two", "three"]
+
+        def __getitem__(self, i):
+            return {"label": [2, 0, 1][i]}
+
+    masks = np.zeros((2, 8, 8))
+    preds = {m: {"frames": masks, "masks": masks, "pred": masks, "index": np.array([0, 2])}
+             for m in ("baseline", "unicode")}
+    fig = figure5(preds, AVS())
+    assert [fig.axes[i].get_ylabel() for i in (0, 4)] == ['query: "three"', 'query: "two"']
+    assert [fig.axes[i].get_title() for i in (2, 3)] == ["baseline (T→A)", "Uni-Code (T→A)"]
+
+
+def test_pretraining_curves_and_health_table_pick_their_columns():
+    from cmg_lib.viz.plots import health_table, loss_curves
+
+    hist = [{"step": s, "loss": 3.0 / s, "recon/audio": 1.0, "cpc_acc/audio->video": 0.5, "mi/video": 0.1,
+             "perplexity/audio": 9.0 + s, "shared_fraction": 0.25, "lr": 1e-3} for s in range(1, 11)]
+    assert {l.get_label() for l in loss_curves(hist).axes[0].get_lines()} == {"loss", "recon/audio", "mi/video"}
+    t = health_table(hist, last=3)
+    assert list(t.parts[0].columns) == ["perplexity/audio"] and list(t.parts[0].index) == [8, 9, 10]
+    assert ">perplexity, audio<" in t.html and "in every row: shared codes = 0.25" in t.html
+
+
+def test_readable_table_takes_rows_as_a_mapping_and_retrieval_chance_names_the_gallery():
+    from cmg_lib.viz.tables import readable_table, retrieval_chance
+
+    t = readable_table({"audio": {"used": 22, "top_share": 0.3412}, "video": {"used": 31, "top_share": 0.1}})
+    assert '<th class="cmg-row">audio</th><td>22</td><td>0.34</td>' in t.html and ">top code&#x27;s share<" in t.html
+    assert retrieval_chance([{"n_test": 500}]) == ("Chance: R@k = k / gallery size = 1.00 % (R@5), 2.00 % (R@10) "
+                                                  "for a gallery of 500 clips.")
+    with pytest.raises(ValueError, match="different sizes"):
+        retrieval_chance([{"n_test": 500}, {"n_test": 100}])
+    with pytest.raises(TypeError, match="mapping of rows"):
+        readable_table({"audio": 1})

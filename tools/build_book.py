@@ -15,8 +15,10 @@
    (Sphinx always excludes ``_build/``, so executed notebooks cannot live there); the injected parameters cell is
    tagged ``remove-cell`` (the page shows the notebook's own parameters cell) and the run's machine, commit and
    date are recorded in the notebook's metadata;
-4. prints the time each notebook took and writes the reproducibility status page ``book/generated/
-   reproducibility.md`` (``tools/status_page.py``) from the executed notebooks;
+4. prints the time each notebook took and writes, from the executed notebooks, the reproducibility status page
+   ``book/generated/reproducibility.md`` (``tools/status_page.py``) and the "Claims at a glance" page
+   ``book/generated/claims.md`` (``tools/claims_page.py``: every verdict, from the records the verdict cells
+   displayed, ``cmg_lib.experiments.claims.show``);
 5. ``jupyter-book build . -W -n --keep-going`` with execution off (``_config.yml``): any warning fails the build.
 
 A failing notebook stops the build with a message naming the notebook and the cell; the partially executed copy
@@ -38,13 +40,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))      # tools/status_page.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # tools/status_page.py, tools/claims_page.py
+import claims_page  # noqa: E402
 import status_page  # noqa: E402
 NOTEBOOK_DIR = ROOT / "notebooks"
 EXECUTED_DIR = ROOT / "book" / "executed"
 WIDGETS_DIR = ROOT / "widgets_static" / "widgets"
 MATHJAX_DIR = ROOT / "widgets_static" / "mathjax"
 STATUS_PAGE = ROOT / "book" / "generated" / "reproducibility.md"
+CLAIMS_PAGE = ROOT / "book" / "generated" / "claims.md"
 MEASURED_TIMINGS = "../measured_timings.md"          # hand measurements, included by the status page
 # Browser side of ipywidgets 8 in static pages (myst-nb's default URLs point at these versions on a CDN).
 NPM_PACKAGES = {"html-manager": "@jupyter-widgets/html-manager@1.0.6", "requirejs": "requirejs@2.3.7"}
@@ -263,14 +267,20 @@ def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_status_page(names: list[str], build: dict, path: Path = STATUS_PAGE) -> Path:
-    """The reproducibility status page from the executed notebooks (``tools/status_page.py``)."""
-    from cmg_lib.experiments.budgets import budget
+def write_pages(names: list[str], build: dict, status_path: Path = STATUS_PAGE,
+                claims_path: Path = CLAIMS_PAGE) -> list[Path]:
+    """The reproducibility status page (``tools/status_page.py``) and the "Claims at a glance" page
+    (``tools/claims_page.py``, under the scale banner of every scale below the published one) from the executed
+    notebooks ``names``, in book order."""
+    from cmg_lib.experiments.notebook import scale_banner
 
-    runs = [status_page.notebook_run(EXECUTED_DIR / f"{n}.ipynb", budget) for n in names]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(status_page.render(runs, build, timings_include=MEASURED_TIMINGS))
-    return path
+    runs = [status_page.notebook_run(EXECUTED_DIR / f"{n}.ipynb") for n in names]
+    pages = {status_path: status_page.render(runs, build, timings_include=MEASURED_TIMINGS),
+             claims_path: claims_page.render(runs, banner=scale_banner)}
+    for path, text in pages.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return list(pages)
 
 
 def jupyter_book_build(strict: bool = True) -> None:
@@ -360,9 +370,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {'sum':<28s} {sum(s for _, s in times):7.1f} s", flush=True)
             print(f"    {'wall (all notebooks)':<28s} {execute_seconds:7.1f} s", flush=True)
             print(f"    {'pre-training runs (pool)':<28s} {runs_seconds:7.1f} s", flush=True)
-        page = write_status_page(names, {"date": _utc_now()[:10], "commit": commit, "scale": args.scale,
-                                         "machine": machine, "data_seconds": data_seconds})
-        print(f"[book] status page: {page.relative_to(ROOT)}", flush=True)
+        pages = write_pages(names, {"date": _utc_now()[:10], "commit": commit, "scale": args.scale,
+                                    "machine": machine, "data_seconds": data_seconds})
+        print(f"[book] pages from the executed notebooks: {', '.join(str(p.relative_to(ROOT)) for p in pages)}",
+              flush=True)
         jupyter_book_build(strict=not args.no_strict)
     except BuildError as err:
         print(f"[book] ERROR: {err}", file=sys.stderr)

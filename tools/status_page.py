@@ -1,10 +1,11 @@
 """The book's reproducibility status page, written by tools/build_book.py at every build.
 
-Per executed notebook: its run time, scale, seeds and pre-training steps (from the budget table), when and from
-which commit it ran and on what machine (CPU model, cores, measured float32 GEMM rate, torch). Run facts come from
-the executed notebook itself: papermill's ``metadata.papermill`` (parameters, duration) and the ``metadata.cmg_run``
-block that build_book.py adds right after executing it, so a notebook kept from an earlier build (``--only``,
-``--skip-execute``) shows that earlier build's facts.
+Per executed notebook: its run time, scale, the updates and the pre-training and head seeds its verdicts rest on,
+when and from which commit it ran and on what machine (CPU model, cores, measured float32 GEMM rate, torch). Run
+facts come from the executed notebook itself: papermill's ``metadata.papermill`` (parameters, duration), the
+``metadata.cmg_run`` block that build_book.py adds right after executing it, and the verdict records its verdict
+cells displayed (``cmg_lib.experiments.claims.show``, read by ``claims.records_in``: the scope lines' updates and
+seeds), so a notebook kept from an earlier build (``--only``, ``--skip-execute``) shows that earlier build's facts.
 """
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cmg_lib.experiments.claims import records_in
+
 RUN_KEY = "cmg_run"           # notebook metadata block written by build_book.record_run
 NOT_RECORDED = "not recorded"
+NO_VERDICTS = "no verdicts"   # a chapter that shows none trains nothing the status page could state
+SEPARATOR = " / "             # between a chapter's different scope lines' updates, in page order
 
 
 def machine_line(machine: Mapping | None) -> str:
@@ -39,22 +44,32 @@ def _title(cells: Sequence[Mapping]) -> str | None:
     return None
 
 
-def notebook_run(path: str | Path, budget) -> dict:
-    """The run facts of one executed notebook; ``budget(scale)`` gives the scale's typed ``Budget``
-    (``cmg_lib.experiments.budgets.budget``): its head seeds and steps."""
+def notebook_run(path: str | Path) -> dict:
+    """The run facts of one executed notebook, with its verdict ``records`` (``claims.records_in``)."""
     path = Path(path)
     nb = json.loads(path.read_text())
     meta = nb.get("metadata", {})
     pm = meta.get("papermill", {})
     params = pm.get("parameters", {}) or {}
     run = meta.get(RUN_KEY, {})
-    scale = params.get("scale")
-    b = budget(scale) if scale else None
-    seeds = params.get("seeds") or (b.seeds if b is not None else None)
-    return {"name": path.stem, "title": _title(nb.get("cells", [])) or path.stem, "scale": scale,
-            "seeds": list(seeds) if seeds else None, "pretrain_steps": b.pretrain_steps if b is not None else None,
-            "seconds": pm.get("duration"), "executed": run.get("executed") or pm.get("end_time"),
-            "commit": run.get("commit"), "machine": run.get("machine"), "device": params.get("device")}
+    return {"name": path.stem, "title": _title(nb.get("cells", [])) or path.stem, "scale": params.get("scale"),
+            "records": records_in(nb), "seconds": pm.get("duration"),
+            "executed": run.get("executed") or pm.get("end_time"), "commit": run.get("commit"),
+            "machine": run.get("machine"), "device": params.get("device")}
+
+
+def trained(run: Mapping) -> dict[str, str]:
+    """What a chapter's verdicts rest on, from its records' scopes: ``updates`` (each scope line's, in page order,
+    repeats dropped, joined by :data:`SEPARATOR`), ``pretrain_seeds`` and ``head_seeds`` (all, sorted)."""
+    scopes = [r["scope"] for r in run.get("records", [])]
+    if not scopes:
+        return {"updates": NO_VERDICTS, "pretrain_seeds": "–", "head_seeds": "–"}
+
+    def seeds(key: str) -> str:
+        return ", ".join(str(s) for s in sorted({s for sc in scopes for s in sc[key]}))
+
+    return {"updates": SEPARATOR.join(dict.fromkeys(sc["updates"] for sc in scopes)),
+            "pretrain_seeds": seeds("pretrain_seeds"), "head_seeds": seeds("head_seeds")}
 
 
 def _cell(value) -> str:
@@ -85,21 +100,25 @@ def render(runs: Sequence[Mapping], build: Mapping, timings_include: str | None 
     if known:
         lines.append(f"- notebooks: {_minutes(sum(known))} in all")
     lines += ["", "## Chapters", "",
-              "| chapter | scale | seeds | pre-training steps | device | run time | executed | commit | machine |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| chapter | scale | updates | pre-training seeds | head seeds | device | run time | executed | commit | "
+              "machine |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     machines: list[str] = []
     for r in runs:
         m = machine_line(r.get("machine"))
         if m != NOT_RECORDED and m not in machines:
             machines.append(m)
         mid = f"M{machines.index(m) + 1}" if m in machines else NOT_RECORDED
-        seeds = ", ".join(str(s) for s in r["seeds"]) if r.get("seeds") else None
+        t = trained(r)
         executed = (r.get("executed") or "")[:16].replace("T", " ") or None
         lines.append(f"| {{doc}}`{_cell(r['title'])} <../executed/{r['name']}>` | {_cell(r.get('scale'))} | "
-                     f"{_cell(seeds)} | {_cell(r.get('pretrain_steps'))} | {_cell(r.get('device'))} | "
-                     f"{_minutes(r.get('seconds'))} | {_cell(executed)} | {_cell(r.get('commit'))} | {mid} |")
-    lines += ["", "Seeds are the downstream-head seeds of the scale's budget (`cmg_lib.experiments.budgets.BUDGETS`) "
-              "unless the build passed `--seeds`; the segmentation chapter uses the budget's own AVS seeds.", "",
+                     f"{_cell(t['updates'])} | {_cell(t['pretrain_seeds'])} | {_cell(t['head_seeds'])} | "
+                     f"{_cell(r.get('device'))} | {_minutes(r.get('seconds'))} | {_cell(executed)} | "
+                     f"{_cell(r.get('commit'))} | {mid} |")
+    lines += ["", "Updates and seeds are what each chapter's verdicts rest on, as its scope lines print them (the "
+              "verdict records the executed chapter displayed); a chapter whose verdict lists ran different lengths "
+              f"lists each, in page order, separated by \"{SEPARATOR.strip()}\". {NO_VERDICTS.capitalize()}: the "
+              "chapter judges no claim. The full list of verdicts is on {doc}`claims`.", "",
               "## Machines", ""]
     lines += [f"- M{i + 1}: {m}" for i, m in enumerate(machines)] or ["- none recorded"]
     if timings_include:

@@ -12,6 +12,11 @@ when it compares two rows trained with the same seeds. With ``n`` seeds, the two
 
 A claim made of several comparisons (:func:`all_of`, e.g. "best in every column") holds when every part holds and
 does not hold when any part does not. Every verdict prints its threshold, its interval and its seeds.
+
+A notebook shows its verdicts with :func:`show`: one output that the page renders as the verdict list
+(:func:`markdown`) and that also carries them as a machine-readable record (:func:`record`, in the output's
+metadata under :data:`RECORD_KEY`, which the book's renderer ignores); ``tools/build_book.py`` reads the records
+back from the executed notebooks (:func:`records_in`) for the "Claims at a glance" page and the status page.
 """
 from __future__ import annotations
 
@@ -32,6 +37,16 @@ CONFIDENCE = 0.95
 HALF_WIDTH = f"mean ± half-width of the {CONFIDENCE * 100:g} % Student-t interval over pre-training seeds"
 FAR_POINTS = 5.0              # "far better / worse" = by more than this many percentage points
 PRETRAIN_SEED = "pretrain.train.seed"
+# a verdict list's machine-readable twin: the metadata of the display output that shows its markdown, under this
+# key (myst-nb renders the markdown and ignores the metadata; a MIME type of its own would be warned about as
+# unknown); RECORD_FORMAT versions the record's layout (:func:`record`)
+RECORD_KEY = "cmg_verdicts"
+RECORD_FORMAT = "cmg-verdicts/1"
+
+
+def _finite(x: float) -> float | None:
+    """A number for JSON: None for NaN and infinities (JSON has neither)."""
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -44,10 +59,23 @@ class Verdict:
     rule: str = ""
     parts: tuple["Verdict", ...] = field(default=(), repr=False)
     value: float = math.nan          # the mean the rule was applied to (difference or value)
+    half_width: float = math.inf     # of its 95 % interval (inf: no interval)
+    seeds: int = 0                   # pre-training seeds it rests on
+    threshold: float = math.nan      # what the interval must lie past
 
     def markdown(self) -> str:
         rule = f"; rule: {self.rule}" if self.rule else ""
         return f"- {self.claim}: **{self.outcome}** ({self.evidence}{rule})"
+
+    def record(self) -> dict:
+        """The verdict as JSON-ready data: claim, outcome, evidence and rule as printed, the mean, half-width and
+        interval ``[low, high]`` (None where there is none), its seeds and threshold, and its parts' records."""
+        interval = (None if _finite(self.value) is None or _finite(self.half_width) is None
+                    else [self.value - self.half_width, self.value + self.half_width])
+        return {"claim": self.claim, "outcome": self.outcome, "evidence": self.evidence, "rule": self.rule,
+                "mean": _finite(self.value), "half_width": _finite(self.half_width), "interval": interval,
+                "seeds": self.seeds, "threshold": _finite(self.threshold),
+                "parts": [p.record() for p in self.parts]}
 
 
 @dataclass(frozen=True)
@@ -59,8 +87,13 @@ class Scope:
     pretrain_seeds: tuple[int, ...]
     head_seeds: tuple[int, ...]
 
+    def record(self) -> dict:
+        """The scope as JSON-ready data (``updates``: :attr:`steps` as text, as printed)."""
+        return {"scale": self.scale, "updates": str(self.steps), "pretrain_seeds": list(self.pretrain_seeds),
+                "head_seeds": list(self.head_seeds), "spread": HALF_WIDTH, "min_seeds": MIN_SEEDS}
+
     def markdown(self) -> str:
-        text = (f"Verdicts at scale **{self.scale}**: pre-training steps {self.steps}; pre-training seeds "
+        text = (f"Verdicts at scale **{self.scale}**: pre-training updates {self.steps}; pre-training seeds "
                 f"{list(self.pretrain_seeds)}, head seeds {list(self.head_seeds)}; values: {HALF_WIDTH}; at "
                 f"least {MIN_SEEDS} seeds for a verdict.")
         if len(self.pretrain_seeds) < MIN_SEEDS:
@@ -99,8 +132,8 @@ def _num(x: float) -> str:
 def _interval_text(mean: float, half: float, n: int, unit: str) -> str:
     if n == 0:
         return "no values"
-    spread = "no interval" if math.isinf(half) else f"± {_num(half)}"
-    return f"{_num(mean)} {spread}{unit} over {n} pre-training seed{'s' if n != 1 else ''}"
+    spread = f"{unit} (no interval)" if math.isinf(half) else f" ± {_num(half)}{unit}"
+    return f"{_num(mean)}{spread} over {n} pre-training seed{'s' if n != 1 else ''}"
 
 
 def exceeds(claim: str, values: Sequence[float] | Mapping[int, float], threshold: float = 0.0, *,
@@ -109,8 +142,9 @@ def exceeds(claim: str, values: Sequence[float] | Mapping[int, float], threshold
     vals = list(values.values()) if isinstance(values, Mapping) else list(values)
     mean, half, n = t_interval(vals)
     outcome = _decide(mean, half, n, threshold)
-    rule = f"{what} > {threshold:g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
-    return Verdict(claim, outcome, f"{what} {_interval_text(mean, half, n, unit)}", rule, value=mean)
+    rule = f"{what} > {threshold:.3g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
+    return Verdict(claim, outcome, f"{what} {_interval_text(mean, half, n, unit)}", rule, value=mean,
+                   half_width=half, seeds=n, threshold=threshold)
 
 
 def greater(claim: str, a: Mapping[int, float], b: Mapping[int, float], margin: float = 0.0, *,
@@ -125,7 +159,7 @@ def greater(claim: str, a: Mapping[int, float], b: Mapping[int, float], margin: 
     evidence = (f"{names[0]} {_num(ma)} vs {names[1]} {_num(mb)}; difference "
                 f"{_interval_text(mean, half, n, unit)}")
     rule = f"difference > {margin:g}{unit}" + (f"; needs >= {MIN_SEEDS} seeds" if n < MIN_SEEDS else "")
-    return Verdict(claim, outcome, evidence, rule, value=mean)
+    return Verdict(claim, outcome, evidence, rule, value=mean, half_width=half, seeds=n, threshold=margin)
 
 
 def all_of(claim: str, parts: Sequence[Verdict], what: str = "comparisons") -> Verdict:
@@ -151,6 +185,49 @@ def markdown(verdicts: Iterable[Verdict], scope: Scope | None = None) -> str:
     """The verdict list as markdown, headed by the scope it rests on."""
     lines = [scope.markdown(), ""] if scope is not None else []
     return "\n".join(lines + [v.markdown() for v in verdicts])
+
+
+def record(verdicts: Iterable[Verdict], scope: Scope, section: str) -> dict:
+    """A notebook's verdict list as one JSON-ready record: ``{"format": RECORD_FORMAT, "section": the paper's section
+    (or what the claims are about), "scope": Scope.record(), "verdicts": [Verdict.record(), ...]}``."""
+    if not section or not isinstance(section, str):
+        raise ValueError(f"section must name the paper's section the claims come from (e.g. 'Sec. 5.3, Table 1'), "
+                         f"got {section!r}")
+    return {"format": RECORD_FORMAT, "section": section, "scope": scope.record(),
+            "verdicts": [v.record() for v in verdicts]}
+
+
+def output(verdicts: Iterable[Verdict], scope: Scope, section: str) -> tuple[dict, dict]:
+    """What :func:`show` displays, as ``(data, metadata)`` of one display output: ``{"text/markdown":
+    markdown(...)}`` and ``{RECORD_KEY: record(...)}``."""
+    verdicts = list(verdicts)
+    return {"text/markdown": markdown(verdicts, scope)}, {RECORD_KEY: record(verdicts, scope, section)}
+
+
+def show(verdicts: Iterable[Verdict], scope: Scope, section: str) -> None:
+    """Display a notebook's verdicts: the page shows :func:`markdown`, the same output carries :func:`record`
+    (read back by :func:`records_in` for the book's claims and status pages). ``section``: the paper's section the
+    claims come from, e.g. ``"Sec. 5.3, Table 1"``."""
+    from IPython.display import display      # only inside a notebook kernel
+
+    data, metadata = output(verdicts, scope, section)
+    display(data, raw=True, metadata=metadata)
+
+
+def records_in(notebook: Mapping) -> list[dict]:
+    """The verdict records (:func:`record`) an executed notebook (nbformat 4 JSON, as a dict) displayed, in cell
+    order; a record of another format is refused with a one-line error."""
+    out = []
+    for i, cell in enumerate(notebook.get("cells", [])):
+        for shown in cell.get("outputs", []) if cell.get("cell_type") == "code" else ():
+            data = shown.get("metadata", {}).get(RECORD_KEY)
+            if data is None:
+                continue
+            if data.get("format") != RECORD_FORMAT:
+                raise ValueError(f"cell {i + 1} holds a verdict record of format {data.get('format')!r}; expected "
+                                 f"{RECORD_FORMAT!r}: execute the notebook again with this library")
+            out.append(data)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ from records

@@ -154,22 +154,61 @@ def same_code_agreement(models: Mapping[tuple[str, int], object], dataset, pair:
     return out
 
 
+# The measures of the released-recipe chapter's diagnostics tables, by table: its controlled experiments (one
+# released choice back per row) and its CLUB conditions (``interval_table(per_row, "club")``)
+MEASURE_SETS: dict[str, tuple[str, ...]] = {
+    "controlled": ("purity/audio", "purity/video", "probe_z/audio", "probe_z/video", "same_code", "same_code_chance",
+                   "codes_used/audio", "codes_used/video", "mi/audio", "mi/video", "cmcm", "cmcm_chance",
+                   "cpc_acc/audio->video", "cpc_chance"),
+    "club": ("same_code", "same_code_chance", "same_code_bound", "code_reliance/audio", "code_reliance/video",
+             "recon/audio", "recon/video", "mi/audio", "mi/video"),
+}
+
+
+def _decimals(x: float, digits: int) -> int:
+    """Decimals that show ``digits`` significant digits of ``x`` (none for 0 or for digits left of the point)."""
+    if x == 0 or not math.isfinite(x):
+        return 0
+    return max(0, digits - 1 - math.floor(math.log10(abs(x))))
+
+
+def format_interval(mean: float, half: float, max_decimals: int = 4) -> str:
+    """``mean ± half`` for a table: the mean to two significant digits and the half-width to one, both at the
+    finer of the two decimals (0.228571 ± 0.0123 -> ``0.23 ± 0.01``, 35.0 ± 2.1 -> ``35 ± 2``, 0.0312 ± 0.0005 ->
+    ``0.0312 ± 0.0005``; below ``max_decimals``, two significant digits: ``1.2e-05``); the mean alone when there is
+    no interval (``half`` infinite); ``–`` for no value."""
+    if math.isnan(mean):
+        return "–"
+    finite = math.isfinite(half)
+    d = min(max_decimals, max(_decimals(mean, 2), _decimals(half, 1) if finite else 0))
+    if mean != 0 and round(mean, d) == 0:            # too small for max_decimals: two significant digits
+        return f"{mean:.2g}" + (f" ± {half:.1g}" if finite else "")
+    return f"{mean:.{d}f}" + (f" ± {half:.{d}f}" if finite else "")
+
+
 def seed_summary(per_seed: dict[int, dict[str, float]], keys: Sequence[str] | None = None) -> dict[str, str]:
     """``mean ± half-width`` of the 95 % Student-t interval (``claims.t_interval``) of each measure over seeds, as
-    text for a table (the mean alone for one seed)."""
+    text for a table (:func:`format_interval`; the mean alone for one seed)."""
     keys = keys or sorted({k for d in per_seed.values() for k in d})
     out = {}
     for k in keys:
         mean, half, n = t_interval([d[k] for d in per_seed.values() if k in d])
-        out[k] = f"{mean:.3f}" + ("" if math.isinf(half) else f" ± {half:.3f}")
+        out[k] = format_interval(mean, half)
     return out
 
 
-def interval_table(per_row: Mapping[str, Mapping[int, Mapping[str, float]]], keys: Sequence[str],
+def interval_table(per_row: Mapping[str, Mapping[int, Mapping[str, float]]], keys: Sequence[str] | str,
                    index: str | None = None) -> pd.DataFrame:
-    """One row per entry of ``per_row`` (its per-seed measures), one column per measure of ``keys`` that the row's
-    first seed has: :func:`seed_summary` text, labelled as ``claims.HALF_WIDTH`` (``attrs["spread"]``)."""
+    """One row per entry of ``per_row`` (its per-seed measures), one column per measure of ``keys`` (or of the
+    named :data:`MEASURE_SETS` entry) that the row's first seed has: :func:`seed_summary` text, labelled as
+    ``claims.HALF_WIDTH`` (``attrs["spread"]``); a column constant over the rows goes into the caption
+    (``attrs["fold_constant"]``, ``viz.readable_table``)."""
+    if isinstance(keys, str):
+        if keys not in MEASURE_SETS:
+            raise ValueError(f"unknown measure set {keys!r}; known: {sorted(MEASURE_SETS)} (or pass the keys)")
+        keys = MEASURE_SETS[keys]
     table = pd.DataFrame({row: seed_summary(per_seed, [k for k in keys if k in next(iter(per_seed.values()))])
                           for row, per_seed in per_row.items()}).T.rename_axis(index)
     table.attrs["spread"] = HALF_WIDTH
+    table.attrs["fold_constant"] = True
     return table

@@ -53,13 +53,16 @@ def aggregate(records: Iterable[dict], rows: str | Sequence[str], cols: str | Se
 
 def results_table(records: Iterable[dict], rows: str | Sequence[str] = "method",
                   cols: str | Sequence[str] = ("task", "direction"), value: str = "metric",
-                  fmt: str = "{:.1f}", scale: float = 1.0) -> pd.DataFrame:
+                  fmt: str = "{:.1f}", scale: float = 1.0, where: dict | None = None) -> pd.DataFrame:
     """A wide table of ``mean ± standard deviation`` strings over the records of each cell (pre-training seeds x
     head seeds; just the mean where one ran), labelled so (``attrs["spread"]``, :data:`STANDARD_DEVIATION`).
 
-    ``scale`` multiplies values first (e.g. 100 to show fractions as percentages). The index is the ``rows``
-    field(s), the columns the ``cols`` field(s) (a MultiIndex for several), both in first-appearance order.
+    ``scale`` multiplies values first (e.g. 100 to show fractions as percentages); ``where`` keeps the records
+    whose fields equal its values (e.g. ``{"task": "avvp"}`` with ``value="metrics.f1"``). The index is the
+    ``rows`` field(s), the columns the ``cols`` field(s) (a MultiIndex for several), both in first-appearance order.
     """
+    if where:
+        records = [r for r in records if all(field(r, k) == v for k, v in where.items())]
     agg = aggregate(records, rows, cols, value)
     row_keys, col_keys = _as_list(rows), _as_list(cols)
     if agg.empty:

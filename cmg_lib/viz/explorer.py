@@ -97,6 +97,65 @@ def overlap_stats(counts: Mapping[str, np.ndarray], pair: tuple[str, str]) -> di
             f"{pair[1]}_only": float((cats == pair[1]).sum() / used)}
 
 
+def overlap_table(usage: Mapping[tuple, Mapping[str, np.ndarray]]):
+    """The views' overlap (:func:`overlap_stats`: Jaccard index of the used code sets, shared share of the used
+    codes) per method and step, averaged over classes and pairs, as a readable table."""
+    import pandas as pd
+
+    from .tables import readable_table
+
+    rows = [dict(method=m, step=s, **overlap_stats(v, as_pair(p))) for (m, p, c, s), v in usage.items()]
+    frame = pd.DataFrame(rows).pivot_table(index=["method", "step"], values=["jaccard", "shared"])
+    return readable_table(frame, caption="Means over the classes of each method and step")
+
+
+def synthetic_counts(method: str, cls: Any, step: int, codes: int = 32, rng: np.random.Generator | None = None,
+                     uses: int = 400) -> dict[str, np.ndarray]:
+    """Made-up per-code usage of video and audio for the explorer's demonstration page: Poisson counts (``uses``
+    expected per modality) around Gaussian bumps that sharpen with ``step`` (width 6 / log10(10 step)). A class
+    ``c`` has its bump at code ``5 + 8c`` (mod ``codes / 2``), class ``"all"`` one bump per class 0-2; in method
+    ``"aligned"`` audio's bumps sit on video's, in any other method half a codebook away."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    grid = np.arange(codes)
+    width = 6.0 / np.log10(10 * step)
+    offset = 0 if method == "aligned" else codes // 2
+    centres = [5 + 8 * k for k in range(3)] if cls == "all" else [(5 + 8 * cls) % (codes // 2)]
+
+    def bumps(shift: int) -> np.ndarray:
+        return sum(np.exp(-0.5 * ((grid - (c + shift)) / width) ** 2) for c in centres)
+
+    video, audio = bumps(0), bumps(offset)
+    return {"video": rng.poisson(uses * video / video.sum()), "audio": rng.poisson(uses * audio / audio.sum())}
+
+
+def synthetic_usage(methods: Sequence[str] = ("aligned", "separate"), classes: Sequence = ("all", 0, 1, 2),
+                    steps: Sequence[int] = (1, 10, 100), codes: int = 32, seed: int = 0
+                    ) -> dict[tuple, dict[str, np.ndarray]]:
+    """The explorer's input (``{(method, pair, class, step): counts}``, pair video-audio) of
+    :func:`synthetic_counts` for every method, class and step, drawn in that order from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    return {(m, ("video", "audio"), c, s): synthetic_counts(m, c, s, codes, rng)
+            for m in methods for c in classes for s in steps}
+
+
+def snapshot_views(checkpoints: Mapping[str, Any], steps: Sequence[int], dataset, classes: Sequence,
+                   pair: tuple[str, str] = ("video", "audio")) -> dict[tuple, Mapping[str, np.ndarray]]:
+    """The explorer's views of runs over training: per method (``checkpoints[method]``: its run's final
+    checkpoint), per ``steps`` entry (the run's snapshot there, ``experiments.runs.snapshot``) and per class of
+    ``classes`` (``"all"`` or a class index), the code counts on ``dataset`` (``usage.code_usage``)."""
+    from ..checkpoint import load_checkpoint
+    from ..experiments.runs import snapshot
+    from ..usage import code_usage
+
+    views = {}
+    for method, ckpt in checkpoints.items():
+        for step in steps:
+            counts = code_usage(load_checkpoint(snapshot(ckpt, step)), dataset)
+            for c in classes:
+                views[(method, pair, c, step)] = counts[c]
+    return views
+
+
 def render_view(counts: Mapping[str, np.ndarray], pair: tuple[str, str], title: str = "", dpi: int = 72) -> bytes:
     """One explorer view as PNG bytes: mirrored per-code usage bars of the two modalities (codes coloured by the
     Fig. 4 rule) and the category shares of the used codes."""

@@ -74,6 +74,30 @@ def training_curves(history, keys: Sequence[str] | None = None, ax=None, title: 
     return fig
 
 
+LOSS_PREFIXES = ("recon", "commit", "cpc", "cmcm", "mi/", "club")       # the step's loss terms (step.step_loss)
+HEALTH_MARKS = ("perplexity", "active", "mode_agreement")                # the monitor's codebook health columns
+
+
+def loss_curves(history, title: str = "pre-training loss terms"):
+    """The loss and every loss term of a run's history (columns ``loss`` and those starting with
+    :data:`LOSS_PREFIXES`, accuracies left out) on a symmetric-log axis (:func:`training_curves`)."""
+    frame = history_frame(history)
+    keys = [c for c in frame.columns if (c == "loss" or c.startswith(LOSS_PREFIXES)) and "acc" not in c]
+    return training_curves(history, keys=keys, title=title, logy=True)
+
+
+def health_table(history, last: int = 8):
+    """The codebook's health over the last ``last`` log entries of a run's history: the shared fraction and every
+    column naming perplexity, active codes or mode agreement, as a readable table (headers in words; a column
+    constant over those entries is stated once, in the caption)."""
+    from .tables import readable_table
+
+    frame = history_frame(history)
+    keys = [c for c in frame.columns if c == "shared_fraction" or any(w in c for w in HEALTH_MARKS)]
+    return readable_table(frame[keys].tail(last), caption=f"Codebook health at the last {last} log steps",
+                          fold_constant=True)
+
+
 def line_styles(n: int) -> list[tuple[str, str]]:
     """``n`` distinct ``(colour, linestyle)`` pairs: tab10 colours, then the same colours dashed, dotted, ..."""
     from matplotlib import colormaps
@@ -135,12 +159,12 @@ def code_map_caption(pair: tuple[str, str] = ("video", "audio")) -> str:
 
 def code_map(counts: Mapping[str, np.ndarray], pair: tuple[str, str] = ("video", "audio"),
              coords: np.ndarray | None = None, ax=None, title: str | None = None, show_unused: bool = False,
-             legend: bool = True):
+             legend: bool = True, fontsize: float = 8):
     """Fig. 4: one dot per code coloured by the category rule, sized by total use.
 
     ``coords`` (L, 2) places the codes (e.g. :func:`embed_codes` of the code vectors); without it codes sit on a
-    square grid in index order. ``legend`` draws the colour key (:func:`category_key`) under the panel.
-    Returns the Figure.
+    square grid in index order. ``legend`` draws the colour key (:func:`category_key`) under the panel; ``fontsize``
+    is the title's (the key's one point smaller). Returns the Figure.
     """
     plt = _pyplot()
     cats = code_categories(counts, pair)
@@ -164,19 +188,45 @@ def code_map(counts: Mapping[str, np.ndarray], pair: tuple[str, str] = ("video",
     frac = category_fractions(counts, pair)
     label = (f"{frac['used']} codes used: {100 * frac['shared']:.0f}% shared, "
              f"{100 * frac[pair[0]]:.0f}% {pair[0]}-only, {100 * frac[pair[1]]:.0f}% {pair[1]}-only")
-    ax.set_title(f"{title}\n{label}" if title else label, fontsize=8)
+    ax.set_title(f"{title}\n{label}" if title else label, fontsize=fontsize)
     ax.set_xticks([])
     ax.set_yticks([])
     if legend:
-        from matplotlib.lines import Line2D
-
-        key = category_key(pair)
-        shown = [c for c in key if c != "unused" or show_unused]
-        handles = [Line2D([], [], marker="o", linestyle="", markersize=7, color=_category_color(c, pair),
-                          label=key[c]) for c in shown]
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=7,
-                  frameon=False, handletextpad=0.3, columnspacing=1.0)
+        ax.legend(handles=_key_handles(pair, show_unused), loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
+                  fontsize=fontsize - 1, frameon=False, handletextpad=0.3, columnspacing=1.0)
     fig.tight_layout()
+    return fig
+
+
+def _key_handles(pair: tuple[str, str], show_unused: bool, markersize: float = 7) -> list:
+    """Legend handles of the colour key (:func:`category_key`), grey only when unused codes are drawn."""
+    from matplotlib.lines import Line2D
+
+    key = category_key(pair)
+    return [Line2D([], [], marker="o", linestyle="", markersize=markersize, color=_category_color(c, pair),
+                   label=key[c]) for c in key if c != "unused" or show_unused]
+
+
+def code_maps(models: Mapping[tuple[str, int], Any], usage: Mapping[tuple[str, int], Mapping[str, Any]], seed: int,
+              pair: tuple[str, str] = ("video", "audio"), width: float = 7.0, umap_seed: int = 0):
+    """Fig. 4 at page width: one :func:`code_map` per method, one panel per row, for pre-training seed ``seed``
+    (``models[(method, seed)]``: a model whose ``codebook.embedding`` holds the code vectors, placed by
+    :func:`embed_codes`; ``usage[(method, seed)]["all"]``: its code counts, ``usage.code_usage``), under one colour
+    key in the titles' type size. Returns the Figure."""
+    from .tables import METHOD_NAMES
+
+    plt = _pyplot()
+    methods = [m for m, s in models if s == seed]
+    if not methods:
+        raise ValueError(f"no model of pre-training seed {seed}; the models are of {sorted({s for _, s in models})}")
+    fig, axes = plt.subplots(len(methods), 1, figsize=(width, 0.85 * width * len(methods) + 0.6), squeeze=False)
+    for ax, method in zip(axes[:, 0], methods):
+        vectors = models[(method, seed)].codebook.embedding.detach().cpu().numpy()
+        code_map(usage[(method, seed)]["all"], pair, coords=embed_codes(vectors, seed=umap_seed), ax=ax,
+                 title=METHOD_NAMES.get(method, method), show_unused=True, legend=False, fontsize=12)
+    fig.legend(handles=_key_handles(pair, True, markersize=10), loc="upper center", ncol=2, fontsize=12,
+               frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / fig.get_figheight()))
     return fig
 
 

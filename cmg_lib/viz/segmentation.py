@@ -1,7 +1,8 @@
 """Fig. 5 of the paper: AVS-S4 frames with the ground-truth mask and two models' predicted masks overlaid.
 
 ``overlay_figure(frames, gt, pred_a, pred_b, titles)`` draws one row per clip and four columns (frame, ground truth,
-prediction A, prediction B), e.g. the baseline vs the full model on T2A, from ``downstream.avs_predictions``.
+prediction A, prediction B), e.g. the baseline vs the full model on T2A, from ``downstream.avs_predictions``;
+``figure5(preds, dataset)`` is the chapter's figure in one call.
 Builds a ``matplotlib.figure.Figure`` directly (no pyplot state), which Jupyter displays inline.
 """
 from __future__ import annotations
@@ -69,3 +70,14 @@ def overlay_figure(frames, gt, pred_a, pred_b, titles=("frame", "ground truth", 
                             Patch(color=PRED_COLOUR, label="predicted mask (probability > 0.5)")],
                    loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     return fig
+
+
+def figure5(preds, dataset, direction: str = "T→A", methods: tuple[str, str] = ("baseline", "unicode"),
+            names: tuple[str, str] = ("baseline", "Uni-Code")):
+    """Fig. 5: :func:`overlay_figure` of two methods' predictions (``preds[method]``: ``frames``, ``masks``,
+    ``pred`` and the test clips' ``index``, ``experiments.chapters.table4``) on the same clips of ``dataset`` (the
+    AVS test split), each row labelled with its clip's query."""
+    first, second = (preds[m] for m in methods)
+    queries = [f'query: "{dataset.class_names[int(dataset[int(i)]["label"])]}"' for i in second["index"]]
+    return overlay_figure(first["frames"], first["masks"], first["pred"], second["pred"],
+                          titles=("frame", "ground truth", *(f"{n} ({direction})" for n in names)), row_labels=queries)
