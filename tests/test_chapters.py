@@ -31,15 +31,16 @@ def test_plan_counts_the_smoke_and_default_books():
     assert (smoke.calls, len(smoke.runs)) == (36 + 3, 20 + 2)
     assert _heads(smoke) == {"ave": 68 + 2 * 2, "avvp": 14 + 4 * 2, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4,
                              "retrieval": 4, "oscmg": 3 * 2}
-    # default: 18 runs of the released recipe's 3,000 updates (Table 1: 3 methods, Table 2: 3 rows, x 3 seeds) and
-    # 51 of 500 (why: 4 switches + released + 3 CLUB conditions; Tables 3-5 and Fig. 3: 15 runs; after Uni-Code:
-    # FCID and MICU; x 3 seeds); the after-Uni-Code heads as at smoke, x 3 seeds
+    # default: 15 runs of the released recipe's 3,000 updates (Table 1: 3 methods, Table 2: 2 rows, x 3 seeds), 30
+    # of 500 (why: 4 switches + released + 3 CLUB conditions; after Uni-Code: FCID and MICU; x 3 seeds) and 21 of 250
+    # (Tables 3-5 and Fig. 3: 7 runs x 3 seeds); Table 2's two rows train 2 x 3 x 2 AVE and AVVP heads; the
+    # after-Uni-Code heads as at smoke, x 3 seeds
     default = chapters.plan("default")
-    assert (default.calls, len(default.runs)) == (120 + 3 * 3, 63 + 2 * 3)
-    assert Counter(r.steps for r in default.runs.values()) == {3000: 18, 500: 45 + 6}
-    assert _heads(default) == {"ave": 234 + 2 * 2 * 3, "avvp": 54 + 4 * 2 * 3, "ucf_vgg": 18, "ave_avvp": 12,
+    assert (default.calls, len(default.runs)) == (3 + 9 + 3 * 3 + 9 + 9 + 9 + 6 + 6 + 57 + 3 * 3, 15 + 30 + 21)
+    assert Counter(r.steps for r in default.runs.values()) == {3000: 15, 500: 30, 250: 21}
+    assert _heads(default) == {"ave": 228 + 2 * 2 * 3, "avvp": 48 + 4 * 2 * 3, "ucf_vgg": 18, "ave_avvp": 12,
                                "avs": 12, "retrieval": 12, "oscmg": 3 * 2 * 3}
-    assert Counter(r.chapter for r in default.runs.values()) == {"02": 3, "03": 9, "04": 9, "05": 3, "06": 6,
+    assert Counter(r.chapter for r in default.runs.values()) == {"02": 3, "03": 9, "04": 6, "05": 3, "06": 6,
                                                                  "08": 3, "09": 6, "10": 6, "01": 24}
     # TOC's heads are distinct head trainings of FCID's final checkpoint (the option is part of a planned head)
     toc = [h for r in default.runs.values() for h in r.heads if h[-1]]

@@ -220,7 +220,7 @@ def test_budget_and_ablations():
     assert released.train.batch_size == 64 and released.train.log_every == 3          # 200 // 60
     book = experiment_config("book_av", "unicode", scale="default")
     assert book.train.snapshot_steps == (250, 500, 1000, 2000) and book.train.batch_size == 32
-    assert default.steps_for("book") == 3000 and default.steps_for("released") == 200 and default.short == 500
+    assert default.steps_for("book") == 3000 and default.steps_for("released") == 200 and default.short == 250
     assert budget("full").short == 3000 and budget("smoke").steps_for("book") == 6
 
 
@@ -351,7 +351,7 @@ def test_notebook_run_names_the_updates_of_the_runs_it_asked_for(tmp_path, monke
     nb.pretrain(nb.preset("av"), seed=1, pretrain_size="24k")
     nb.pretrain(nb.preset("avt"), seed=1, steps=nb.short())
     nb.pretrain("book_av", seed=2, pretrain_size="24k", steps=50)  # an explicit length
-    assert nb.steps_text() == "50, 3000 (book_av, 24K); 500 (book_avt, 40K)"
+    assert nb.steps_text() == "50, 3000 (book_av, 24K); 250 (book_avt, 40K)"
     assert calls[0][0][0].preset == "book_av" and calls[0][0][0].method == "unicode" and calls[0][1]["steps"] == 3000
     assert calls[1][0][0].data.pretrain_size == "40k"                  # no size given: the preset's own (AVT: 40K)
     scope = nb.scope()

@@ -80,21 +80,21 @@ BUDGETS: dict[str, Budget] = {
                     avs_seeds=(0,), avs_epochs=1, book_steps=6, short_steps=4, experiment_steps=4,
                     curve_steps=(2, 4), why_seeds=(0,)),
     # The published book on 2 CPU cores in under an hour on the slower machines (benchmarks/book_budget.py
-    # estimates it; tools/build_book.py trains every run first, one per core). The claims the paper rests on run
-    # as long as the released recipe (3,000 updates of the book recipe, three pre-training seeds, one head seed):
-    # Table 1's baseline, CMCM and Uni-Code, Table 2's rows without CLUB, Cross-CPC and CMCM, Fig. 4 (Table 1's
-    # runs), the "why" chapter's recipe and learning curve (their snapshots). Its controlled experiments (one
-    # released choice back, the whole released recipe, CLUB's strength and path) run 500 updates each, against the
-    # recipe's snapshot at 500. The other chapters' runs (pre-training, Tables 3-5, Fig. 3) run 500 updates and say
-    # so. Rows that run at scale "full" only: the other compared methods, the 40K and 81K sizes, Table 2's other
-    # rows, more AVT rows and codebook sizes, more head seeds.
+    # estimates it; tools/build_book.py trains every run first, one per core; book/measured_timings.md has the
+    # builds). The claims the paper rests on run as long as the released recipe (3,000 updates of the book recipe,
+    # three pre-training seeds, one head seed): Table 1's baseline, CMCM and Uni-Code, Table 2's rows without CLUB
+    # and without Cross-CPC, Fig. 4 (Table 1's runs), the "why" chapter's recipe and learning curve (their
+    # snapshots). Its controlled experiments (one released choice back, the whole released recipe, CLUB's strength
+    # and path) and the successors' chapter run 500 updates each, against the recipe's snapshot at 500. The other
+    # chapters' runs (pre-training, Tables 3-5, Fig. 3) run 250 updates and say so. Rows that run at scale "full"
+    # only: the other compared methods, the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three
+    # 3,000-update runs did not fit), more AVT rows and codebook sizes, more head seeds.
     "default": Budget(seeds=(0,), pretrain_seeds=(0, 1, 2), pretrain_steps=200, pretrain_sizes=("24k",),
                       downstream_epochs=15, methods=("baseline", "cmcm", "unicode"),
                       size_sweep_methods=("baseline", "unicode"), ablation_sizes=("24k",),
                       codebook_sizes=(16, 256), batch_size=None,
-                      ablations=("w/o CLUB", "w/o Cross-CPC", "w/o CMCM", "full"),
-                      avt_ablations=("w/o CLUB", "full"),
-                      explorer_classes=3, avs_seeds=(0,), avs_epochs=4, book_steps=None, short_steps=500,
+                      ablations=("w/o CLUB", "w/o Cross-CPC", "full"), avt_ablations=("w/o CLUB", "full"),
+                      explorer_classes=3, avs_seeds=(0,), avs_epochs=4, book_steps=None, short_steps=250,
                       experiment_steps=500, curve_steps=(250, 500, 1000, 2000), why_seeds=(0, 1, 2)),
     # Everything: all methods at all sizes, both ablation sizes, every run as long as the released recipe, more
     # seeds.
