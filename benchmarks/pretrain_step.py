@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from cmg_lib.config import preset
+from cmg_lib.presets import preset
 from cmg_lib.model import build_model
 from cmg_lib.precision import cpu_has_native_bf16
 from cmg_lib.train import make_optimizers, seed_everything, train_step

@@ -29,7 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_step import step_seconds  # noqa: E402
 
-from cmg_lib.config import PRESETS, preset  # noqa: E402
+from cmg_lib.presets import PRESETS, preset  # noqa: E402
 from cmg_lib.model import build_model  # noqa: E402
 from cmg_lib.train import seed_everything  # noqa: E402
 

@@ -3,7 +3,7 @@ with Multimodal Unified Representation").
 
 Public API (imported lazily so ``import cmg_lib`` stays fast and touches no network):
 
-* ``preset(name, method, overrides)`` / ``PRESETS`` / ``METHODS`` / ``Config``: typed configuration (config.py)
+* ``preset(name, method, overrides)`` / ``PRESETS`` / ``METHODS`` / ``Config``: typed configuration (presets.py, config.py)
 * ``build_model(config)``: the Uni-Code model for any 2-3 modalities (model.py)
 * ``pretrain(config, dataset, ...)``: the pre-training loop (train.py); ``load_checkpoint(path)``: checkpoints
   (checkpoint.py)
@@ -17,9 +17,9 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "preset": "cmg_lib.config",
-    "PRESETS": "cmg_lib.config",
-    "METHODS": "cmg_lib.config",
+    "preset": "cmg_lib.presets",
+    "PRESETS": "cmg_lib.presets",
+    "METHODS": "cmg_lib.presets",
     "Config": "cmg_lib.config",
     "ModelConfig": "cmg_lib.config",
     "TrainConfig": "cmg_lib.config",

@@ -21,6 +21,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import types
 import zipfile
 from pathlib import Path
@@ -29,9 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config
+from .config import Config, TrainConfig
 from .model import UniCode, build_model
-from .storage import atomic_torch_save
+from .storage import NotWritableError, atomic_torch_save
 
 CHECKPOINT_FORMAT = "cmg-checkpoint/1"
 REQUIRED_KEYS = ("format", "config", "step", "epoch", "model", "optimizers", "rng", "metrics", "version")
@@ -175,6 +176,40 @@ def save_checkpoint(path: str | os.PathLike, *, config: Config, model: UniCode, 
              "model": model.state_dict(), "optimizers": optimizers, "rng": rng_state(loader_gen),
              "metrics": history[-1] if history else {}, "version": __version__, **extra}
     return atomic_torch_save(seal(state), path, pickle_module=VALUE_PICKLE)
+
+
+def checkpoint_bytes(model: UniCode, *optimizers: torch.optim.Optimizer | None) -> int:
+    """Bytes of one checkpoint, before the first step: the model's state, Adam's two moments and step per trained
+    parameter, and 1 MiB for the rest (config, history, RNG states, archive overhead)."""
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    params = [p for opt in optimizers if opt is not None for group in opt.param_groups for p in group["params"]]
+    return state + sum(2 * p.numel() * p.element_size() + 8 for p in params) + 2 ** 20
+
+
+def planned_checkpoints(tc: TrainConfig, start: int, total: int, per_epoch: int) -> list[str]:
+    """Names of the checkpoints a run from step ``start`` to ``total`` writes (``train`` settings ``tc``)."""
+    names = ["final.pt"]
+    for s in range(start + 1, total + 1):
+        if tc.epoch_ckpts and s % per_epoch == 0:
+            names.append(f"epoch-{s // per_epoch - 1}.pt")
+        if (tc.ckpt_every and s % tc.ckpt_every == 0) or s in tc.snapshot_steps:
+            names.append(snapshot_name(s))
+    return sorted(set(names))
+
+
+def check_space(out_dir: Path, per_file: int, names: list[str]) -> None:
+    """A ``storage.NotWritableError`` before any step when ``out_dir``'s device has less free space than the
+    checkpoints ``names`` (``per_file`` bytes each; one more while a file is replaced) need."""
+    new = [n for n in names if not (out_dir / n).exists()]
+    need = per_file * (len(new) + (len(new) < len(names)))
+    free = shutil.disk_usage(out_dir).free
+    if free < need:
+        mib = 2 ** 20
+        raise NotWritableError(f"not enough free space in {out_dir} for this run's checkpoints: {len(names)} files "
+                               f"of about {per_file / mib:.1f} MiB need {need / mib:.1f} MiB, {free / mib:.1f} MiB "
+                               "are free; free space, write fewer (train.ckpt_every, train.snapshot_steps, "
+                               "train.epoch_ckpts) or choose another --out")
+
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import preset
+from .presets import preset
 from .data import load_dataset
 from .data.avdigits import build_dataset, manifest
 from .data.avdigits.scales import SCALE_NAMES
@@ -105,7 +105,7 @@ def _add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pre-train Uni-Code (a Table 1 method, FCID or MICU) and write checkpoints")
     p.add_argument("--preset", required=True, help="config preset, e.g. released_avt, book_av or paper_avt")
     p.add_argument("--method", default="unicode",
-                   help="a Table 1 method or a successor, fcid or micu (cmg_lib.config.METHODS)")
+                   help="a Table 1 method or a successor, fcid or micu (cmg_lib.presets.METHODS)")
     p.add_argument("--data", default="avdigits", help="'avdigits' or a folder of official features")
     p.add_argument("--out", required=True, help="output folder for checkpoints")
     p.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the config's epochs)")

@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 _REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 
@@ -124,3 +125,36 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
     if is_distributed():
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def training_device(name: str, group: ProcessGroup) -> torch.device:
+    """The device of this process: ``cuda`` becomes ``cuda:<local rank>`` under DDP, else the current GPU
+    (``torch.cuda.set_device`` needs an index)."""
+    if name.startswith("cuda") and ":" not in name:
+        name = f"cuda:{group.local_rank if group.active else torch.cuda.current_device()}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def local_batch_size(batch_size: int, group: ProcessGroup, rows: int) -> int:
+    if batch_size % group.world:
+        raise ValueError(f"batch_size {batch_size} must be divisible by the world size {group.world}")
+    local = batch_size // group.world
+    if rows // group.world < local:
+        raise ValueError(f"dataset has {rows} rows, fewer than one batch of {batch_size}")
+    return local
+
+
+def data_parallel(model: torch.nn.Module, group: ProcessGroup, device: torch.device) -> torch.nn.Module:
+    """``model`` itself, or under DDP its wrapper; the contrastive terms then see every rank's rows
+    (``UniCode.global_batch``) and DDP leaves the CLUB estimators and the codebook buffers alone."""
+    model.global_batch = group.active
+    if not group.active:
+        return model
+    ignore = [f"club.{n}" for n, _ in (model.club.named_parameters() if model.club is not None else [])]
+    ignore += [f"codebook.{n}" for n, _ in model.codebook.named_buffers()]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False, find_unused_parameters=False)

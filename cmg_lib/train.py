@@ -17,25 +17,24 @@ import contextlib
 import math
 import os
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from . import usage
-from .checkpoint import (checkpoint_config, data_identity, data_mismatch, load_model_state, read_checkpoint,
-                         save_checkpoint, set_rng_state, snapshot_name)
+from .checkpoint import (check_space, checkpoint_bytes, checkpoint_config, data_identity, data_mismatch,
+                         load_model_state, planned_checkpoints, read_checkpoint, save_checkpoint, set_rng_state,
+                         snapshot_name)
 from .config import Config, TrainConfig
-from .distributed import ProcessGroup
+from .distributed import ProcessGroup, data_parallel, local_batch_size, training_device
 from .model import UniCode, build_model
 from .precision import autocast, check_precision
-from .storage import LockHeld, NotWritableError, check_writable, clean_stale, locked
+from .storage import LockHeld, check_writable, clean_stale, locked
 
 
 # ---------------------------------------------------------------------------------------------------- data order
@@ -299,8 +298,8 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
            progress: bool, log_fn, group: ProcessGroup) -> tuple[UniCode, list[dict]]:
     """The body of :func:`pretrain` once its inputs are checked: build, resume, loop, save (rank 0 writes)."""
     tc = config.train
-    device = _training_device(tc.device, group)
-    local_bs = _local_batch_size(tc.batch_size, group, len(dataset))
+    device = training_device(tc.device, group)
+    local_bs = local_batch_size(tc.batch_size, group, len(dataset))
     seed_everything(tc.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -324,7 +323,7 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
         if out_dir is not None:
             check_space(out_dir, checkpoint_bytes(model, main_opt, club_opt),
                         planned_checkpoints(tc, state.step, total, per_epoch))
-    trainer = Trainer(model, main_opt, club_opt, config, device, group, net=_data_parallel(model, group, device))
+    trainer = Trainer(model, main_opt, club_opt, config, device, group, net=data_parallel(model, group, device))
     identity = data_identity(config, dataset)
     epoch_loader_state = loader_gen.get_state()
 
@@ -378,70 +377,16 @@ def _train(config: Config, dataset: Dataset, out_dir: Path | None, steps: int | 
     return model, state.history
 
 
-def checkpoint_bytes(model: UniCode, *optimizers: torch.optim.Optimizer | None) -> int:
-    """Bytes of one checkpoint, before the first step: the model's state, Adam's two moments and step per trained
-    parameter, and 1 MiB for the rest (config, history, RNG states, archive overhead)."""
-    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    params = [p for opt in optimizers if opt is not None for group in opt.param_groups for p in group["params"]]
-    return state + sum(2 * p.numel() * p.element_size() + 8 for p in params) + 2 ** 20
 
 
-def planned_checkpoints(tc: TrainConfig, start: int, total: int, per_epoch: int) -> list[str]:
-    """Names of the checkpoints a run from step ``start`` to ``total`` writes (``train`` settings ``tc``)."""
-    names = ["final.pt"]
-    for s in range(start + 1, total + 1):
-        if tc.epoch_ckpts and s % per_epoch == 0:
-            names.append(f"epoch-{s // per_epoch - 1}.pt")
-        if (tc.ckpt_every and s % tc.ckpt_every == 0) or s in tc.snapshot_steps:
-            names.append(snapshot_name(s))
-    return sorted(set(names))
 
 
-def check_space(out_dir: Path, per_file: int, names: list[str]) -> None:
-    """A ``storage.NotWritableError`` before any step when ``out_dir``'s device has less free space than the
-    checkpoints ``names`` (``per_file`` bytes each; one more while a file is replaced) need."""
-    new = [n for n in names if not (out_dir / n).exists()]
-    need = per_file * (len(new) + (len(new) < len(names)))
-    free = shutil.disk_usage(out_dir).free
-    if free < need:
-        mib = 2 ** 20
-        raise NotWritableError(f"not enough free space in {out_dir} for this run's checkpoints: {len(names)} files "
-                               f"of about {per_file / mib:.1f} MiB need {need / mib:.1f} MiB, {free / mib:.1f} MiB "
-                               "are free; free space, write fewer (train.ckpt_every, train.snapshot_steps, "
-                               "train.epoch_ckpts) or choose another --out")
 
 
-def _training_device(name: str, group: ProcessGroup) -> torch.device:
-    """The device of this process: ``cuda`` becomes ``cuda:<local rank>`` under DDP, else the current GPU
-    (``torch.cuda.set_device`` needs an index)."""
-    if name.startswith("cuda") and ":" not in name:
-        name = f"cuda:{group.local_rank if group.active else torch.cuda.current_device()}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
 
 
-def _local_batch_size(batch_size: int, group: ProcessGroup, rows: int) -> int:
-    if batch_size % group.world:
-        raise ValueError(f"batch_size {batch_size} must be divisible by the world size {group.world}")
-    local = batch_size // group.world
-    if rows // group.world < local:
-        raise ValueError(f"dataset has {rows} rows, fewer than one batch of {batch_size}")
-    return local
 
 
-def _data_parallel(model: UniCode, group: ProcessGroup, device: torch.device) -> torch.nn.Module:
-    """``model`` itself, or under DDP its wrapper; the contrastive terms then see every rank's rows
-    (``UniCode.global_batch``) and DDP leaves the CLUB estimators and the codebook buffers alone."""
-    model.global_batch = group.active
-    if not group.active:
-        return model
-    ignore = [f"club.{n}" for n, _ in (model.club.named_parameters() if model.club is not None else [])]
-    ignore += [f"codebook.{n}" for n, _ in model.codebook.named_buffers()]
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False, find_unused_parameters=False)
 
 
 # Train fields that change what a step computes: a resumed run must keep them (the others, e.g. max_steps, epochs,

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from cmg_lib.config import ALIGNMENTS, preset
+from cmg_lib.config import ALIGNMENTS
+from cmg_lib.presets import preset
 from cmg_lib.objectives import AlignmentContext, build_alignment
 from cmg_lib.objectives.codis import sinkhorn_assignments
 from cmg_lib.objectives.smit import masked_margin_softmax

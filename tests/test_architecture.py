@@ -1,6 +1,6 @@
 """The layer rule of docs/architecture.md, checked on the source: data -> model -> training -> downstream ->
 experiments -> viz, and no module imports one to its right (lazy imports inside functions included). The
-foundation (config, storage, distributed, precision, hardware, the package root) imports no layer; cli is the
+foundation (config, presets, storage, distributed, precision, hardware, the package root) imports no layer; cli is the
 entry point above them all."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cmg_lib"
-FOUNDATION = ("cmg_lib", "cmg_lib.config", "cmg_lib.storage", "cmg_lib.distributed", "cmg_lib.precision",
+FOUNDATION = ("cmg_lib", "cmg_lib.config", "cmg_lib.presets", "cmg_lib.storage", "cmg_lib.distributed", "cmg_lib.precision",
               "cmg_lib.hardware")
 LAYERS = {  # module (or package) -> rank, left to right
     "cmg_lib.data": 1,

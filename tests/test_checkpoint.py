@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cmg_lib.checkpoint import CheckpointError, content_digest, load_checkpoint, read_checkpoint, seal
-from cmg_lib.config import preset
+from cmg_lib.presets import preset
 from cmg_lib.train import pretrain
 
 from conftest import FakeDataset

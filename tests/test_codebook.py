@@ -7,7 +7,8 @@ import torch
 
 from cmg_lib import distributed
 from cmg_lib.codebook import SharedCodebook
-from cmg_lib.config import AVDIGITS_MODALITIES, ModelConfig
+from cmg_lib.config import ModelConfig
+from cmg_lib.presets import AVDIGITS_MODALITIES
 
 torch.set_num_threads(1)
 

@@ -1,6 +1,7 @@
 import pytest
 
-from cmg_lib.config import METHODS, PRESETS, RECIPES, TABLE1_METHODS, Config, ModalitySpec, preset
+from cmg_lib.config import RECIPES, Config, ModalitySpec
+from cmg_lib.presets import METHODS, PRESETS, TABLE1_METHODS, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

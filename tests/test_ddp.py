@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cmg_lib.config import preset
+from cmg_lib.presets import preset
 from cmg_lib.train import pretrain
 
 STEPS = 3

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmg_lib.config import preset
+from cmg_lib.presets import preset
 from cmg_lib.experiments import claims, diagnostics
 from cmg_lib.experiments.tables import STANDARD_DEVIATION, results_table, side_by_side
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cmg_lib.config import ABLATIONS, ablation_overrides, preset
+from cmg_lib.presets import ABLATIONS, ablation_overrides, preset
 from cmg_lib.downstream import direction_label
 from cmg_lib.experiments import (aggregate, budget, checkpoint_key, downstream, experiment_config, load_results,
                                  paper_table, pretrained, results_table, run_history, run_key, side_by_side,
@@ -194,7 +194,7 @@ def test_paper_tables_and_side_by_side():
 
 
 def test_budget_and_ablations():
-    from cmg_lib.config import TABLE1_METHODS
+    from cmg_lib.presets import TABLE1_METHODS
     from cmg_lib.data.avdigits.scales import SCALE_NAMES
     from cmg_lib.experiments import BUDGETS
 
@@ -326,7 +326,8 @@ def test_setup_takes_its_torch_threads_from_the_build(monkeypatch):
 
 
 def test_recipe_presets_and_the_codebook_sweep():
-    from cmg_lib.config import RECIPES, recipe_preset
+    from cmg_lib.config import RECIPES
+    from cmg_lib.presets import recipe_preset
     from cmg_lib.experiments import codebook_sweep
 
     assert recipe_preset("book", "av") == "book_av" and recipe_preset("released", "avt") == "released_avt"

@@ -14,12 +14,13 @@ import threading
 import pytest
 import torch
 
+import cmg_lib.checkpoint
 import cmg_lib.cli
 import cmg_lib.downstream.common
 import cmg_lib.train
 from cmg_lib import storage
 from cmg_lib.checkpoint import load_checkpoint, read_checkpoint
-from cmg_lib.config import preset
+from cmg_lib.presets import preset
 from cmg_lib.downstream import run_task
 from cmg_lib.train import RUN_LOCK, Trainer, pretrain
 
@@ -362,7 +363,7 @@ def test_too_little_free_space_fails_before_the_first_step(tmp_path, monkeypatch
     line with the numbers; nothing is written."""
     _no_step(monkeypatch)
     cfg = _cfg("train.ckpt_every=1")
-    monkeypatch.setattr(cmg_lib.train.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(8 << 20, 0, 8 << 20))
+    monkeypatch.setattr(cmg_lib.checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(8 << 20, 0, 8 << 20))
     with pytest.raises(storage.NotWritableError) as err:
         pretrain(cfg, FakeDataset(cfg, n=8), out_dir=tmp_path, steps=4, progress=False)
     message = str(err.value)
@@ -375,12 +376,12 @@ def test_too_little_free_space_fails_before_the_first_step(tmp_path, monkeypatch
 def test_planned_checkpoints_and_the_size_estimate(trained):
     cfg, _, final = trained
     tc = _cfg("train.ckpt_every=2", "train.snapshot_steps=5").train
-    assert cmg_lib.train.planned_checkpoints(tc, 1, 7, 3) == [
+    assert cmg_lib.checkpoint.planned_checkpoints(tc, 1, 7, 3) == [
         "epoch-0.pt", "epoch-1.pt", "final.pt", "step-0000002.pt", "step-0000004.pt", "step-0000005.pt",
         "step-0000006.pt"]
     model = load_checkpoint(final)
     main_opt, club_opt, _ = cmg_lib.train.make_optimizers(model, cfg)
-    estimate, real = cmg_lib.train.checkpoint_bytes(model, main_opt, club_opt), final.stat().st_size
+    estimate, real = cmg_lib.checkpoint.checkpoint_bytes(model, main_opt, club_opt), final.stat().st_size
     assert real <= estimate <= 1.1 * real + (1 << 20)
 
 
@@ -392,7 +393,7 @@ from conftest import FakeDataset
 import cmg_lib.train
 from cmg_lib import storage
 from cmg_lib.checkpoint import read_checkpoint
-from cmg_lib.config import preset
+from cmg_lib.presets import preset
 out = sys.argv[1]
 cfg = preset("released_av", overrides=["train.batch_size=4", "train.ckpt_every=1"])
 data = FakeDataset(cfg, n=8)
@@ -477,9 +478,9 @@ def test_device_cuda_without_an_index_trains_on_the_current_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     from cmg_lib.distributed import ProcessGroup
-    assert cmg_lib.train._training_device("cuda", ProcessGroup()) == torch.device("cuda", 1)
+    assert cmg_lib.distributed.training_device("cuda", ProcessGroup()) == torch.device("cuda", 1)
     ddp_rank = ProcessGroup(rank=1, world=2, local_rank=3)
-    assert cmg_lib.train._training_device("cuda", ddp_rank) == torch.device("cuda", 3)
+    assert cmg_lib.distributed.training_device("cuda", ddp_rank) == torch.device("cuda", 3)
     assert chosen == [torch.device("cuda", 1), torch.device("cuda", 3)]
 
 

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from cmg_lib.config import METHODS, RECIPES, preset
+from cmg_lib.config import RECIPES
+from cmg_lib.presets import METHODS, preset
 import torch.nn.functional as F
 
 import cmg_lib.layers.small_map_conv as small_map_conv

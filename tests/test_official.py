@@ -466,7 +466,7 @@ def test_official_data_identity_is_stored_and_checked_downstream(tmp_path, monke
     import shutil
 
     from cmg_lib.checkpoint import data_identity
-    from cmg_lib.config import preset
+    from cmg_lib.presets import preset
     from cmg_lib.data.official import content
     from cmg_lib.data.official.layout import Paths
     from cmg_lib.downstream.common import Context, load_split

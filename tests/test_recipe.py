@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cmg_lib.config import (AVDIGITS_CLASSES, BOOK_RECIPE, ModelConfig, book_codebook_size, preset)
+from cmg_lib.config import ModelConfig
+from cmg_lib.presets import AVDIGITS_CLASSES, AVDIGITS_MODALITIES, BOOK_RECIPE, book_codebook_size, preset
 from cmg_lib.codebook import SharedCodebook
-from cmg_lib.config import AVDIGITS_MODALITIES
 from cmg_lib.model import build_model
 from cmg_lib.objectives.cmcm import code_distribution
 from cmg_lib.usage import aligned_code_agreement

@@ -7,7 +7,7 @@ import torch
 
 import cmg_lib.cli
 from cmg_lib.checkpoint import load_checkpoint
-from cmg_lib.config import preset
+from cmg_lib.presets import preset
 from cmg_lib.model import build_model
 
 

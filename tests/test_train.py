@@ -6,7 +6,8 @@ import torch
 
 import cmg_lib.cli
 import cmg_lib.precision
-from cmg_lib.config import RECIPES, preset
+from cmg_lib.config import RECIPES
+from cmg_lib.presets import preset
 from cmg_lib.model import build_model
 from cmg_lib.checkpoint import load_checkpoint, read_checkpoint, seal, snapshot_name
 from cmg_lib.train import EpochSampler, Trainer, pretrain

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from cmg_lib.config import preset
+from cmg_lib.presets import preset
 from cmg_lib.experiments import diagnostics, paper, pool, runs
 from cmg_lib.model import build_model
 from cmg_lib.step import standardized, step_loss

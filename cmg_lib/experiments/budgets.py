@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from ..config import ABLATIONS, BOOK_UPDATES, TABLE1_METHODS, Config, preset
+from ..config import Config
+from ..presets import ABLATIONS, BOOK_UPDATES, TABLE1_METHODS, preset
 from ..data.avdigits.scales import SCALE_NAMES
 from ..data.schema import PRETRAIN_SIZES
 
@@ -25,7 +26,7 @@ class Budget:
     ``size_sweep_methods`` are also pre-trained at the other sizes; ``ablation_sizes`` are Table 2's sizes.
 
     Run lengths, in updates: ``book_steps`` for the book recipe's runs the paper's claims rest on (Tables 1-2,
-    Fig. 4, the "why" chapter's recipe; None: the preset's own, ``config.BOOK_UPDATES``); ``short_steps`` for the
+    Fig. 4, the "why" chapter's recipe; None: the preset's own, ``presets.BOOK_UPDATES``); ``short_steps`` for the
     chapters outside that set (pre-training, Tables 3-5, Fig. 3; None: ``book_steps``); ``experiment_steps`` for the
     controlled experiments of the "why" chapter (compared with the recipe's snapshot at the same updates);
     ``pretrain_steps`` for the released recipe's runs (the tables' ``recipe="released"``). Every book-recipe run
@@ -56,7 +57,7 @@ class Budget:
 
     def steps_for(self, recipe: str) -> int:
         """Pre-training updates of a recipe's full-length runs at this scale (``Config.recipe``): ``book_steps``
-        (or ``config.BOOK_UPDATES``) for the book recipe, ``pretrain_steps`` for the released one."""
+        (or ``presets.BOOK_UPDATES``) for the book recipe, ``pretrain_steps`` for the released one."""
         if recipe == "book":
             return self.book_steps if self.book_steps is not None else BOOK_UPDATES
         return self.pretrain_steps

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checkpoint import snapshot_name
-from ..config import Config, ablation_overrides
+from ..config import Config
+from ..presets import ablation_overrides
 from ..downstream.toc import released_dims
 from . import why
 from .budgets import Budget, budget, codebook_sweep, table1_grid, with_seeds

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, recipe_preset
+from ..config import Config
+from ..presets import recipe_preset
 from ..data.avdigits.scales import SCALE_NAMES
 from . import claims
 from .budgets import PUBLISHED_SCALE, Budget, budget, experiment_config, with_seeds

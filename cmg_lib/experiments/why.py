@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ablation_overrides
+from ..presets import ablation_overrides
 from . import claims
 from .diagnostics import diagnose
 from .evals import AV_DIRECTIONS, raw_reference

@@ -46,7 +46,7 @@ MEASURES = {
     "jaccard": "Jaccard index", "shared": "shared codes", "event_accuracy": "accuracy on event segments",
     "majority": "majority rate", "source_accuracy": "accuracy on the source", "std": "standard deviation",
 }
-# Table 1's methods (config.METHODS) as the paper's Table 1 names them
+# Table 1's methods (presets.METHODS) as the paper's Table 1 names them
 METHOD_NAMES = {"baseline": "baseline", "smit": "S-Mit", "mst": "MST", "codis": "CODIS", "turn": "TURN",
                 "cmcm": "CMCM", **{f"dcid+{m}": f"DCID+{n}" for m, n in (("smit", "S-Mit"), ("mst", "MST"),
                                                                          ("turn", "TURN"), ("codis", "CODIS"),
