@@ -26,7 +26,7 @@ def _side_by_side_like():
 
 
 def test_headers_have_no_empty_index_row_and_merge_equal_neighbours():
-    t = readable_table(_side_by_side_like(), max_columns=16)
+    t = readable_table(_side_by_side_like(), max_columns=16, max_chars=math.inf)
     assert len(t.parts) == 1
     head = t.html.split("<thead>")[1].split("</thead>")[0]
     rows = head.split("<tr>")[1:]
@@ -49,6 +49,21 @@ def test_wide_tables_split_along_the_top_level():
     flat = pd.DataFrame([range(12)], columns=[f"c{i}" for i in range(12)])
     assert [p.shape[1] for p in readable_table(flat, max_columns=8).parts] == [6, 6]
     assert [p.shape[1] for p in readable_table(flat.iloc[:, :9], max_columns=8).parts] == [4, 5]
+
+
+def test_tables_whose_numbers_are_wider_than_the_text_column_split():
+    """Numbers never wrap: a part holds at most TEXT_COLUMN_CHARS characters of them (with 1.5 per column of
+    padding and 11 for the row label). Six columns of 13 characters (98) are two parts of three; of 11 (86), one."""
+    wide = pd.DataFrame([["0.075 ± 0.041"] * 6], columns=[f"c{i}" for i in range(6)])
+    assert [p.shape[1] for p in readable_table(wide).parts] == [3, 3]
+    assert [p.shape[1] for p in readable_table(wide.replace("0.075 ± 0.041", "0.39 ± 0.04")).parts] == [6]
+    assert len(readable_table(wide, max_chars=math.inf).parts) == 1
+    # grouped columns: whole groups, packed while their numbers fit (two groups of 8 x 9 characters: 95 each)
+    grouped = _side_by_side_like()
+    assert [p.shape[1] for p in readable_table(grouped, max_columns=16).parts] == [8, 8]
+    assert [p.shape[1] for p in readable_table(grouped.loc[:, "24k"], max_columns=16).parts] == [4, 4]
+    one = pd.DataFrame([["x" * 200]], columns=["c"])         # one column wider than the text column stays whole
+    assert [p.shape[1] for p in readable_table(one).parts] == [1]
 
 
 def test_health_table_numbers_and_flat_columns():

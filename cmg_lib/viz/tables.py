@@ -8,8 +8,9 @@ output, health and probe tables) and returns a :class:`ReadableTable` that noteb
   measure key of the book's tables in words (:data:`MEASURES`: ``purity/audio`` -> ``code purity, audio``);
 * numbers: integer values as integers (``9.0`` -> ``9``), others with ``decimals`` decimals, values below 1 with two
   significant digits (``0.028132`` -> ``0.028``), missing values as ``–``; strings (``"44.0 ± 1.2"``) stay as they are;
-* width: a table with more than ``max_columns`` data columns is split into several tables along its top column
-  level (e.g. one per pre-training size; flat columns into parts of balanced size), each repeating the row labels;
+* width: a table with more than ``max_columns`` data columns, or whose numbers are too wide for the text column
+  (:data:`TEXT_COLUMN_CHARS`), is split into several tables along its top column level (e.g. one per pre-training
+  size; flat columns into the fewest parts of balanced size), each repeating the row labels;
   every table spans the page width (class ``cmg-table``, styled by ``book/static/cmg.css``);
 * "±": a frame that says what its "±" is (``attrs["spread"]``: ``experiments.tables.STANDARD_DEVIATION`` for
   results tables, ``experiments.claims.HALF_WIDTH`` for interval tables) has it in every part's caption;
@@ -118,14 +119,31 @@ def _column_tuples(frame) -> list[tuple]:
     return [(c,) for c in frame.columns]
 
 
-def _split_points(cols: list[tuple], max_columns: int) -> list[tuple[int, int]]:
-    """Ranges of column positions: whole top-level groups packed into parts of at most ``max_columns``; flat
-    columns in parts of balanced size (12 columns at most 8: two parts of 6)."""
-    if len(cols) <= max_columns:
+# How many characters of numbers fit the book's text column beside a row label: the column is 688 px wide (a
+# 1280 px window), a table's digits (0.82rem, tabular) about 7.2 px each, a cell's padding 1.5 characters and the
+# row label's minimum 11; measured on the default build, where a 6-column table of 76 characters ran 44 px past
+# the edge and one of 70 fitted.
+TEXT_COLUMN_CHARS = 92
+CELL_PADDING_CHARS, ROW_LABEL_CHARS = 1.5, 11
+
+
+def _fits(widths: Sequence[int], max_columns: int, max_chars: float) -> bool:
+    return len(widths) <= max_columns and sum(widths) + CELL_PADDING_CHARS * len(widths) + ROW_LABEL_CHARS <= max_chars
+
+
+def _split_points(cols: list[tuple], max_columns: int, widths: Sequence[int] | None = None,
+                  max_chars: float = math.inf) -> list[tuple[int, int]]:
+    """Ranges of column positions: whole top-level groups packed into parts of at most ``max_columns`` columns
+    whose numbers (``widths``: characters per column; numbers never wrap) fit ``max_chars``; flat columns in the
+    fewest parts of balanced size that fit (12 columns at most 8: two parts of 6)."""
+    widths = list(widths) if widths is not None else [0] * len(cols)
+    if _fits(widths, max_columns, max_chars):
         return [(0, len(cols))]
     if len(cols[0]) < 2:
-        count = math.ceil(len(cols) / max_columns)
-        edges = [round(i * len(cols) / count) for i in range(count + 1)]
+        for count in range(math.ceil(len(cols) / max_columns), len(cols) + 1):
+            edges = [round(i * len(cols) / count) for i in range(count + 1)]
+            if all(_fits(widths[lo:hi], max_columns, max_chars) for lo, hi in zip(edges[:-1], edges[1:])):
+                break
         return list(zip(edges[:-1], edges[1:]))
     groups, start = [], 0
     for i in range(1, len(cols) + 1):
@@ -134,7 +152,7 @@ def _split_points(cols: list[tuple], max_columns: int) -> list[tuple[int, int]]:
             start = i
     parts, (lo, hi) = [], groups[0]
     for g_lo, g_hi in groups[1:]:
-        if g_hi - lo <= max_columns:
+        if _fits(widths[lo:g_hi], max_columns, max_chars):
             hi = g_hi
         else:
             parts.append((lo, hi))
@@ -208,9 +226,11 @@ def _fold_constant(frame, labels: Mapping[Any, str], decimals: int):
 
 
 def readable_table(frame, decimals: int = 1, max_columns: int = 8, caption: str | None = None,
-                   labels: Mapping[Any, str] | None = None, fold_constant: bool | None = None) -> ReadableTable:
+                   labels: Mapping[Any, str] | None = None, fold_constant: bool | None = None,
+                   max_chars: float = TEXT_COLUMN_CHARS) -> ReadableTable:
     """``frame`` as a :class:`ReadableTable` (see the module docstring); ``labels`` add to or override LABELS;
-    ``fold_constant`` (None: ``frame.attrs["fold_constant"]``) moves constant columns into the caption."""
+    ``fold_constant`` (None: ``frame.attrs["fold_constant"]``) moves constant columns into the caption;
+    ``max_chars``: the characters of numbers a part may hold (:data:`TEXT_COLUMN_CHARS`)."""
     import pandas as pd
 
     if not isinstance(frame, pd.DataFrame):
@@ -229,7 +249,8 @@ def readable_table(frame, decimals: int = 1, max_columns: int = 8, caption: str 
         if folded:
             caption = "; ".join(t for t in (caption, "in every row: " + "; ".join(folded)) if t)
     cols = _column_tuples(frame)
-    ranges = _split_points(cols, max_columns) if cols else [(0, 0)]
+    widths = [max((len(format_number(v, decimals)) for v in frame.iloc[:, i]), default=0) for i in range(len(cols))]
+    ranges = _split_points(cols, max_columns, widths, max_chars) if cols else [(0, 0)]
     parts = [frame.iloc[:, lo:hi] for lo, hi in ranges]
     spread = frame.attrs.get("spread")
     captions = ["; ".join(text for text in (caption if i == 0 else None, spread) if text) or None
