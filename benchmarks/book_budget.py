@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         down = sum(per_head[t][0] + (n - 1) * per_head[t][1] for r in runs.values()
                    for (t, _ckpt), n in r.heads_per_checkpoint().items())
     best = min(total, pooled) + down / 2             # the notebooks run two at a time
-    rate = gemm_gflops()
+    torch.set_num_threads(args.threads)              # the one-thread timings above left torch at one thread; the
+    rate = gemm_gflops()                             # build prints, and SLOW_GEMM_GFLOPS is, the rate at --threads
     print(f"estimate: pre-training {min(total, pooled) / 60:.1f} min + downstream {down / 60:.1f} min over two "
           f"notebooks at a time = {best / 60:.1f} min of compute on this machine (GEMM rate {rate:.0f} GFLOP/s with "
           f"{torch.get_num_threads()} threads), {best * rate / SLOW_GEMM_GFLOPS / 60:.1f} min scaled to a "
