@@ -53,6 +53,25 @@ def test_verdicts_follow_the_gaps():
     assert successors.threshold_optimism_claim(records(released_gap=-3.0)).outcome == claims.FAILS
 
 
+def _with_released_club(recs, gain):
+    """``recs`` and the book recipe's extra row, FCID with CLUB on unscaled features, at FCID's values + ``gain``."""
+    extra = [{**r, "method": successors.RELEASED_CLUB, "metric": r["metric"] + gain}
+             for r in recs if r["method"] == "fcid" and r["task"] in successors.CLOSED_TASKS]
+    return recs + extra
+
+
+def test_the_released_club_row_adds_two_verdicts_after_fcids():
+    """With the row (the book recipe's chapter): FCID's claim, then the row against FCID on AVE per direction, then
+    FCID's claim for the row; without it (the released recipe) neither."""
+    verdicts = successors.after_unicode_claims(_with_released_club(records(fcid_gain=-10.0), gain=20.0))
+    assert [v.outcome for v in verdicts[:3]] == [claims.FAILS, claims.HOLDS, claims.HOLDS]
+    assert "unscaled" in verdicts[1].claim and len(verdicts[1].parts) == 2 and "unscaled" in verdicts[2].claim
+    assert len(verdicts) == 5 + 2 and "TOC" in verdicts[3].claim
+    worse = successors.fcid_club_scale_claim(_with_released_club(records(), gain=-10.0))
+    assert worse.outcome == claims.FAILS
+    assert len(successors.after_unicode_claims(records())) == 5
+
+
 def test_tables():
     recs = records()
     closed = successors.closed_set_table(recs)

@@ -21,7 +21,7 @@ from .budgets import Budget, budget, codebook_sweep, table1_grid, with_seeds
 from .evals import AV_DIRECTIONS
 from .notebook import NotebookRun
 from .runs import run_key
-from .successors import CLOSED_TASKS, OPEN_TASK, TOC_TASK
+from .successors import CLOSED_TASKS, OPEN_TASK, RELEASED_CLUB, RELEASED_CLUB_OVERRIDES, TOC_TASK
 
 AV_TASKS = ("ave", "avvp")
 AVT_TASKS = ("ave", "avvp", "ave_avvp", "ucf_vgg")
@@ -147,8 +147,9 @@ def after_unicode(nb: NotebookRun) -> list[dict]:
     """Notebook 10: AVE, AVVP and open-set (``oscmg``) records of Uni-Code and its successors FCID and MICU on the
     AV preset's main set at equal updates (the controlled experiments' ``experiment_steps``: Uni-Code is Table 1's
     run at that snapshot, FCID and MICU train that long; the released recipe: every run its full length), and
-    FCID's AVVP records with TOC at the release's AVVP share of dimensions (``toc.released_dims``), tagged
-    ``method`` (``successors.ROWS``)."""
+    FCID's AVVP records with TOC at the release's AVVP share of dimensions (``toc.released_dims``), and with the book
+    recipe FCID once more with CLUB on unscaled features (``successors.RELEASED_CLUB``), tagged ``method``
+    (``successors.ROWS``)."""
     length = nb.budget.experiment_steps if nb.recipe == "book" else None
     size, preset_name = nb.budget.main_size, nb.preset("av")
     toc = released_dims(TOC_TASK, nb.config(preset_name, "fcid").model.hidden_dim)
@@ -157,6 +158,9 @@ def after_unicode(nb: NotebookRun) -> list[dict]:
         ckpts = {"unicode": nb.pretrain(preset_name, "unicode", seed=seed, pretrain_size=size, at=length),
                  **{m: nb.pretrain(preset_name, m, seed=seed, pretrain_size=size, steps=length)
                     for m in ("fcid", "micu")}}
+        if nb.recipe == "book":                 # the released recipe's FCID has CLUB on unscaled features already
+            ckpts[RELEASED_CLUB] = nb.pretrain(preset_name, "fcid", seed=seed, pretrain_size=size, steps=length,
+                                               overrides=RELEASED_CLUB_OVERRIDES)
         for method, ckpt in ckpts.items():
             for task in (*CLOSED_TASKS, OPEN_TASK):
                 records += nb.evaluate(ckpt, task, AV_DIRECTIONS, tags={"method": method})
