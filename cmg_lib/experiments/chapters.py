@@ -156,11 +156,11 @@ def after_unicode(nb: NotebookRun) -> list[dict]:
     records = []
     for seed in nb.pretrain_seeds:
         ckpts = {"unicode": nb.pretrain(preset_name, "unicode", seed=seed, pretrain_size=size, at=length),
-                 **{m: nb.pretrain(preset_name, m, seed=seed, pretrain_size=size, steps=length)
-                    for m in ("fcid", "micu")}}
+                 "fcid": nb.pretrain(preset_name, "fcid", seed=seed, pretrain_size=size, steps=length)}
         if nb.recipe == "book":                 # the released recipe's FCID has CLUB on unscaled features already
             ckpts[RELEASED_CLUB] = nb.pretrain(preset_name, "fcid", seed=seed, pretrain_size=size, steps=length,
                                                overrides=RELEASED_CLUB_OVERRIDES)
+        ckpts["micu"] = nb.pretrain(preset_name, "micu", seed=seed, pretrain_size=size, steps=length)
         for method, ckpt in ckpts.items():
             for task in (*CLOSED_TASKS, OPEN_TASK):
                 records += nb.evaluate(ckpt, task, AV_DIRECTIONS, tags={"method": method})
