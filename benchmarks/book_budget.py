@@ -6,9 +6,10 @@ run, so they are counted once by their cache key). Each distinct configuration's
 its shapes (``pretrain_step.step_seconds``: ``--steps`` steps after one warm-up, median) with ``--threads`` threads
 and with one thread; the estimate is runs x steps x step time, one run at a time on ``--threads`` threads, and in
 the build's pool (``experiments.pool``: ``--workers`` one-thread workers, longest run first, each run given to the
-first free worker; steps timed alone, so the neighbours' share of the memory bandwidth is not counted). Each downstream task's head training is timed once on a randomly initialised model (needs the
-scale's data: ``make data``) and multiplied by the number of head trainings the chapters make (the first on each
-checkpoint extracts its codes).
+first free worker; steps timed alone, so the neighbours' share of the memory bandwidth is not counted). Each
+downstream task's head training is timed once on a randomly initialised model (needs the scale's data: ``make
+data``) and multiplied by the number of head trainings the chapters make (the first on each checkpoint extracts its
+codes).
 
     python benchmarks/book_budget.py --scale default --threads 2
     python benchmarks/book_budget.py --scale default --set-budget pretrain_steps=600   # a changed budget

@@ -3,7 +3,8 @@ with Multimodal Unified Representation").
 
 Public API (imported lazily so ``import cmg_lib`` stays fast and touches no network):
 
-* ``preset(name, method, overrides)`` / ``PRESETS`` / ``METHODS`` / ``Config``: typed configuration (presets.py, config.py)
+* ``preset(name, method, overrides)`` / ``PRESETS`` / ``METHODS`` / ``Config``: typed configuration (presets.py,
+  config.py)
 * ``build_model(config)``: the Uni-Code model for any 2-3 modalities (model.py)
 * ``pretrain(config, dataset, ...)``: the pre-training loop (train.py); ``load_checkpoint(path)``: checkpoints
   (checkpoint.py)

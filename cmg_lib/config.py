@@ -23,8 +23,8 @@ KNOWN_MODALITIES = ("audio", "video", "text")
 ALIGNMENTS = ("none", "smit", "mst", "codis", "turn")
 
 # The AV-Digits presets of each recipe per set of modalities (each preset's ``Config.recipe`` is the recipe it is
-# listed under): the tables run ``book`` (the book's recipe, ``presets.py``) by default and the released recipe (``released_*``: its
-# geometry and choices at the AV-Digits shapes) when a notebook's ``recipe`` says so.
+# listed under): the tables run ``book`` (the book's recipe, ``presets.py``) by default and the released recipe
+# (``released_*``: its geometry and choices at the AV-Digits shapes) when a notebook's ``recipe`` says so.
 RECIPES: dict[str, dict[str, str]] = {
     "book": {"av": "book_av", "at": "book_at", "vt": "book_vt", "avt": "book_avt"},
     "released": {"av": "released_av", "at": "released_at", "vt": "released_vt", "avt": "released_avt"},

@@ -11,8 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cmg_lib"
-FOUNDATION = ("cmg_lib", "cmg_lib.config", "cmg_lib.presets", "cmg_lib.storage", "cmg_lib.distributed", "cmg_lib.precision",
-              "cmg_lib.hardware")
+FOUNDATION = ("cmg_lib", "cmg_lib.config", "cmg_lib.presets", "cmg_lib.storage", "cmg_lib.distributed",
+              "cmg_lib.precision", "cmg_lib.hardware")
 LAYERS = {  # module (or package) -> rank, left to right
     "cmg_lib.data": 1,
     "cmg_lib.layers": 2, "cmg_lib.modalities": 2, "cmg_lib.codebook": 2, "cmg_lib.objectives": 2,

@@ -32,7 +32,8 @@ def test_plan_counts_the_smoke_and_default_books():
     assert _heads(smoke) == {"ave": 68 + 3 * 2, "avvp": 14 + 5 * 2, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4,
                              "retrieval": 4, "oscmg": 4 * 2}
     # default: 15 runs of the released recipe's 3,000 updates (Table 1: 3 methods, Table 2: 2 rows, x 3 seeds), 33
-    # of 500 (why: 4 switches + released + 3 CLUB conditions; after Uni-Code: two FCID rows and MICU; x 3 seeds) and 21 of 250
+    # of 500 (why: 4 switches + released + 3 CLUB conditions; after Uni-Code: two FCID rows and MICU; x 3 seeds)
+    # and 21 of 250
     # (Tables 3-5 and Fig. 3: 7 runs x 3 seeds); Table 2's two rows train 2 x 3 x 2 AVE and AVVP heads; the
     # after-Uni-Code heads as at smoke, x 3 seeds
     default = chapters.plan("default")

@@ -363,7 +363,8 @@ def test_too_little_free_space_fails_before_the_first_step(tmp_path, monkeypatch
     line with the numbers; nothing is written."""
     _no_step(monkeypatch)
     cfg = _cfg("train.ckpt_every=1")
-    monkeypatch.setattr(cmg_lib.checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(8 << 20, 0, 8 << 20))
+    monkeypatch.setattr(cmg_lib.checkpoint.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(8 << 20, 0, 8 << 20))
     with pytest.raises(storage.NotWritableError) as err:
         pretrain(cfg, FakeDataset(cfg, n=8), out_dir=tmp_path, steps=4, progress=False)
     message = str(err.value)

@@ -11,5 +11,5 @@ from .reference import RawFeatures, raw_features
 from .results import append_result, direction_label, read_results, runs_frame
 from .tasks import TASKS, avs_predictions, run_task
 
-__all__ = ["TASKS", "run_task", "RawFeatures", "raw_features", "avs_predictions", "append_result", "direction_label", "read_results", "runs_frame",
-           "clear_code_cache"]
+__all__ = ["TASKS", "run_task", "RawFeatures", "raw_features", "avs_predictions", "append_result", "direction_label",
+           "read_results", "runs_frame", "clear_code_cache"]

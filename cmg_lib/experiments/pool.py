@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..hardware import usable_cores
-from ..storage import cache_root
+from .runs import cached_run
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,7 @@ def _train_one(job: RunJob, data: str | None, cache_dir: str | None) -> tuple[st
 
 def pending(jobs: Sequence[RunJob], cache_dir: str | os.PathLike | None = None) -> list[RunJob]:
     """The jobs whose run is not in the cache yet (no ``runs/<key>/final.pt``)."""
-    runs = cache_root(cache_dir) / "runs"
-    return [j for j in jobs if not (runs / j.key / "final.pt").exists()]
+    return [j for j in jobs if not cached_run(j.key, cache_dir).exists()]
 
 
 def train_runs(jobs: Sequence[RunJob], data: str | None = None, *, cache_dir: str | os.PathLike | None = None,

@@ -46,6 +46,11 @@ def _default_dataset(config: Config):
     return load_dataset(config.data.source, "pretrain", config.data.pretrain_size, scale=config.data.scale)
 
 
+def cached_run(key: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the run of cache key ``key`` keeps its ``final.pt`` (present once the run is complete)."""
+    return cache_root(cache_dir) / "runs" / key / "final.pt"
+
+
 def pretrained(config: Config, data: str | os.PathLike | None = None, *, steps: int | None = None,
                cache_dir: str | os.PathLike | None = None, progress: bool = False,
                trainer: Callable | None = None, dataset: Any = None, lock_timeout: float | None = None) -> Path:
@@ -57,9 +62,9 @@ def pretrained(config: Config, data: str | os.PathLike | None = None, *, steps: 
     ``out_dir/final.pt``; the history is stored beside it as ``history.json`` (see :func:`run_history`).
     """
     full, key = run_key(config, data, steps)
-    runs = cache_root(cache_dir) / "runs"
-    run_dir = runs / key
-    final = run_dir / "final.pt"
+    final = cached_run(key, cache_dir)
+    run_dir = final.parent
+    runs = run_dir.parent
     if final.exists():
         return final
     writable_cache_root(cache_dir)              # names CMG_CACHE when that is what cannot take the run

@@ -66,11 +66,14 @@ RELEASED = "released recipe"
 ROWS = (RECIPE, *SWITCHES, RELEASED)
 
 NO_CLUB = "w/o CLUB"
+NO_RECON_GRADIENT = "CLUB, reconstruction does not train the code"
+TENTH_CLUB = "CLUB at a tenth of its weight"
+UNSCALED_CLUB = "CLUB on unscaled features (released)"
 CLUB_CONDITIONS: dict[str, tuple[str, ...]] = {
     NO_CLUB: tuple(ablation_overrides("w/o CLUB")),                        # Table 2's row (its snapshot)
-    "CLUB, reconstruction does not train the code": ("model.recon_trains_code=false",),
-    "CLUB at a tenth of its weight": ("model.club_weight=0.1",),
-    "CLUB on unscaled features (released)": ("model.club_y_scale=raw",),
+    NO_RECON_GRADIENT: ("model.recon_trains_code=false",),
+    TENTH_CLUB: ("model.club_weight=0.1",),
+    UNSCALED_CLUB: ("model.club_y_scale=raw",),
 }
 
 
@@ -85,7 +88,20 @@ def recipe_runs(nb: NotebookRun, seeds: Sequence[int], method: str = "unicode", 
                 at: int | None = None) -> dict[int, str]:
     """The book recipe's full-length runs per seed (``method``, ``overrides``: Table 1's and Table 2's runs), or
     their snapshots ``at`` that many updates."""
-    return {s: nb.pretrain("book_av", method, seed=s, pretrain_size=nb.budget.main_size, overrides=overrides, at=at) for s in seeds}
+    return {s: nb.pretrain("book_av", method, seed=s, pretrain_size=nb.budget.main_size, overrides=overrides, at=at)
+            for s in seeds}
+
+
+def experiment_runs(nb: NotebookRun, seeds: Sequence[int], overrides: Sequence[str],
+                    preset_name: str = "book_av") -> dict[int, str]:
+    """Runs of the controlled experiments' length (``Budget.experiment_steps``) per seed: ``preset_name`` (Uni-Code)
+    on the main set with ``overrides``."""
+    return {s: nb.pretrain(preset_name, seed=s, pretrain_size=nb.budget.main_size, overrides=overrides,
+                           steps=lengths(nb)["experiment"]) for s in seeds}
+
+
+def _why_seeds(nb: NotebookRun, seeds: Sequence[int] | None) -> list[int]:
+    return list(nb.budget.why_seeds if seeds is None else seeds)
 
 
 def curve_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, dict[int, str]]:
@@ -96,34 +112,30 @@ def curve_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, dict[int, str
 def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
     """The controlled experiments' checkpoints per (row, seed), in :data:`ROWS` order, all at the experiment's
     updates: the recipe's snapshot, one run per switch, and the released recipe at the book's batch."""
-    seeds = list(nb.budget.why_seeds if seeds is None else seeds)
-    n = lengths(nb)["experiment"]
-    out = {RECIPE: recipe_runs(nb, seeds, at=n)}
+    seeds = _why_seeds(nb, seeds)
+    out = {RECIPE: recipe_runs(nb, seeds, at=lengths(nb)["experiment"])}
     for name, switch in SWITCHES.items():
-        out[name] = {s: nb.pretrain("book_av", seed=s, pretrain_size=nb.budget.main_size, overrides=switch.overrides, steps=n)
-                     for s in seeds}
+        out[name] = experiment_runs(nb, seeds, switch.overrides)
     batch = nb.config("book_av").train.batch_size                  # the book's batch at this scale
-    out[RELEASED] = {s: nb.pretrain("released_av", seed=s, pretrain_size=nb.budget.main_size, steps=n,
-                                    overrides=[f"train.batch_size={batch}"]) for s in seeds}
+    out[RELEASED] = experiment_runs(nb, seeds, [f"train.batch_size={batch}"], preset_name="released_av")
     return out
 
 
 def club_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
     """CLUB's conditions per (condition, seed) at the experiment's updates: the recipe and Table 2's "w/o CLUB" as
     snapshots of their full-length runs, the other conditions as runs of that length."""
-    seeds = list(nb.budget.why_seeds if seeds is None else seeds)
-    n = lengths(nb)["experiment"]
-    out = {RECIPE: recipe_runs(nb, seeds, at=n), NO_CLUB: recipe_runs(nb, seeds, overrides=CLUB_CONDITIONS[NO_CLUB], at=n)}
+    seeds, n = _why_seeds(nb, seeds), lengths(nb)["experiment"]
+    out = {RECIPE: recipe_runs(nb, seeds, at=n),
+           NO_CLUB: recipe_runs(nb, seeds, overrides=CLUB_CONDITIONS[NO_CLUB], at=n)}
     for name, overrides in CLUB_CONDITIONS.items():
         if name != NO_CLUB:
-            out[name] = {s: nb.pretrain("book_av", seed=s, pretrain_size=nb.budget.main_size, overrides=overrides, steps=n)
-                         for s in seeds}
+            out[name] = experiment_runs(nb, seeds, overrides)
     return out
 
 
 def converged_club_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
     """The recipe with and without CLUB at full length (Table 1's and Table 2's runs), per seed."""
-    seeds = list(nb.budget.why_seeds if seeds is None else seeds)
+    seeds = _why_seeds(nb, seeds)
     return {RECIPE: recipe_runs(nb, seeds), NO_CLUB: recipe_runs(nb, seeds, overrides=CLUB_CONDITIONS[NO_CLUB])}
 
 
@@ -225,7 +237,8 @@ def target_claims(records: list[dict], baseline: Mapping[int, float], raw: Mappi
                            "codes does as well as the same head on its raw features (AVE, mean of A→A and V→V)",
                            labelled, {s: raw_mean for s in labelled}, names=("codes", "raw features")),
             claims.exceeds(f"cross-modal transfer keeps the paper's share of the labelled bound ({paper_ratio:.2f}, "
-                           "from its tables)", ratio, paper_ratio, what="(mean of V→A, A→V) / (mean of A→A, V→V)"),
+                           "from its tables)", ratio, paper_ratio,
+                           what="(mean of V→A, A→V) / (mean of A→A, V→V)"),
             claims.greater("cross-modal transfer beats the baseline, which has no Uni-Code component", cross,
                            baseline, names=(RECIPE, "baseline")),
             claims.greater("audio and video share the code on aligned segments beyond chance", same, chance,
@@ -238,8 +251,7 @@ def club_claims(diag: Mapping[str, Mapping[int, Mapping[str, float]]],
     experiment's updates, ``full`` the recipe and "w/o CLUB" at full length."""
     same = {row: per_seed(diag, row, "same_code", 100) for row in diag}
     rely = {row: per_seed(diag, row, "code_reliance") for row in diag}
-    names = list(CLUB_CONDITIONS)
-    cut, tenth, raw = names[1], names[2], names[3]
+    cut, tenth, raw = NO_RECON_GRADIENT, TENTH_CLUB, UNSCALED_CLUB
     return [
         claims.greater("CLUB lowers the share of aligned segments that get the same code", same[NO_CLUB],
                        same[RECIPE], names=(NO_CLUB, RECIPE)),
