@@ -58,6 +58,10 @@ class ModalitySpec:
         if len(self.feature_shape) != want:
             raise ValueError(f"modality {self.name!r} of kind {self.kind!r} needs a feature_shape of {want} dims "
                              f"(per segment), got {self.feature_shape}")
+        for width in ("specific_dim", "club_dim"):
+            value = getattr(self, width)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"modality {self.name!r}: {width} must be a positive integer, got {value!r}")
 
 
 @dataclass
@@ -265,13 +269,19 @@ class Config:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def override(self, *assignments: str) -> "Config":
-        """Return a copy with ``section.field=value`` (or a unique bare ``field=value``) assignments applied."""
+        """Return a copy with ``section.field=value`` (or a unique bare ``field=value``) assignments applied; a
+        modality's widths as ``model.modalities.<name>.<field>`` (``model.modalities.audio.specific_dim=256``)."""
         d = self.to_dict()
         for a in assignments:
             if "=" not in a:
                 raise ValueError(f"override {a!r} must look like key=value")
             key, raw = a.split("=", 1)
-            section, name = _locate(d, key.strip())
+            key = key.strip()
+            if key.startswith(MODALITY_PREFIX):
+                spec, name = _locate_modality(d, key)
+                spec[name] = _parse_value(raw, spec[name], key)
+                continue
+            section, name = _locate(d, key)
             d[section][name] = _parse_value(raw, d[section][name], key)
         return Config.from_dict(d)
 
@@ -299,6 +309,20 @@ def _locate(d: dict, key: str) -> tuple[str, str]:
     if len(hits) != 1:
         raise ValueError(f"unknown or ambiguous config key {key!r}; use section.field, e.g. model.beta")
     return hits[0], key
+
+
+MODALITY_PREFIX = "model.modalities."
+_SPEC_FIELDS = ("specific_dim", "club_dim")      # the widths an override may change (the shapes are the data's)
+
+
+def _locate_modality(d: dict, key: str) -> tuple[dict, str]:
+    """The spec dict and field of ``model.modalities.<name>.<field>`` in ``d`` (``Config.to_dict``)."""
+    parts = key[len(MODALITY_PREFIX):].split(".")
+    specs = {m["name"]: m for m in d["model"]["modalities"]}
+    if len(parts) != 2 or parts[0] not in specs or parts[1] not in _SPEC_FIELDS:
+        raise ValueError(f"unknown config key {key!r}; expected model.modalities.<name>.<field> with a name in "
+                         f"{sorted(specs)} and a field in {list(_SPEC_FIELDS)}")
+    return specs[parts[0]], parts[1]
 
 
 def _check_finite(obj: Any, section: str, positive: tuple[str, ...] = ()) -> None:

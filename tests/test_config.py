@@ -1,6 +1,7 @@
 import pytest
 
 from cmg_lib.config import RECIPES, Config, ModalitySpec
+from cmg_lib.model import build_model
 from cmg_lib.presets import METHODS, PRESETS, TABLE1_METHODS, preset
 
 
@@ -45,6 +46,23 @@ def test_overrides_parse_types_and_reject_unknown_keys():
         preset("released_avt", overrides=["club=maybe"])
     with pytest.raises(ValueError, match="is not one of"):
         preset("released_avt", overrides=["ema_form=sideways"])
+
+
+def test_a_modality_width_is_overridden_by_name_and_the_others_are_kept():
+    cfg = preset("book_av", overrides=["model.modalities.audio.specific_dim=256",
+                                       "model.modalities.audio.club_dim=256"])
+    assert (cfg.model.spec("audio").specific_dim, cfg.model.spec("audio").club_dim) == (256, 256)
+    assert cfg.model.spec("video") == preset("book_av").model.spec("video")
+    assert cfg.key() != preset("book_av").key()
+    assert build_model(cfg).specific["audio"].linear.out_features == 256
+    with pytest.raises(ValueError, match=r"name in \['audio', 'video'\] and a field in \['specific_dim'"):
+        preset("book_av", overrides=["model.modalities.text.specific_dim=8"])
+    with pytest.raises(ValueError, match="expected model.modalities.<name>.<field>"):
+        preset("book_av", overrides=["model.modalities.audio.feature_shape=[3]"])
+    with pytest.raises(ValueError, match="specific_dim expects int"):
+        preset("book_av", overrides=["model.modalities.audio.specific_dim=wide"])
+    with pytest.raises(ValueError, match="'audio': club_dim must be a positive integer, got 0"):
+        preset("book_av", overrides=["model.modalities.audio.club_dim=0"])
 
 
 def test_bad_names_raise_value_errors_that_list_the_choices():
