@@ -110,7 +110,8 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--out", required=True, help="output folder for checkpoints")
     p.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the config's epochs)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. model.beta=0.5")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. model.beta=0.5 or model.modalities.audio.specific_dim=256")
     p.add_argument("--resume", default=None, help="checkpoint to continue from")
     p.add_argument("--scale", choices=SCALE_NAMES, default=None, help="AV-Digits build scale")
     p.add_argument("--pretrain-size", choices=PRETRAIN_SIZES, default=None)

@@ -85,8 +85,8 @@ BUDGETS: dict[str, Budget] = {
     # builds). The claims the paper rests on run as long as the released recipe (3,000 updates of the book recipe,
     # three pre-training seeds, one head seed): Table 1's baseline, CMCM and Uni-Code, Table 2's rows without CLUB
     # and without Cross-CPC, Fig. 4 (Table 1's runs), the "why" chapter's recipe and learning curve (their
-    # snapshots). Its controlled experiments (one released choice back, the whole released recipe, CLUB's strength
-    # and path) and the successors' chapter run 500 updates each, against the recipe's snapshot at 500. The other
+    # snapshots). Its controlled experiments (one released choice back, the whole released recipe, CLUB's strength,
+    # path, scale and the specific encoder's width) and the successors' chapter run 500 updates each, against the recipe's snapshot at 500. The other
     # chapters' runs (pre-training, Tables 3-5, Fig. 3) run 250 updates and say so. Rows that run at scale "full"
     # only: the other compared methods, the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three
     # 3,000-update runs did not fit), more AVT rows and codebook sizes, more head seeds.
