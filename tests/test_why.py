@@ -151,3 +151,12 @@ def test_pool_trains_each_pending_run_once_and_names_a_failing_one(avdigits_smok
     assert not (avdigits_smoke / "runs" / bad.key).exists()             # nothing half-written
     assert not any(p.name.startswith(bad.key + ".") and "tmp" in p.name for p in (avdigits_smoke / "runs").iterdir())
     assert math.isfinite(sum(seconds.values())) and os.cpu_count()
+
+
+def test_pool_eta_runs_the_remaining_cost_at_the_finished_runs_rate_on_every_worker():
+    # 100 of 400 cost units done by runs that took 50 s of their own time: 2 units/s per worker, so the other 300
+    # take 75 s on two workers, 150 s on one; nothing finished yet: unknown
+    assert pool.eta_seconds(400.0, 100.0, 50.0, 2) == 75.0
+    assert pool.eta_seconds(400.0, 100.0, 50.0, 1) == 150.0
+    assert pool.eta_seconds(400.0, 400.0, 200.0, 2) == 0.0
+    assert math.isnan(pool.eta_seconds(400.0, 0.0, 0.0, 2))

@@ -95,7 +95,7 @@ def train_runs(jobs: Sequence[RunJob], data: str | None = None, *, cache_dir: st
         futures = {pool.submit(_train_one, job, data, cache): job for job in todo}
         remaining = set(futures)
         try:
-            _collect(futures, remaining, seconds, todo, total_cost, start, log)
+            _collect(futures, remaining, seconds, todo, total_cost, start, log, workers)
         except KeyboardInterrupt:                    # Ctrl-C: stop the workers now (their runs leave no entry)
             for future in futures:
                 future.cancel()
@@ -105,8 +105,17 @@ def train_runs(jobs: Sequence[RunJob], data: str | None = None, *, cache_dir: st
     return seconds
 
 
+def eta_seconds(total_cost: float, done_cost: float, run_seconds: float, workers: int) -> float:
+    """Seconds left for the pool: the cost not yet finished at the rate of the finished runs (their cost per
+    second of their own time), ``workers`` at a time. (Elapsed time over finished cost would count the runs still in
+    flight as idle time: twice too long with two workers after the first run.) NaN before any run has finished."""
+    if done_cost <= 0 or run_seconds <= 0:
+        return float("nan")
+    return (total_cost - done_cost) * run_seconds / done_cost / max(1, workers)
+
+
 def _collect(futures: dict, remaining: set, seconds: dict[str, float], todo: Sequence[RunJob], total_cost: float,
-             start: float, log: Callable[[str], None]) -> None:
+             start: float, log: Callable[[str], None], workers: int = 1) -> None:
     """Wait for the pool's runs, logging each as it ends; a failed run cancels the ones not started and raises."""
     done_cost = 0.0
     while remaining:
@@ -123,6 +132,6 @@ def _collect(futures: dict, remaining: set, seconds: dict[str, float], todo: Seq
             seconds[key] = sec
             done_cost += job.cost
             elapsed = time.perf_counter() - start
-            eta = elapsed * (total_cost - done_cost) / done_cost if done_cost else float("nan")
+            eta = eta_seconds(total_cost, done_cost, sum(seconds.values()), min(workers, len(todo)))
             log(f"[runs] {len(seconds)}/{len(todo)} {job.label}: {sec:.0f} s "
                 f"(elapsed {elapsed / 60:.1f} min, about {eta / 60:.1f} min left)")
