@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from cmg_lib.downstream.metrics import (avs_scores, clip_accuracy, clip_labels_from_segments, f_measure,
-                                        localisation_batch, localisation_scores, mask_iou, recall_at_k)
+from cmg_lib.downstream.metrics import (avs_scores, background_only_scores, clip_accuracy, clip_labels_from_segments,
+                                        f_measure, localisation_batch, localisation_scores, mask_iou, recall_at_k)
 
 
 def logit(p):
@@ -165,3 +165,14 @@ def test_f_measure_matches_a_direct_threshold_loop():
             f = (1 + 0.3) * p * r / (0.3 * p + r)
             curve[j] += 0.0 if torch.isnan(f) else f
     assert f_measure(logits, gt) == pytest.approx((curve / frames).max().item(), abs=1e-5)
+
+
+def test_background_only_scores_are_the_background_share_of_the_segments():
+    # two clips of two segments, classes (a, b, background): clip 0 = [background, a], clip 1 = [background,
+    # background]: 3 of 4 segments are background, so precision = recall = F1 = 0.75, in one batch or in two
+    targets = torch.tensor([[[0, 0, 1], [1, 0, 0]], [[0, 0, 1], [0, 0, 1]]], dtype=torch.float32)
+    for batch in (80, 1):
+        scores = background_only_scores(targets, batch_size=batch)
+        assert scores == pytest.approx({"precision": 0.75, "recall": 0.75, "f1": 0.75})
+    with pytest.raises(ValueError, match=r"expected targets \(N, T, C\+1\)"):
+        background_only_scores(torch.zeros(2, 3))

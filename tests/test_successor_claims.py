@@ -85,3 +85,22 @@ def test_tables():
     assert len(successors.open_set_rows(recs)) == 3 * 2 * 3 * len(successors.CHOICES) * len(successors.MEASURES)
     with pytest.raises(KeyError):
         successors.open_set_table(recs, "test_")
+
+
+def test_the_floor_row_follows_the_avvp_directions_and_reads_the_floor_per_test_modality():
+    recs = [{**r, "test_modality": "audio" if r["direction"] == "V→A" else "video", "protocol": "heldout"}
+            for r in records()]
+    asked = []
+
+    def floor(modality, protocol):
+        asked.append((modality, protocol))
+        return {"audio": 59.3, "video": 59.8}[modality]
+
+    rows = successors.floor_records(recs, floor)
+    assert [(r["direction"], r["metric"]) for r in rows] == [("V→A", 59.3), ("A→V", 59.8)]
+    assert asked == [("audio", "heldout"), ("video", "heldout")]          # once per direction, not per record
+    closed = successors.closed_set_table([*recs, *rows])
+    assert list(closed.index)[-1] == successors.FLOOR
+    assert closed.loc[successors.FLOOR, ("avvp", "A→V")] == "59.8"
+    assert closed.loc[successors.FLOOR, ("ave", "V→A")] == "–"
+    assert successors.floor_records([r for r in recs if r["task"] != "avvp"], floor) == []

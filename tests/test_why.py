@@ -99,6 +99,18 @@ def test_raw_reference_runs_the_task_head_on_raw_features(avdigits_smoke):
     assert len(list((avdigits_smoke / "results").glob("ave-raw-*.json"))) == 1      # computed once, then read
 
 
+def test_avvp_floor_is_the_background_share_of_the_scored_clips(avdigits_smoke):
+    from cmg_lib.data import load_dataset, schema
+    from cmg_lib.data.probes import split_tensors
+    from cmg_lib.experiments.evals import avvp_floor
+
+    for split, protocol in (("test", "heldout"), ("train", "released")):
+        labels = split_tensors(load_dataset("avdigits", "avvp", split, scale="smoke", cache_dir=avdigits_smoke))
+        share = 100 * float(labels[schema.segment_key("audio")][..., -1].mean())      # one label per segment
+        assert 0 < share < 100
+        assert avvp_floor("audio", scale="smoke", protocol=protocol, cache_dir=avdigits_smoke) == pytest.approx(share)
+
+
 def test_paper_transfer_ratio_is_read_from_its_table3():
     assert paper.transfer_ratio() == pytest.approx((54.1 + 55.0) / (64.8 + 65.8))
     assert paper.transfer_ratio("avvp") == pytest.approx((63.4 + 71.0) / (71.0 + 72.9))

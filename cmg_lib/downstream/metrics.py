@@ -83,6 +83,17 @@ def localisation_scores(logits: Tensor, targets: Tensor, batch_size: int = 80,
     return {"precision": precision, "recall": recall, "f1": f1}
 
 
+def background_only_scores(targets: Tensor, batch_size: int = 80, threshold: float = 0.5) -> dict[str, float]:
+    """:func:`localisation_scores` of a head that calls every segment background (the last of the ``C+1``
+    columns) and nothing else: the floor a localisation head starts from. With one label per segment its
+    precision and recall are both the background share of the segments."""
+    if targets.dim() != 3 or targets.shape[-1] < 2:
+        raise ValueError(f"expected targets (N, T, C+1) with C >= 1, got {tuple(targets.shape)}")
+    logits = torch.full(targets.shape, -30.0, dtype=torch.float32)
+    logits[..., -1] = 30.0                                   # sigmoid 1 - 1e-13 / 1e-13: past any threshold in (0, 1)
+    return localisation_scores(logits, targets, batch_size, threshold)
+
+
 def mask_iou(logits: Tensor, gt: Tensor, eps: float = 1e-7) -> float:
     """AVSBench ``mask_iou`` of one batch of ``(N, H, W)`` frame logits: binarise sigmoid > 0.5, IoU per frame, a
     frame with an empty ground truth is scored on the inverse masks (true negatives / all pixels); mean over frames."""

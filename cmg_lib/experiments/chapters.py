@@ -18,10 +18,10 @@ from ..presets import ablation_overrides
 from ..downstream.toc import released_dims
 from . import why
 from .budgets import Budget, budget, codebook_sweep, table1_grid, with_seeds
-from .evals import AV_DIRECTIONS
+from .evals import AV_DIRECTIONS, avvp_floor
 from .notebook import NotebookRun
 from .runs import run_key
-from .successors import CLOSED_TASKS, OPEN_TASK, RELEASED_CLUB, RELEASED_CLUB_OVERRIDES, TOC_TASK
+from .successors import CLOSED_TASKS, OPEN_TASK, RELEASED_CLUB, RELEASED_CLUB_OVERRIDES, TOC_TASK, floor_records
 
 AV_TASKS = ("ave", "avvp")
 AVT_TASKS = ("ave", "avvp", "ave_avvp", "ucf_vgg")
@@ -167,6 +167,13 @@ def after_unicode(nb: NotebookRun) -> list[dict]:
             if method == "fcid":
                 records += nb.evaluate(ckpt, TOC_TASK, AV_DIRECTIONS, tags={"method": "fcid+toc"}, toc_dims=toc)
     return records
+
+
+def after_unicode_floor(nb: NotebookRun, records: Sequence[dict]) -> list[dict]:
+    """Notebook 10's AVVP reference row (``successors.floor_records``): per AVVP direction of ``records``, what a
+    head scores that calls every segment background, on the clips the task scores (``evals.avvp_floor``)."""
+    return floor_records(records, lambda modality, protocol: avvp_floor(
+        modality, scale=nb.scale, data=nb.data, protocol=protocol, cache_dir=nb.cache_dir))
 
 
 def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict], dict[str, list[dict]]]:

@@ -96,6 +96,23 @@ def raw_reference(task: str, modality: str, seeds: Sequence[int], *, scale: str,
     return out
 
 
+def avvp_floor(test_modality: str, *, scale: str, data: str = "avdigits", protocol: str = "heldout",
+               cache_dir: str | os.PathLike | None = None) -> float:
+    """AVVP's reported number (percent) for a head that calls every segment background and reads no code
+    (``downstream.metrics.background_only_scores``): the floor of an AVVP head, on the clips the task scores
+    (heldout: split ``test``; released: the training clips) with ``test_modality``'s segment labels."""
+    from ..data import schema
+    from ..data.probes import split_tensors
+    from ..downstream.localisation import LOCALISE_DEFAULTS
+    from ..downstream.metrics import background_only_scores
+
+    split = "train" if protocol == "released" else "test"
+    labels = split_tensors(load_dataset(data, "avvp", split, scale=scale, cache_dir=cache_dir))
+    scores = background_only_scores(labels[schema.segment_key(test_modality)].float(),
+                                    LOCALISE_DEFAULTS["eval_batch_size"], LOCALISE_DEFAULTS["threshold"])
+    return 100 * scores["precision"]
+
+
 def evaluate(ckpt: str | os.PathLike, task: str, directions: Sequence[tuple[str, str]], seeds: Sequence[int], *,
              scale: str, data: str = "avdigits", protocol: str | None = None,
              cache_dir: str | os.PathLike | None = None, tags: dict | None = None, **options) -> list[dict]:

@@ -9,7 +9,7 @@ threshold chosen on validation. Each verdict is judged over pre-training seeds (
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -22,8 +22,10 @@ from .tables import results_table
 RELEASED_CLUB = "fcid+released-club"
 RELEASED_CLUB_OVERRIDES = ("model.club_y_scale=raw",)
 ROWS = ("unicode", "fcid", "fcid+toc", RELEASED_CLUB, "micu")           # the chapter's rows (the ``method`` tag)
+FLOOR = "background only"        # the AVVP reference row: a head that calls every segment background
 LABELS = {"unicode": "Uni-Code", "fcid": "FCID", "fcid+toc": "FCID + TOC",
-          RELEASED_CLUB: "FCID, CLUB on unscaled features (released)", "micu": "MICU"}
+          RELEASED_CLUB: "FCID, CLUB on unscaled features (released)", "micu": "MICU",
+          FLOOR: "no code read: every segment background"}
 CLOSED_TASKS = ("ave", "avvp")
 TOC_TASK = "avvp"          # the chapter's TOC rows: the release keeps all dimensions on AVE (toc.RELEASED_DIMS)
 OPEN_TASK = "oscmg"
@@ -39,6 +41,15 @@ def closed_set_table(records: Sequence[dict]) -> pd.DataFrame:
     """AVE accuracy and AVVP precision (``metric``) per row and (task, direction)."""
     rows = [r for r in records if r["task"] in CLOSED_TASKS]
     return results_table(rows, rows="method", cols=("task", "direction"))
+
+
+def floor_records(records: Sequence[dict], floor: Callable[[str, str], float]) -> list[dict]:
+    """The :data:`FLOOR` row of the closed-set table: per AVVP direction of ``records`` (in their order),
+    ``floor(test_modality, protocol)`` (``evals.avvp_floor``), what a head scores that calls every segment
+    background."""
+    seen = dict.fromkeys((r["direction"], r["test_modality"], r["protocol"]) for r in records if r["task"] == "avvp")
+    return [{"method": FLOOR, "task": "avvp", "direction": d, "test_modality": m, "protocol": p,
+             "metric": float(floor(m, p))} for d, m, p in seen]
 
 
 def open_set_rows(records: Sequence[dict]) -> list[dict]:
