@@ -1,8 +1,8 @@
 """The book's compute budget per scale: one typed table of steps, seeds, sizes and rows (the only place to change).
 
 ``smoke`` exercises every code path in minutes (CI); ``default`` is the published book on 2 CPU cores (budget: an
-hour on the slower machines); ``full`` is everything (a GPU or a long CPU run). :func:`experiment_config` turns a preset into the
-configuration a notebook trains at a scale, so equal rows of different tables share one cached run.
+hour on the slower machines); ``full`` is everything (a GPU or a long CPU run). :func:`experiment_config` turns a
+preset into the configuration a notebook trains at a scale, so equal rows of different tables share one cached run.
 """
 from __future__ import annotations
 
@@ -82,14 +82,15 @@ BUDGETS: dict[str, Budget] = {
                     curve_steps=(2, 4), why_seeds=(0,)),
     # The published book on 2 CPU cores, budgeted at an hour on the slower machines: 42 min measured on an AVX-512
     # machine, projected ~67 on the slower kind, so over it (benchmarks/book_budget.py estimates it;
-    # tools/build_book.py trains every run first, one per core; book/measured_timings.md has the builds). The claims the paper rests on run as long as the released recipe (3,000 updates of the book recipe,
-    # three pre-training seeds, one head seed): Table 1's baseline, CMCM and Uni-Code, Table 2's rows without CLUB
-    # and without Cross-CPC, Fig. 4 (Table 1's runs), the "why" chapter's recipe and learning curve (their
-    # snapshots). Its controlled experiments (one released choice back, the whole released recipe, CLUB's strength,
-    # path, scale and the specific encoder's width) and the successors' chapter run 500 updates each, against the recipe's snapshot at 500. The other
-    # chapters' runs (pre-training, Tables 3-5, Fig. 3) run 250 updates and say so. Rows that run at scale "full"
-    # only: the other compared methods, the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three
-    # 3,000-update runs did not fit), more AVT rows and codebook sizes, more head seeds.
+    # tools/build_book.py trains every run first, one per core; book/measured_timings.md has the builds). The claims
+    # the paper rests on run as long as the released recipe (3,000 updates of the book recipe, three pre-training
+    # seeds, one head seed): Table 1's baseline, CMCM and Uni-Code, Table 2's rows without CLUB and without
+    # Cross-CPC, Fig. 4 (Table 1's runs), the "why" chapter's recipe and learning curve (their snapshots). Its
+    # controlled experiments (one released choice back, the whole released recipe, CLUB's strength, path, scale and
+    # the specific encoder's width) and the successors' chapter run 500 updates each, against the recipe's snapshot
+    # at 500. The other chapters' runs (pre-training, Tables 3-5, Fig. 3) run 250 updates and say so. Rows that run
+    # at scale "full" only: the other compared methods, the 40K and 81K sizes, Table 2's other rows (w/o CMCM among
+    # them: its three 3,000-update runs did not fit), more AVT rows and codebook sizes, more head seeds.
     "default": Budget(seeds=(0,), pretrain_seeds=(0, 1, 2), pretrain_steps=200, pretrain_sizes=("24k",),
                       downstream_epochs=15, methods=("baseline", "cmcm", "unicode"),
                       size_sweep_methods=("baseline", "unicode"), ablation_sizes=("24k",),

@@ -21,7 +21,8 @@ from .budgets import Budget, budget, codebook_sweep, table1_grid, with_seeds
 from .evals import AV_DIRECTIONS, avvp_floor
 from .notebook import NotebookRun
 from .runs import run_key
-from .successors import CLOSED_TASKS, OPEN_TASK, RELEASED_CLUB, RELEASED_CLUB_OVERRIDES, TOC_TASK, floor_records
+from .successors import (CLOSED_TASKS, OPEN_TASK, RELEASED_CLUB, RELEASED_CLUB_OVERRIDES, TOC_TASK,
+                         floor_records)
 
 AV_TASKS = ("ave", "avvp")
 AVT_TASKS = ("ave", "avvp", "ave_avvp", "ucf_vgg")

@@ -16,8 +16,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .. import __version__
-from ..data import load_dataset
+from ..data import load_dataset, schema
+from ..data.probes import split_tensors
 from ..downstream import avs_predictions, direction_label, raw_features, run_task
+from ..downstream.localisation import LOCALISE_DEFAULTS
+from ..downstream.metrics import background_only_scores
 from ..storage import atomic_write_with, atomic_write_json, cache_root, json_default, read_json
 from .budgets import budget
 from .runs import checkpoint_key, run_config
@@ -101,11 +104,6 @@ def avvp_floor(test_modality: str, *, scale: str, data: str = "avdigits", protoc
     """AVVP's reported number (percent) for a head that calls every segment background and reads no code
     (``downstream.metrics.background_only_scores``): the floor of an AVVP head, on the clips the task scores
     (heldout: split ``test``; released: the training clips) with ``test_modality``'s segment labels."""
-    from ..data import schema
-    from ..data.probes import split_tensors
-    from ..downstream.localisation import LOCALISE_DEFAULTS
-    from ..downstream.metrics import background_only_scores
-
     split = "train" if protocol == "released" else "test"
     labels = split_tensors(load_dataset(data, "avvp", split, scale=scale, cache_dir=cache_dir))
     scores = background_only_scores(labels[schema.segment_key(test_modality)].float(),
