@@ -176,19 +176,11 @@ def code_usage(model, dataset, modalities: Sequence[str] | None = None, batch_si
 def aligned_code_agreement(model, dataset, pair: tuple[str, str] = ("audio", "video"),
                            batch_size: int = 256) -> dict[str, float]:
     """The paper's central property, measured: on the segments where both modalities of ``pair`` carry the same
-    event (one class, not background, in each ``segment_label/<m>``), the fraction quantised to the same code.
-
-    Returns ``same_code`` (that fraction), ``segments`` (how many aligned segments were seen), ``chance`` (the
-    same fraction if the two modalities picked codes independently with their observed marginal frequencies on
-    those segments) and ``bound`` (the most it could be given each modality's code frequencies per event class:
-    sum over classes of the class's share times the overlap sum_k min(p_a(k | c), p_b(k | c)) of the two
-    modalities' per-class code distributions; two modalities that use different codes for a class cannot agree on
-    it, however they are paired)."""
-    size = int(model.config.model.codebook_size)
+    event (one class, not background, in each ``segment_label/<m>``), the fraction quantised to the same code
+    (:func:`code_agreement` on the model's codes of every clip of ``dataset``)."""
     keys = [f"segment_label/{m}" for m in pair]
-    same, total = 0, 0
-    joint = np.zeros((2, size), dtype=np.int64)
-    per_class: dict[int, np.ndarray] = {}
+    codes: list[list[Tensor]] = [[], []]
+    labels: list[list[Tensor]] = [[], []]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -196,27 +188,40 @@ def aligned_code_agreement(model, dataset, pair: tuple[str, str] = ("audio", "vi
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
             if any(k not in batch for k in keys):
                 raise ValueError(f"aligned_code_agreement needs {keys} in the dataset's items, got {sorted(batch)}")
-            events = []
-            for k in keys:
-                labels = batch[k][..., :-1]                                         # drop background
-                single = labels.sum(-1) == 1
-                events.append(torch.where(single, labels.argmax(-1), torch.full_like(single, -1, dtype=torch.long)))
-            aligned = (events[0] >= 0) & (events[0] == events[1])                   # (B, T)
-            if not bool(aligned.any()):
-                continue
-            codes = [model.quantize(batch[m].to(device), m)[0].cpu()[aligned] for m in pair]
-            classes = events[0][aligned].numpy()
-            same += int((codes[0] == codes[1]).sum())
-            total += int(aligned.sum())
-            for i in range(2):
-                joint[i] += np.bincount(codes[i].numpy(), minlength=size)
-                for c in np.unique(classes):
-                    counts = per_class.setdefault(int(c), np.zeros((2, size), dtype=np.int64))
-                    counts[i] += np.bincount(codes[i].numpy()[classes == c], minlength=size)
+            for i, m in enumerate(pair):
+                codes[i].append(model.quantize(batch[m].to(device), m)[0].cpu())
+                labels[i].append(batch[keys[i]])
     model.train(was_training)
+    return code_agreement([torch.cat(c) for c in codes], [torch.cat(y) for y in labels],
+                          int(model.config.model.codebook_size))
+
+
+def code_agreement(codes: Sequence[Tensor], segment_labels: Sequence[Tensor], size: int) -> dict[str, float]:
+    """Same code on aligned segments, from the codes ``(N, T)`` of two modalities and their segment labels
+    ``(N, T, C+1)`` (multi-hot, background last): aligned = both carry one event, the same class, in a segment.
+
+    Returns ``same_code`` (the fraction of aligned segments with equal codes), ``segments`` (how many are aligned),
+    ``chance`` (the same fraction if the two modalities picked codes independently with their observed marginal
+    frequencies on those segments) and ``bound`` (the most it could be given each modality's code frequencies per
+    event class: sum over classes of the class's share times the overlap sum_k min(p_a(k | c), p_b(k | c)) of the
+    two modalities' per-class code distributions; two modalities that use different codes for a class cannot agree
+    on it, however they are paired)."""
+    events = []
+    for labels in segment_labels:
+        labels = labels[..., :-1]                                                    # drop background
+        single = labels.sum(-1) == 1
+        events.append(torch.where(single, labels.argmax(-1), torch.full_like(single, -1, dtype=torch.long)))
+    aligned = (events[0] >= 0) & (events[0] == events[1])                           # (N, T)
+    total = int(aligned.sum())
     if total == 0:
         return {"same_code": math.nan, "segments": 0, "chance": math.nan, "bound": math.nan}
+    picked = [c[aligned].numpy() for c in codes]
+    classes = events[0][aligned].numpy()
+    joint = np.stack([np.bincount(p, minlength=size) for p in picked])
     p = joint / joint.sum(1, keepdims=True)
-    bound = sum(np.minimum(*(c / c.sum(1, keepdims=True))).sum() * c[0].sum() for c in per_class.values()) / total
-    return {"same_code": same / total, "segments": total, "chance": float((p[0] * p[1]).sum()),
-            "bound": float(bound)}
+    bound = 0.0
+    for c in np.unique(classes):
+        counts = np.stack([np.bincount(x[classes == c], minlength=size) for x in picked])
+        bound += np.minimum(*(counts / counts.sum(1, keepdims=True))).sum() * counts[0].sum()
+    return {"same_code": int((picked[0] == picked[1]).sum()) / total, "segments": total,
+            "chance": float((p[0] * p[1]).sum()), "bound": float(bound / total)}

@@ -82,3 +82,21 @@ def test_load_dataset_dispatch(monkeypatch, tmp_path):
     assert calls == [(str(tmp_path), "ave", "test", None), (str(tmp_path), "ave", "test", {"ave": "/mnt/ave"})]
     with pytest.raises(ValueError, match="AV-Digits has none"):
         load_dataset("avdigits", "ave", "test", paths={"ave": "/mnt/ave"})
+
+
+def test_split_tensors_shares_an_avdigits_split_across_dataset_objects(avdigits_smoke):
+    """Two loads of one AV-Digits split materialise it once per process (its build hash names the content); a
+    dataset without a content identity keeps its own tables; the tables are the whole split, as as_tensors."""
+    first = load_dataset("avdigits", "ave", "test", scale="smoke", cache_dir=avdigits_smoke)
+    again = load_dataset("avdigits", "ave", "test", scale="smoke", cache_dir=avdigits_smoke)
+    assert first is not again and common.split_tensors(first) is common.split_tensors(again)
+    whole = as_tensors(first)
+    assert all(torch.equal(whole[k], common.split_tensors(first)[k]) for k in whole)
+    other = load_dataset("avdigits", "ave", "val", scale="smoke", cache_dir=avdigits_smoke)
+    assert common.split_tensors(other) is not common.split_tensors(first)
+    attrs = dict(name="toy", modalities=("audio",), feature_shapes={"audio": (1,)}, num_classes=2,
+                 class_names=["a", "b"])
+    plain = common.ArrayDataset.from_arrays({"audio": np.arange(6.0)[:, None]}, **attrs)
+    twin = common.ArrayDataset.from_arrays({"audio": np.arange(6.0)[:, None]}, **attrs)
+    assert common.split_tensors(plain) is common.split_tensors(plain)
+    assert common.split_tensors(plain) is not common.split_tensors(twin)

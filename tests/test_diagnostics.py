@@ -76,3 +76,24 @@ def test_results_tables_say_their_plus_minus_is_a_standard_deviation():
     paper = ours.map(lambda _: 44.0)
     assert ours.attrs["spread"] == side_by_side(ours, paper).attrs["spread"] == STANDARD_DEVIATION
     assert STANDARD_DEVIATION.startswith("mean ± standard deviation")
+
+
+def test_model_diagnostics_reads_the_codes_it_encoded_once_as_the_usage_functions_do(avdigits_smoke):
+    """The diagnostics encode the test split once per modality and derive the codes used and the same code on
+    aligned segments from those codes: the same numbers as ``code_usage`` and ``aligned_code_agreement``, which
+    encode the split themselves (a random model: codes spread over the codebook)."""
+    from cmg_lib.data import load_dataset
+    from cmg_lib.model import build_model
+    from cmg_lib.usage import aligned_code_agreement, code_usage
+
+    torch.manual_seed(0)
+    model = build_model(preset("released_av")).eval()
+    out = diagnostics.model_diagnostics(model, scale="smoke", cache_dir=avdigits_smoke)
+    test = load_dataset("avdigits", "ave", "test", scale="smoke", cache_dir=avdigits_smoke)
+    usage = code_usage(model, test)["all"]
+    assert {m: out[f"codes_used/{m}"] for m in usage} == {m: int((c > 0).sum()) for m, c in usage.items()}
+    assert all(out[f"codes_used/{m}"] > 1 for m in usage)
+    agreement = aligned_code_agreement(model, test, ("audio", "video"))
+    assert agreement["segments"] > 0
+    assert (out["same_code"], out["same_code_chance"], out["same_code_bound"]) == pytest.approx(
+        (agreement["same_code"], agreement["chance"], agreement["bound"]))

@@ -327,3 +327,22 @@ def test_query_segmenter_sub_pixel_output_covers_every_pixel(side):
     assert (head(bumped, codes, side, grid) - logits)[:, side[0] - 1, side[1] - 1].abs().min() > 0
     with pytest.raises(ValueError, match="grid"):
         head(frames, codes, side)
+
+
+def test_extraction_batches_from_shared_tables_equal_the_dataloader(avdigits_smoke):
+    """An AV-Digits split (and a Subset of one) is read from its shared whole-split tensors in the same batches,
+    order and values as a DataLoader gives; a split without a content identity goes through the DataLoader."""
+    from torch.utils.data import DataLoader, Subset
+
+    from cmg_lib.data import load_dataset
+    from cmg_lib.downstream.common import _batches
+
+    split = load_dataset("avdigits", "ave", "train", scale="smoke", cache_dir=avdigits_smoke)
+    keys = ("audio", "video", "label")
+    for dataset in (split, Subset(split, [5, 0, 3, 3, 9, 1, 2])):
+        shared = list(_batches(dataset, keys, 3, renders=False))
+        loaded = list(DataLoader(dataset, batch_size=3, shuffle=False))
+        assert [b["label"].shape[0] for b in shared] == [b["label"].shape[0] for b in loaded]
+        assert all(torch.equal(s[k], d[k]) for s, d in zip(shared, loaded) for k in keys)
+    rendered = next(_batches(split, keys, 3, renders=True))
+    assert set(rendered) >= set(keys) and "index" in rendered        # the DataLoader's batch: every key

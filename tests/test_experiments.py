@@ -389,3 +389,25 @@ def test_a_bad_seeds_parameter_names_seeds(given):
         notebook.setup("default", seeds=given)
     assert str(err.value) == ("seeds must be None (the scale's head seeds) or a non-empty list of non-negative "
                               f"integers such as [0, 1, 2], got {given!r}")
+
+
+def test_loaded_keeps_the_last_checkpoints_and_reloads_a_rewritten_one(tmp_path, monkeypatch):
+    """One model object per checkpoint file while it is among the last LOADED_MODELS used (so every direction of
+    a checkpoint hits the downstream code cache); a file rewritten in place is loaded again."""
+    from cmg_lib.experiments import evals
+
+    loads = []
+    monkeypatch.setattr(evals, "load_checkpoint", lambda path: loads.append(path) or object())
+    monkeypatch.setattr(evals, "_MODELS", type(evals._MODELS)())
+    a, b, c = (tmp_path / f"{n}.pt" for n in "abc")
+    for path in (a, b, c):
+        path.write_bytes(b"w")
+    model_a = evals.loaded(a)
+    assert evals.loaded(str(a)) is model_a and len(loads) == 1
+    evals.loaded(b)
+    assert evals.loaded(a) is model_a and len(loads) == 2               # a was used last: b is the oldest
+    evals.loaded(c)                                                       # evicts b (LOADED_MODELS = 2)
+    evals.loaded(b)
+    assert len(loads) == 4 and evals.loaded(c) is not None and len(loads) == 4
+    a.write_bytes(b"new weights")                                        # rewritten: another size and time
+    assert evals.loaded(a) is not model_a and len(loads) == 5

@@ -119,6 +119,8 @@ def test_club_loss_trains_only_the_estimators_and_mi_reaches_the_encoder(make_ba
     (lambda b: b.__setitem__("audio", torch.randn(4, 10, 127)), "(B, 10, 128)"),
     (lambda b: b.__setitem__("video", torch.randn(4, 9, 5, 5, 64)), "(B, 10, 5, 5, 64)"),
     (lambda b: b["audio"].__setitem__((0, 0, 0), float("nan")), "NaN"),
+    (lambda b: b["video"].__setitem__((1, 9, 4, 4, 63), float("inf")), "'video' contains NaN or infinite"),
+    (lambda b: b["audio"].__setitem__((3, 5, 7), float("-inf")), "'audio' contains NaN or infinite"),
     (lambda b: b.__setitem__("audio", torch.ones(4, 10, 128, dtype=torch.long)), "floating point"),
     (lambda b: b.__setitem__("audio", torch.randn(3, 10, 128)), "same batch size"),
     (lambda b: b.__setitem__("speech", torch.randn(4, 10, 128)), "unknown batch key 'speech'"),

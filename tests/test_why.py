@@ -101,7 +101,7 @@ def test_raw_reference_runs_the_task_head_on_raw_features(avdigits_smoke):
 
 def test_avvp_floor_is_the_background_share_of_the_scored_clips(avdigits_smoke):
     from cmg_lib.data import load_dataset, schema
-    from cmg_lib.data.probes import split_tensors
+    from cmg_lib.data.common import split_tensors
     from cmg_lib.experiments.evals import avvp_floor
 
     for split, protocol in (("test", "heldout"), ("train", "released")):

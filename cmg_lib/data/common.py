@@ -8,6 +8,7 @@ A dataset is backed by a ``gather(rows) -> dict[str, ndarray]`` function that ma
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Callable, Mapping
 
 import numpy as np
@@ -116,3 +117,30 @@ def as_tensors(dataset: Dataset, chunk: int = 1024) -> dict[str, torch.Tensor]:
             raise ValueError("the dataset is empty")
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     return collate([dataset[i] for i in range(n)])
+
+
+SHARED_TABLES = 6          # whole splits kept per process by split_tensors (AV-Digits: at most ~0.2 GB each)
+_TABLES: "OrderedDict[tuple, dict[str, torch.Tensor]]" = OrderedDict()
+
+
+def split_tensors(dataset: Dataset) -> dict[str, torch.Tensor]:
+    """The whole split as stacked tensors (:func:`as_tensors`), materialised once per dataset object and kept on
+    it; a split that names its content (``table_identity``: an AV-Digits split's build hash, name and length) is
+    also shared by every dataset object of that split in this process (the last ``SHARED_TABLES`` splits), so a
+    notebook that loads the same split for every checkpoint materialises it once. Callers must not modify the
+    tensors."""
+    tables = getattr(dataset, "_split_tables", None)
+    if tables is not None:
+        return tables
+    identity = getattr(dataset, "table_identity", None)
+    if identity is not None and identity in _TABLES:
+        _TABLES.move_to_end(identity)
+        tables = _TABLES[identity]
+    else:
+        tables = as_tensors(dataset)
+        if identity is not None:
+            _TABLES[identity] = tables
+            while len(_TABLES) > SHARED_TABLES:
+                _TABLES.popitem(last=False)
+    dataset._split_tables = tables
+    return tables

@@ -18,22 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from . import schema
-from .common import as_tensors
+from .common import split_tensors
 
 MODALITIES = ("audio", "video", "text")
-
-
-def split_tensors(dataset) -> dict:
-    """The whole split as stacked tensors, materialised once per dataset object and kept on it."""
-    if getattr(dataset, "_probe_tables", None) is None:
-        dataset._probe_tables = as_tensors(dataset)
-    return dataset._probe_tables
 
 
 def segment_table(dataset, modality: str) -> tuple[np.ndarray, np.ndarray]:
     """Flatten a split to per-segment rows: features (N*T, F) float32 and class (N*T,), background = C.
 
-    The whole split is materialised once per dataset object (:func:`split_tensors`).
+    The whole split is materialised once (``common.split_tensors``).
     """
     batch = split_tensors(dataset)
     x = batch[modality].flatten(2).flatten(0, 1).numpy()

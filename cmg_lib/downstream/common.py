@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..data import load_dataset
+from ..data.common import split_tensors
 from .metrics import clip_labels_from_segments
 
 from ..data.schema import segment_key
@@ -207,10 +208,10 @@ def _extract(ctx: Context, dataset: Dataset, code_modalities: tuple[str, ...], k
     model.eval()
     parts: dict[str, list[Tensor]] = {f"codes/{m}": [] for m in code_modalities}
     parts.update({k: [] for k in keys})
-    loader = DataLoader(dataset, batch_size=ctx.extract_batch_size, shuffle=False)
     try:
         with torch.no_grad():
-            for batch in tqdm(loader, desc=f"codes {where}", disable=not ctx.progress, leave=False):
+            for batch in tqdm(_batches(dataset, needed, ctx.extract_batch_size, "frames" in first),
+                              desc=f"codes {where}", disable=not ctx.progress, leave=False):
                 for m in code_modalities:
                     x = _fit_segments(batch[m].float(), ctx.segments).to(device)
                     vectors = model.quantize(x, m)[1]
@@ -222,6 +223,22 @@ def _extract(ctx: Context, dataset: Dataset, code_modalities: tuple[str, ...], k
     finally:
         model.train(was_training)
     return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _batches(dataset: Dataset, keys: tuple[str, ...], size: int, renders: bool):
+    """The split in order, ``size`` clips a batch, with ``keys``: sliced from its shared whole-split tensors
+    (``data.common.split_tensors``) when the split names its content (an AV-Digits split, or a ``Subset`` of one)
+    and renders no frames, so every checkpoint of a notebook reads the same materialised split; else through a
+    ``DataLoader``. Both give the same batches."""
+    base, rows = (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, None)
+    if renders or getattr(base, "table_identity", None) is None:
+        yield from DataLoader(dataset, batch_size=size, shuffle=False)
+        return
+    tables = split_tensors(base)
+    if rows is not None:
+        tables = {k: tables[k][torch.as_tensor(rows, dtype=torch.long)] for k in keys}
+    for start in range(0, len(dataset), size):
+        yield {k: tables[k][start:start + size] for k in keys}
 
 
 def clip_targets(store: dict[str, Tensor], modality: str) -> Tensor:

@@ -18,8 +18,9 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..data import load_dataset
 from ..data import schema
-from ..data.probes import LinearProbe, split_tensors
-from ..usage import aligned_code_agreement, category_fractions, code_usage, shared_fraction
+from ..data.common import split_tensors
+from ..data.probes import LinearProbe
+from ..usage import aligned_code_agreement, category_fractions, code_agreement, shared_fraction
 from .claims import HALF_WIDTH, t_interval
 from .runs import run_history
 
@@ -61,28 +62,31 @@ def model_diagnostics(model, data: str = "avdigits", *, scale: str = "default",
     model.eval()
     train = load_dataset(data, "ave", "train", scale=scale, cache_dir=cache_dir)
     test = load_dataset(data, "ave", "test", scale=scale, cache_dir=cache_dir)
-    background = test.num_classes
+    background, size = test.num_classes, int(model.config.model.codebook_size)
+    names = model.config.model.modality_names
     out: dict[str, float] = {}
-    for m in model.config.model.modality_names:
+    test_codes = {}                     # (N*T,) per modality: purity, codes used, same code all read these
+    for m in names:
         xtr, ytr = _segments(train, m)
         xte, yte = _segments(test, m)
         ztr, _ = _encode(model, xtr, m)
-        zte, cte = _encode(model, xte, m)
-        out[f"purity/{m}"] = code_purity(cte, yte, background)
+        zte, test_codes[m] = _encode(model, xte, m)
+        out[f"purity/{m}"] = code_purity(test_codes[m], yte, background)
         ev_tr, ev_te = ytr != background, yte != background
         probe = LinearProbe(ztr[ev_tr], ytr[ev_tr], probe_seed)
         out[f"probe_z/{m}"] = float((probe.predict(zte[ev_te]) == yte[ev_te]).mean())
         out[f"probe_chance/{m}"] = float(np.bincount(yte[ev_te]).max() / ev_te.sum())
-    usage = code_usage(model, test)["all"]
+    usage = {m: np.bincount(test_codes[m], minlength=size) for m in names}
     for m, counts in usage.items():
         out[f"codes_used/{m}"] = int((counts > 0).sum())
     out["shared_fraction"] = shared_fraction(torch.as_tensor(np.stack(list(usage.values()))))
-    pair = tuple(model.config.model.modality_names[:2])
-    agreement = aligned_code_agreement(model, test, pair)
+    tables, pair = split_tensors(test), names[:2]
+    agreement = code_agreement([torch.from_numpy(test_codes[m]).view(len(test), -1) for m in pair],
+                               [tables[schema.segment_key(m)] for m in pair], size)
     out["same_code"], out["same_code_chance"] = agreement["same_code"], agreement["chance"]
     out["same_code_bound"] = agreement["bound"]
-    for m in model.config.model.modality_names:
-        out.update({f"{k}/{m}": v for k, v in code_reliance(model, m, split_tensors(test)[m]).items()})
+    for m in names:
+        out.update({f"{k}/{m}": v for k, v in code_reliance(model, m, tables[m]).items()})
     return out
 
 

@@ -11,13 +11,16 @@ import hashlib
 import json
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..checkpoint import load_checkpoint
 from ..data import load_dataset, schema
-from ..data.probes import split_tensors
+from ..data.common import split_tensors
 from ..downstream import avs_predictions, direction_label, raw_features, run_task
 from ..downstream.localisation import LOCALISE_DEFAULTS
 from ..downstream.metrics import background_only_scores
@@ -31,8 +34,28 @@ TASK_METRIC = {"ave": "accuracy", "avvp": "accuracy", "ave_avvp": "f1", "ucf_vgg
 AV_DIRECTIONS = (("video", "audio"), ("audio", "video"))
 
 
+LOADED_MODELS = 2          # checkpoints kept loaded per process (one notebook evaluates one checkpoint at a time)
+_MODELS: "OrderedDict[tuple, object]" = OrderedDict()
+
+
+def loaded(ckpt: str | os.PathLike):
+    """The frozen model of a checkpoint, loaded once per process while it is among the last ``LOADED_MODELS``
+    used (keyed by path, size and modification time): every direction, head seed and task of a checkpoint then
+    runs on one model object, so the downstream code cache (``downstream.common.extract``) serves its splits once."""
+    path = Path(ckpt).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _MODELS:
+        _MODELS[key] = load_checkpoint(path)
+        while len(_MODELS) > LOADED_MODELS:
+            _MODELS.popitem(last=False)
+    _MODELS.move_to_end(key)
+    return _MODELS[key]
+
+
 def _default_runner(task, ckpt, **kwargs):
-    return run_task(task, ckpt=ckpt, progress=False, **kwargs)
+    record = run_task(task, model=loaded(ckpt), progress=False, **kwargs)
+    return {**record, "checkpoint": str(ckpt)}
 
 
 def downstream(task: str, ckpt: str | os.PathLike, *, train_modality: str, test_modality: str, seed: int = 0,

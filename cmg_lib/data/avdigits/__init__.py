@@ -47,7 +47,8 @@ def load(subset: str, split: str, scale: str = "default", seed: int = 0, cache_d
         store.size(subset, split), lambda rows: store.gather(subset, split, rows),
         name=f"avdigits/{subset}/{split}", modalities=("audio", "video", "text"),
         feature_shapes=dict(FEATURE_SHAPES), num_classes=store.num_classes, class_names=store.class_names,
-        subset=subset, split=split, scale=scale, seed=int(seed), manifest_hash=store.manifest["hash"])
+        subset=subset, split=split, scale=scale, seed=int(seed), manifest_hash=store.manifest["hash"],
+        table_identity=(f"avdigits/{subset}/{split}", store.manifest["hash"], store.size(subset, split)))
 
 
 def sample(subset: str, split: str, i: int, scale: str = "default", seed: int = 0, cache_dir=None, **options) -> dict:
