@@ -31,14 +31,13 @@ def test_plan_counts_the_smoke_and_default_books():
     assert (smoke.calls, len(smoke.runs)) == (36 + 5, 20 + 4)
     assert _heads(smoke) == {"ave": 72 + 3 * 2, "avvp": 14 + 5 * 2, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4,
                              "retrieval": 4, "oscmg": 4 * 2}
-    # default: 15 runs of the released recipe's 3,000 updates (Table 1: 3 methods, Table 2: 2 rows, x 3 seeds), 36
-    # of 500 (why: 4 switches + released + 4 CLUB conditions; after Uni-Code: two FCID rows and MICU; x 3 seeds)
-    # and 21 of 250
-    # (Tables 3-5 and Fig. 3: 7 runs x 3 seeds); Table 2's two rows train 2 x 3 x 2 AVE and AVVP heads; the
-    # after-Uni-Code heads as at smoke, x 3 seeds
+    # default: 15 runs of the released recipe's 3,000 updates (Table 1: 3 methods, Table 2: 2 rows, x 3 seeds) and
+    # 57 of 250 (why: 4 switches + released + 4 CLUB conditions; Tables 3-5 and Fig. 3: 7 runs; after Uni-Code: two
+    # FCID rows and MICU; x 3 seeds); Table 2's two rows train 2 x 3 x 2 AVE and AVVP heads; the after-Uni-Code
+    # heads as at smoke, x 3 seeds
     default = chapters.plan("default")
-    assert (default.calls, len(default.runs)) == (3 + 9 + 3 * 3 + 9 + 9 + 9 + 6 + 6 + 60 + 3 * 4, 15 + 36 + 21)
-    assert Counter(r.steps for r in default.runs.values()) == {3000: 15, 500: 36, 250: 21}
+    assert (default.calls, len(default.runs)) == (3 + 9 + 3 * 3 + 9 + 9 + 9 + 6 + 6 + 60 + 3 * 4, 15 + 27 + 30)
+    assert Counter(r.steps for r in default.runs.values()) == {3000: 15, 250: 57}
     assert _heads(default) == {"ave": 240 + 3 * 2 * 3, "avvp": 48 + 5 * 2 * 3, "ucf_vgg": 18, "ave_avvp": 12,
                                "avs": 12, "retrieval": 12, "oscmg": 4 * 2 * 3}
     assert Counter(r.chapter for r in default.runs.values()) == {"02": 3, "03": 9, "04": 6, "05": 3, "06": 6,

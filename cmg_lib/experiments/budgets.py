@@ -80,24 +80,26 @@ BUDGETS: dict[str, Budget] = {
                     ablations=("w/o DCID", "full"), avt_ablations=("w/o CLUB", "full"), explorer_classes=2,
                     avs_seeds=(0,), avs_epochs=1, book_steps=6, short_steps=4, experiment_steps=4,
                     curve_steps=(2, 4), why_seeds=(0,)),
-    # The published book on 2 CPU cores, budgeted at an hour on the slower machines: 42 min measured on an AVX-512
-    # machine, projected ~67 on the slower kind, so over it (benchmarks/book_budget.py estimates it;
-    # tools/build_book.py trains every run first, one per core; book/measured_timings.md has the builds). The claims
-    # the paper rests on run as long as the released recipe (3,000 updates of the book recipe, three pre-training
-    # seeds, one head seed): Table 1's baseline, CMCM and Uni-Code, Table 2's rows without CLUB and without
-    # Cross-CPC, Fig. 4 (Table 1's runs), the "why" chapter's recipe and learning curve (their snapshots). Its
-    # controlled experiments (one released choice back, the whole released recipe, CLUB's strength, path, scale and
-    # the specific encoder's width) and the successors' chapter run 500 updates each, against the recipe's snapshot
-    # at 500. The other chapters' runs (pre-training, Tables 3-5, Fig. 3) run 250 updates and say so. Rows that run
-    # at scale "full" only: the other compared methods, the 40K and 81K sizes, Table 2's other rows (w/o CMCM among
-    # them: its three 3,000-update runs did not fit), more AVT rows and codebook sizes, more head seeds.
+    # The published book on 2 CPU cores, budgeted at an hour on the slower machines (benchmarks/book_budget.py
+    # estimates it; tools/build_book.py trains every run first, one per core; book/measured_timings.md has the
+    # builds and the projection to the slower kind). The budget goes, in this order, to: (1) the runs the paper's
+    # claims rest on, as long as the released recipe (3,000 updates of the book recipe, three pre-training seeds,
+    # one head seed): Table 1's baseline, CMCM and Uni-Code, Table 2's rows without CLUB and without Cross-CPC,
+    # Fig. 4 (Table 1's runs), the "why" chapter's recipe and learning curve (their snapshots); (2) the "why"
+    # chapter's controlled experiments (one released choice back, the whole released recipe, CLUB's strength,
+    # path, scale and the specific encoder's width), three seeds each against the recipe's snapshot at the same
+    # updates; (3) the other chapters (pre-training, Tables 3-5, Fig. 3) and (4) the successors' chapter. (2)-(4)
+    # run 250 updates each and say so: at 500 the build was projected at ~67 min on the slower kind (2026-12-05),
+    # and 250 is a snapshot every book-recipe run keeps. Rows that run at scale "full" only: the other compared
+    # methods, the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three 3,000-update runs did not
+    # fit), more AVT rows and codebook sizes, more head seeds, the controlled experiments at full length.
     "default": Budget(seeds=(0,), pretrain_seeds=(0, 1, 2), pretrain_steps=200, pretrain_sizes=("24k",),
                       downstream_epochs=15, methods=("baseline", "cmcm", "unicode"),
                       size_sweep_methods=("baseline", "unicode"), ablation_sizes=("24k",),
                       codebook_sizes=(16, 256), batch_size=None,
                       ablations=("w/o CLUB", "w/o Cross-CPC", "full"), avt_ablations=("w/o CLUB", "full"),
                       explorer_classes=3, avs_seeds=(0,), avs_epochs=4, book_steps=None, short_steps=250,
-                      experiment_steps=500, curve_steps=(250, 500, 1000, 2000), why_seeds=(0, 1, 2)),
+                      experiment_steps=250, curve_steps=(250, 500, 1000, 2000), why_seeds=(0, 1, 2)),
     # Everything: all methods at all sizes, both ablation sizes, every run as long as the released recipe, more
     # seeds.
     "full": Budget(seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1, 2), pretrain_steps=BOOK_UPDATES,

@@ -146,12 +146,12 @@ def table5(nb: NotebookRun) -> list[dict]:
 
 def after_unicode(nb: NotebookRun) -> list[dict]:
     """Notebook 10: AVE, AVVP and open-set (``oscmg``) records of Uni-Code and its successors FCID and MICU on the
-    AV preset's main set at equal updates (the controlled experiments' ``experiment_steps``: Uni-Code is Table 1's
-    run at that snapshot, FCID and MICU train that long; the released recipe: every run its full length), and
+    AV preset's main set at equal updates (the other chapters' length, :meth:`NotebookRun.short`: Uni-Code is Table
+    1's run at that snapshot, FCID and MICU train that long; the released recipe: every run its full length), and
     FCID's AVVP records with TOC at the release's AVVP share of dimensions (``toc.released_dims``), and with the book
     recipe FCID once more with CLUB on unscaled features (``successors.RELEASED_CLUB``), tagged ``method``
     (``successors.ROWS``)."""
-    length = nb.budget.experiment_steps if nb.recipe == "book" else None
+    length = nb.short()
     size, preset_name = nb.budget.main_size, nb.preset("av")
     toc = released_dims(TOC_TASK, nb.config(preset_name, "fcid").model.hidden_dim)
     records = []
