@@ -89,10 +89,11 @@ BUDGETS: dict[str, Budget] = {
     # chapter's controlled experiments (one released choice back, the whole released recipe, CLUB's strength,
     # path, scale and the specific encoder's width), three seeds each against the recipe's snapshot at the same
     # updates; (3) the other chapters (pre-training, Tables 3-5, Fig. 3) and (4) the successors' chapter. (2)-(4)
-    # run 250 updates each and say so: at 500 the build was projected at ~67 min on the slower kind (2026-12-05),
-    # and 250 is a snapshot every book-recipe run keeps. Rows that run at scale "full" only: the other compared
-    # methods, the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three 3,000-update runs did not
-    # fit), more AVT rows and codebook sizes, more head seeds, the controlled experiments at full length.
+    # run 250 updates each and say so: with (2) and (4) at 500 the build was projected at ~67 min on the slower kind,
+    # at 250 it took 37.9 min here, projected ~55 (2026-12-05); 250 is a snapshot every book-recipe run keeps. Rows
+    # that run at scale "full" only: the other compared methods, the 40K and 81K sizes, Table 2's other rows (w/o
+    # CMCM among them: its three 3,000-update runs did not fit), more AVT rows and codebook sizes, more head seeds,
+    # the controlled experiments at full length.
     "default": Budget(seeds=(0,), pretrain_seeds=(0, 1, 2), pretrain_steps=200, pretrain_sizes=("24k",),
                       downstream_epochs=15, methods=("baseline", "cmcm", "unicode"),
                       size_sweep_methods=("baseline", "unicode"), ablation_sizes=("24k",),
