@@ -161,12 +161,16 @@ def test_why_club_claims_read_the_conditions():
     assert set(why.CLUB_CONDITIONS) == {why.NO_CLUB, cut, tenth, raw, wide}
     diag = {why.RECIPE: rows(0.10, 4.0), why.NO_CLUB: rows(0.30, 1.0), cut: rows(0.31, 3.0), tenth: rows(0.10, 2.0),
             raw: rows(0.12, 4.0), wide: rows(0.32, 1.0)}
-    full = {why.RECIPE: rows(0.15, 4.0), why.NO_CLUB: rows(0.35, 1.0)}
+    assert why.CONVERGED_CLUB == (why.NO_CLUB, cut)
+    full = {why.RECIPE: rows(0.15, 4.0), why.NO_CLUB: rows(0.35, 1.0), cut: rows(0.05, 3.0)}
     verdicts = why.club_claims(diag, full)
     # CLUB lowers the same code (30 vs 10), still at full length, the decoder reads the code with CLUB (4 vs 1),
-    # cutting the reconstruction's gradient restores it (31 vs 10), a tenth of the weight does not (equal), the
-    # unscaled estimator lowers it too (30 vs 12), and a wide audio encoder gives it all back (32 vs 30 w/o CLUB)
-    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, HOLDS, HOLDS, INCONCLUSIVE, HOLDS, FAILS]
+    # cutting the reconstruction's gradient restores it (31 vs 10) but not at full length (5 vs 15), a tenth of the
+    # weight does not (equal), the unscaled estimator lowers it too (30 vs 12), and a wide audio encoder gives it
+    # all back (32 vs 30 w/o CLUB)
+    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, HOLDS, HOLDS, FAILS, INCONCLUSIVE, HOLDS, FAILS]
+    assert verdicts[4].claim == "... and it does at full length"
+    assert f"{cut} 6.00 vs {why.RECIPE} 16.0" in verdicts[4].evidence
 
 
 def test_all_of_reports_the_range_of_its_parts_differences():

@@ -86,3 +86,29 @@ def test_render_lists_every_chapter_with_machine_and_times(tmp_path):
 def test_book_parameters_carry_nothing_machine_specific():
     params = build_book.notebook_parameters("smoke", None, "cpu")
     assert params == {"scale": "smoke", "data": "avdigits", "seeds": None, "device": "cpu"}
+
+
+def test_a_chapter_left_to_scale_full_gets_a_page_that_says_why_and_no_verdicts(tmp_path, monkeypatch):
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    nb = new_notebook(cells=[new_markdown_cell("# Figure 3: the codebook size\n\ntext"), new_code_cell("1 + 1")],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    nbformat.write(nb, source / "06_fig3.ipynb")
+    monkeypatch.setattr(build_book, "NOTEBOOK_DIR", source)
+    monkeypatch.setattr(build_book, "EXECUTED_DIR", tmp_path / "executed")
+    params = build_book.notebook_parameters("default", None, "cpu")
+    path = build_book.write_full_only("06_fig3", params, "its runs did not fit", {"machine": MACHINE,
+                                                                                  "commit": "abc123"})
+    page = nbformat.read(path, as_version=4)
+    assert [c.cell_type for c in page.cells] == ["markdown", "markdown"]          # no code cell ran
+    assert page.cells[0].source.startswith("# Figure 3: the codebook size")
+    note = page.cells[1].source
+    assert "At scale `default` this chapter is not run: its runs did not fit." in note
+    assert "python tools/build_book.py --scale full --only 06_fig3" in note
+    run = status_page.notebook_run(path)
+    assert run["full_only"] and run["records"] == [] and run["scale"] == "default" and run["seconds"] is None
+    assert status_page.trained(run)["updates"] == status_page.FULL_ONLY
+    row = status_page.render([run], {"date": "2026-12-05", "commit": "abc123", "scale": "default",
+                                     "machine": MACHINE, "data_seconds": None})
+    assert "<../executed/06_fig3>` | default | at scale full only | – | – | cpu | not recorded |" in row
+    assert build_book.chapter_of("06_fig3_codebook_size") == "06"

@@ -14,7 +14,8 @@
    the results cache reaches the kernels as the environment variable ``CMG_CACHE``), into ``book/executed/``
    (Sphinx always excludes ``_build/``, so executed notebooks cannot live there); the injected parameters cell is
    tagged ``remove-cell`` (the page shows the notebook's own parameters cell) and the run's machine, commit and
-   date are recorded in the notebook's metadata;
+   date are recorded in the notebook's metadata; a chapter the scale leaves to scale ``full``
+   (``Budget.full_only``) trains nothing and its page is its opening text and a note saying why and how to run it;
 4. prints the time each notebook took and writes, from the executed notebooks, the reproducibility status page
    ``book/generated/reproducibility.md`` (``tools/status_page.py``) and the "Claims at a glance" page
    ``book/generated/claims.md`` (``tools/claims_page.py``: every verdict, from the records the verdict cells
@@ -210,6 +211,33 @@ def execute_notebook(name: str, parameters: dict, timeout: int | None = None, ru
     return seconds
 
 
+def chapter_of(name: str) -> str:
+    """The chapter number of a notebook name (``"06_fig3_codebook_size"`` -> ``"06"``)."""
+    return name.split("_", 1)[0]
+
+
+def write_full_only(name: str, parameters: dict, reason: str, run: dict | None = None) -> Path:
+    """``book/executed/<name>.ipynb`` for a chapter the scale leaves to scale ``full`` (``Budget.full_only``): the
+    notebook's opening text, then a note with ``reason`` and the command that runs it; papermill's parameters and
+    :func:`record_run`'s ``run`` (``full_only`` set) in the metadata, as for an executed chapter."""
+    import nbformat
+
+    source = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    intro = [c for c in source.cells[:1] if c.cell_type == "markdown"]
+    scale = parameters["scale"]
+    note = nbformat.v4.new_markdown_cell(
+        f"```{{note}}\nAt scale `{scale}` this chapter is not run: {reason}. It runs at scale `full`: "
+        f"`make book SCALE=full`, or this chapter alone with `python tools/build_book.py --scale full --only "
+        f"{name}` ({{doc}}`../reproduce`).\n```")
+    nb = nbformat.v4.new_notebook(cells=[*intro, note], metadata=dict(source.metadata))
+    nb.metadata["papermill"] = {"parameters": dict(parameters), "duration": None}
+    nb.metadata[status_page.RUN_KEY] = {**(run or {}), "executed": _utc_now(), "full_only": True}
+    EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
+    path = EXECUTED_DIR / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
 def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = None,
                       run: dict | None = None, workers: int = 1) -> list[tuple[str, float]]:
     """Run the notebooks (:func:`execute_notebook`); return ``(name, seconds)`` in the order given.
@@ -310,6 +338,7 @@ def _seeds(text: str | None) -> list[int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     from cmg_lib.data.avdigits.scales import SCALE_NAMES
+    from cmg_lib.experiments.budgets import budget
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="default", choices=SCALE_NAMES, help="dataset and compute scale")
@@ -356,9 +385,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[book] notebook parameters: {json.dumps(params)}", flush=True)
             workers = args.workers or min(2, os.cpu_count() or 1)
             print(f"[book] {workers} notebook(s) at a time", flush=True)
+            run = {"machine": machine, "commit": commit}
+            left = budget(args.scale).full_only            # chapters this scale leaves to scale "full"
+            for name in [n for n in args.only or names if chapter_of(n) in left]:
+                print(f"[book] notebooks/{name}.ipynb runs at scale full only: writing its page", flush=True)
+                write_full_only(name, params, left[chapter_of(name)], run)
             t0 = time.perf_counter()
-            times = execute_notebooks(args.only or names, params, args.timeout,
-                                      run={"machine": machine, "commit": commit}, workers=workers)
+            times = execute_notebooks([n for n in args.only or names if chapter_of(n) not in left], params,
+                                      args.timeout, run=run, workers=workers)
             execute_seconds = time.perf_counter() - t0
         absent = [n for n in names if not (EXECUTED_DIR / f"{n}.ipynb").exists()]
         if absent:

@@ -18,6 +18,7 @@ from cmg_lib.experiments.claims import records_in
 RUN_KEY = "cmg_run"           # notebook metadata block written by build_book.record_run
 NOT_RECORDED = "not recorded"
 NO_VERDICTS = "no verdicts"   # a chapter that shows none trains nothing the status page could state
+FULL_ONLY = "at scale full only"   # a chapter the build's scale leaves to scale full (Budget.full_only)
 SEPARATOR = " / "             # between a chapter's different scope lines' updates, in page order
 
 
@@ -55,12 +56,15 @@ def notebook_run(path: str | Path) -> dict:
     return {"name": path.stem, "title": _title(nb.get("cells", [])) or path.stem, "scale": params.get("scale"),
             "records": records_in(nb), "seconds": pm.get("duration"),
             "executed": run.get("executed") or pm.get("end_time"), "commit": run.get("commit"),
-            "machine": run.get("machine"), "device": params.get("device")}
+            "machine": run.get("machine"), "device": params.get("device"), "full_only": bool(run.get("full_only"))}
 
 
 def trained(run: Mapping) -> dict[str, str]:
     """What a chapter's verdicts rest on, from its records' scopes: ``updates`` (each scope line's, in page order,
-    repeats dropped, joined by :data:`SEPARATOR`), ``pretrain_seeds`` and ``head_seeds`` (all, sorted)."""
+    repeats dropped, joined by :data:`SEPARATOR`), ``pretrain_seeds`` and ``head_seeds`` (all, sorted);
+    :data:`FULL_ONLY` for a chapter the build's scale left to scale full."""
+    if run.get("full_only"):
+        return {"updates": FULL_ONLY, "pretrain_seeds": "–", "head_seeds": "–"}
     scopes = [r["scope"] for r in run.get("records", [])]
     if not scopes:
         return {"updates": NO_VERDICTS, "pretrain_seeds": "–", "head_seeds": "–"}
@@ -118,7 +122,8 @@ def render(runs: Sequence[Mapping], build: Mapping, timings_include: str | None 
     lines += ["", "Updates and seeds are what each chapter's verdicts rest on, as its scope lines print them (the "
               "verdict records the executed chapter displayed); a chapter whose verdict lists ran different lengths "
               f"lists each, in page order, separated by \"{SEPARATOR.strip()}\". {NO_VERDICTS.capitalize()}: the "
-              "chapter judges no claim. The full list of verdicts is on {doc}`claims`.", "",
+              f"chapter judges no claim; {FULL_ONLY}: the build's scale leaves the chapter to scale full. The full "
+              "list of verdicts is on {doc}`claims`.", "",
               "## Machines", ""]
     lines += [f"- M{i + 1}: {m}" for i, m in enumerate(machines)] or ["- none recorded"]
     if timings_include:

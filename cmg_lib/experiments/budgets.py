@@ -7,7 +7,8 @@ preset into the configuration a notebook trains at a scale, so equal rows of dif
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from ..config import Config
 from ..presets import ABLATIONS, BOOK_UPDATES, TABLE1_METHODS, preset
@@ -31,7 +32,9 @@ class Budget:
     controlled experiments of the "why" chapter (compared with the recipe's snapshot at the same updates);
     ``pretrain_steps`` for the released recipe's runs (the tables' ``recipe="released"``). Every book-recipe run
     keeps snapshots at ``curve_steps`` (below its length): the learning curve, and the shorter rows for free.
-    ``batch_size``: every run's batch, None for the preset's own.
+    ``batch_size``: every run's batch, None for the preset's own. ``full_only``: the chapters (by number, e.g.
+    ``"06"``) this scale leaves to scale ``full``, each with the reason the book prints in its place: the build
+    trains none of their runs and writes a page that says so (``tools/build_book.py``).
     """
 
     seeds: tuple[int, ...]
@@ -54,6 +57,7 @@ class Budget:
     experiment_steps: int
     curve_steps: tuple[int, ...]
     why_seeds: tuple[int, ...]        # pre-training seeds of the "why" chapter's controlled experiments
+    full_only: Mapping[str, str] = field(default_factory=dict)
 
     def steps_for(self, recipe: str) -> int:
         """Pre-training updates of a recipe's full-length runs at this scale (``Config.recipe``): ``book_steps``
@@ -85,22 +89,33 @@ BUDGETS: dict[str, Budget] = {
     # builds and the projection to the slower kind). The budget goes, in this order, to: (1) the runs the paper's
     # claims rest on, as long as the released recipe (3,000 updates of the book recipe, three pre-training seeds,
     # one head seed): Table 1's baseline, CMCM and Uni-Code, Table 2's rows without CLUB and without Cross-CPC,
-    # Fig. 4 (Table 1's runs), the "why" chapter's recipe and learning curve (their snapshots); (2) the "why"
-    # chapter's controlled experiments (one released choice back, the whole released recipe, CLUB's strength,
-    # path, scale and the specific encoder's width), three seeds each against the recipe's snapshot at the same
-    # updates; (3) the other chapters (pre-training, Tables 3-5, Fig. 3) and (4) the successors' chapter. (2)-(4)
-    # run 250 updates each and say so: with (2) and (4) at 500 the build was projected at ~67 min on the slower kind,
-    # at 250 it took 37.9 min here, projected ~55 (2026-12-05); 250 is a snapshot every book-recipe run keeps. Rows
-    # that run at scale "full" only: the other compared methods, the 40K and 81K sizes, Table 2's other rows (w/o
-    # CMCM among them: its three 3,000-update runs did not fit), more AVT rows and codebook sizes, more head seeds,
-    # the controlled experiments at full length.
+    # Fig. 4 (Table 1's runs), the "why" chapter's recipe and learning curve (their snapshots), and the CLUB
+    # condition that tests the path of CLUB's effect (``why.CONVERGED_CLUB``: the reconstruction's gradient kept
+    # out of the code); (2) the "why" chapter's other controlled experiments (one released choice back, the whole
+    # released recipe, CLUB's strength, scale and the specific encoder's width), three seeds each against the
+    # recipe's snapshot at the same updates; (3) the other chapters (pre-training, Tables 3-5, Fig. 3) and (4) the
+    # successors' chapter. (2)-(4) run 250 updates each and say so (250 is a snapshot every book-recipe run keeps):
+    # with (2) and (4) at 500 the build was projected at ~67 min on the slower kind, at 250 it took 37.9 min here,
+    # projected ~55 (2026-12-05). Paying for (1)'s CLUB condition (three more 3,000-update runs, ~4.5 min here),
+    # two chapters of (3) go to scale "full" (``full_only``), chosen because their runs serve no other chapter and
+    # their claims are neither the paper's main ones nor a released procedure: Fig. 3 (a sweep of a hyper-parameter
+    # compares sizes at convergence; at 250 updates it compares how fast each size learns) and Table 5 (a protocol
+    # of the book's own: the release has no retrieval code). Also at scale "full" only: the other compared methods,
+    # the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three 3,000-update runs did not fit),
+    # more AVT rows, more head seeds, the controlled experiments at full length.
     "default": Budget(seeds=(0,), pretrain_seeds=(0, 1, 2), pretrain_steps=200, pretrain_sizes=("24k",),
                       downstream_epochs=15, methods=("baseline", "cmcm", "unicode"),
                       size_sweep_methods=("baseline", "unicode"), ablation_sizes=("24k",),
                       codebook_sizes=(16, 256), batch_size=None,
                       ablations=("w/o CLUB", "w/o Cross-CPC", "full"), avt_ablations=("w/o CLUB", "full"),
                       explorer_classes=3, avs_seeds=(0,), avs_epochs=4, book_steps=None, short_steps=250,
-                      experiment_steps=250, curve_steps=(250, 500, 1000, 2000), why_seeds=(0, 1, 2)),
+                      experiment_steps=250, curve_steps=(250, 500, 1000, 2000), why_seeds=(0, 1, 2),
+                      full_only={"06": "a sweep of the codebook size compares sizes at convergence, and its runs (one "
+                                       "per size and seed) serve no other chapter: they did not fit the hour beside "
+                                       "the converged runs",
+                                 "09": "its retrieval protocol is the book's own (the released code has none), and "
+                                       "its video-text runs serve no other chapter: they did not fit the hour beside "
+                                       "the converged runs"}),
     # Everything: all methods at all sizes, both ablation sizes, every run as long as the released recipe, more
     # seeds.
     "full": Budget(seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1, 2), pretrain_steps=BOOK_UPDATES,

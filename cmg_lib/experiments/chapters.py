@@ -179,8 +179,9 @@ def after_unicode_floor(nb: NotebookRun, records: Sequence[dict]) -> list[dict]:
 
 def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict], dict[str, list[dict]]]:
     """Notebook 01: the checkpoints per part (``why``: ``curve`` {updates: {seed: ckpt}}, ``rows`` and ``club``
-    {row: {seed: ckpt}}, ``full club`` the recipe with and without CLUB at full length, ``baseline`` {seed: ckpt})
-    and their AVE records (the same keys; ``baseline``: its cross-modal directions), over ``why_seeds``."""
+    {row: {seed: ckpt}}, ``full club`` the recipe and the CLUB conditions of ``why.CONVERGED_CLUB`` at full length,
+    ``baseline`` {seed: ckpt}) and their AVE records (the same keys; ``baseline``: its cross-modal directions),
+    over ``why_seeds``."""
     seeds = nb.budget.why_seeds
     runs = {"curve": why.curve_runs(nb, seeds), "rows": why.row_runs(nb, seeds), "club": why.club_runs(nb, seeds),
             "full club": why.converged_club_runs(nb, seeds), "baseline": why.baseline_runs(nb, seeds)}
@@ -267,16 +268,18 @@ class PlanRecorder(NotebookRun):
 
 def plan(scale: str, recipe: str = "book", b: Budget | None = None, seeds: Sequence[int] | None = None,
          device: str = "cpu") -> PlanRecorder:
-    """Every pre-training run and head training of notebooks 01-10 at ``scale`` (budget ``b``, default the
-    scale's; ``seeds``: the notebooks' head-seed parameter; ``device``: theirs, part of each run's configuration),
-    recorded without training: the recorder's ``runs``
-    (distinct runs by cache key, in the order the chapters first ask for them) and ``calls`` (pretrain calls)."""
+    """Every pre-training run and head training of notebooks 01-10 at ``scale`` but those of the chapters the
+    budget leaves to scale ``full`` (``Budget.full_only``), recorded without training (budget ``b``, default the
+    scale's; ``seeds``: the notebooks' head-seed parameter; ``device``: theirs, part of each run's configuration):
+    the recorder's ``runs`` (distinct runs by cache key, in the order the chapters first ask for them) and
+    ``calls`` (pretrain calls)."""
     recorder = PlanRecorder(scale, with_seeds(b if b is not None else budget(scale), seeds), recipe, device)
     chapters = {"02": pretraining, "03": table1, "04": table2, "05": table3, "06": figure3, "07": figure4,
                 "08": table4, "09": table5, "10": after_unicode}
     for name, chapter in chapters.items():
-        recorder.chapter = name
-        chapter(recorder)
+        if name not in recorder.budget.full_only:          # a chapter left to scale "full" trains nothing here
+            recorder.chapter = name
+            chapter(recorder)
     recorder.chapter = "01"                      # the why chapter names its presets itself (book_av, released_av)
     why_released_recipe(recorder)
     return recorder
