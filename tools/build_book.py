@@ -221,6 +221,7 @@ def write_full_only(name: str, parameters: dict, reason: str, run: dict | None =
     notebook's opening text, then a note with ``reason`` and the command that runs it; papermill's parameters and
     :func:`record_run`'s ``run`` (``full_only`` set) in the metadata, as for an executed chapter."""
     import nbformat
+    from cmg_lib.storage import atomic_write
 
     source = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     intro = [c for c in source.cells[:1] if c.cell_type == "markdown"]
@@ -233,9 +234,7 @@ def write_full_only(name: str, parameters: dict, reason: str, run: dict | None =
     nb.metadata["papermill"] = {"parameters": dict(parameters), "duration": None}
     nb.metadata[status_page.RUN_KEY] = {**(run or {}), "executed": _utc_now(), "full_only": True}
     EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
-    path = EXECUTED_DIR / f"{name}.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return atomic_write(EXECUTED_DIR / f"{name}.ipynb", nbformat.writes(nb))
 
 
 def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = None,
@@ -282,7 +281,7 @@ def train_runs(scale: str, seeds: list[int] | None, device: str, only: list[str]
     from cmg_lib.experiments import chapters, pool
 
     plan = chapters.plan(scale, seeds=seeds, device=device)
-    wanted = None if not only else {name.split("_", 1)[0] for name in only}
+    wanted = None if not only else {chapter_of(name) for name in only}
     jobs = pool.jobs_from_plan([r for r in plan.runs.values() if wanted is None or r.chapters & wanted])
     workers = None if device == "cpu" else 1
     try:
