@@ -4,9 +4,13 @@ The same runs as the "why" chapter's learning curve (``experiments.why``: the bo
 ``python -m cmg_lib pretrain --preset book_av --data avdigits --seed S`` trains, with its snapshots) and its
 baseline, on other seeds, at a scale's budget; prints per seed and number of updates the labelled-modality and
 cross-modal AVE accuracies (held-out protocol), their ratio, the margin over the baseline, the same code on aligned
-segments, then the target verdicts at full length (inconclusive by rule below 3 seeds):
+segments, then the target verdicts at full length (inconclusive by rule below 3 seeds). ``--club-condition NAME``
+also trains one of the why chapter's CLUB conditions (``why.CLUB_CONDITIONS``) at full length on the same seeds and
+prints the same measures for it, to check a finding of the chapter on seeds it did not see:
 
     python tools/heldout_targets.py --scale default --seeds 100,101
+    python tools/heldout_targets.py --scale default --seeds 100,101 \
+        --club-condition "CLUB, reconstruction does not train the code"
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="default", choices=SCALE_NAMES)
     parser.add_argument("--seeds", default="100,101", help="comma-separated pre-training seeds")
     parser.add_argument("--data", default="avdigits")
+    parser.add_argument("--club-condition", default=None, choices=sorted(why.CLUB_CONDITIONS),
+                        help="also train this CLUB condition at full length on the same seeds")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -50,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     scope = nb.scope(nb.seeds[:1], steps=n["recipe"], pretrain_seeds=seeds)
     print(ex.claims.markdown(why.target_claims(records, baseline, raw, diag[n["recipe"]], paper_ratio, n["recipe"]),
                              scope))
+    if args.club_condition:
+        runs = {args.club_condition: why.recipe_runs(nb, seeds, overrides=why.CLUB_CONDITIONS[args.club_condition])}
+        cond, cond_diag = why.transfer(nb, runs), why.diagnostics(nb, runs)[args.club_condition]
+        labelled = ex.claims.by_pretrain_seed(cond, kind="labelled")
+        cross = ex.claims.by_pretrain_seed(cond, kind="cross")
+        for s in seeds:
+            print(f"  {args.club_condition}, {n['recipe']} updates, seed {s}: labelled {labelled[s]:.1f}, cross "
+                  f"{cross[s]:.1f} (ratio {cross[s] / labelled[s]:.2f}, baseline + {cross[s] - baseline[s]:.1f}), "
+                  f"same code {100 * cond_diag[s]['same_code']:.1f} %")
     return 0
 
 
