@@ -93,10 +93,25 @@ def test_notebooks_side_by_side_share_the_cores_and_report_the_failure(tmp_path,
     with pytest.raises(build_book.BuildError, match="notebooks/bad.ipynb failed in cell"):
         build_book.execute_notebooks(["bad", "good"], {"scale": "smoke"}, timeout=120, workers=2)
     good = nbformat.read(tmp_path / "out" / "good.ipynb", as_version=4)          # the other one ran to its end
-    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert good.cells[-1].outputs[0]["text"].split() == [threads, threads]
     with pytest.raises(build_book.BuildError, match="at least 1"):
         build_book.execute_notebooks(["good"], {}, workers=0)
+
+
+def test_notebooks_run_one_per_core_on_the_cpu_never_more_than_there_are():
+    import build_book
+
+    assert build_book.notebook_workers("cpu", notebooks=11, cores=2) == 2
+    assert build_book.notebook_workers("cpu", notebooks=11, cores=16) == 11      # one kernel per notebook
+    assert build_book.notebook_workers("cpu", notebooks=9, cores=8) == 8
+    assert build_book.notebook_workers("cpu", notebooks=1, cores=8) == 1
+    assert build_book.notebook_workers("cuda", notebooks=11, cores=16) == 2      # kernels share the GPU
+    assert build_book.notebook_workers("cpu", notebooks=0, cores=4) == 1
+    assert build_book.kernel_threads(2, cores=2) == 1
+    assert build_book.kernel_threads(11, cores=16) == 1
+    assert build_book.kernel_threads(2, cores=16) == 8
+    assert build_book.kernel_threads(3, cores=2) == 1
 
 
 def test_toc_naming_a_missing_notebook_is_a_clear_error(tmp_path):

@@ -237,12 +237,30 @@ def write_full_only(name: str, parameters: dict, reason: str, run: dict | None =
     return atomic_write(EXECUTED_DIR / f"{name}.ipynb", nbformat.writes(nb))
 
 
+def notebook_workers(device: str, notebooks: int, cores: int | None = None) -> int:
+    """Notebooks executed at a time by default: on the CPU one per usable core (``cores``, default
+    ``hardware.usable_cores()``) with one torch thread each, so that the notebook phase, like the pool, goes faster
+    in proportion to the cores, but never more kernels than notebooks; on a GPU at most two (they share it)."""
+    from cmg_lib.hardware import usable_cores
+
+    cores = usable_cores() if cores is None else cores
+    return max(1, min(cores if device == "cpu" else 2, cores, notebooks))
+
+
+def kernel_threads(workers: int, cores: int | None = None) -> int:
+    """Torch threads of each of ``workers`` kernels running at once: the usable cores shared out, at least one."""
+    from cmg_lib.hardware import usable_cores
+
+    return max(1, (usable_cores() if cores is None else cores) // workers)
+
+
 def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = None,
                       run: dict | None = None, workers: int = 1) -> list[tuple[str, float]]:
     """Run the notebooks (:func:`execute_notebook`); return ``(name, seconds)`` in the order given.
 
     ``workers`` > 1 runs that many notebooks at a time, in the order given, each kernel with
-    ``CMG_TORCH_THREADS = cores // workers`` torch threads: the book's models are small, and two one-thread runs
+    ``CMG_TORCH_THREADS = cores // workers`` torch threads (:func:`kernel_threads`): the book's models are small,
+    and two one-thread runs
     on two cores finish sooner than the same runs one after another with two threads each
     (``benchmarks/book_budget.py`` measures both). Runs that two notebooks share are trained once: the second
     waits on the run's lock (``storage.locked``) and reads the cache. On a failure no further notebook starts; the
@@ -254,7 +272,7 @@ def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = 
     if workers < 1:
         raise BuildError(f"--workers must be at least 1, got {workers}")
     if workers > 1:          # every kernel inherits it (cmg_lib.experiments.setup reads it)
-        os.environ["CMG_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["CMG_TORCH_THREADS"] = str(kernel_threads(workers))
     seconds: dict[str, float] = {}
 
     def one(name: str) -> None:
@@ -350,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-strict", action="store_true", help="let warnings pass (local previews only)")
     parser.add_argument("--timeout", type=int, default=None, help="per-cell time limit in seconds")
     parser.add_argument("--workers", type=int, default=None,
-                        help="notebooks executed at a time (default: the usable cores, at most 2)")
+                        help="notebooks executed at a time (default: one per usable core on the CPU, at most 2 "
+                             "on a GPU, never more than the notebooks)")
     args = parser.parse_args(argv)
 
     # the kernels inherit this environment: the cache location never becomes a notebook parameter
@@ -382,16 +401,16 @@ def main(argv: list[str] | None = None) -> int:
             runs_seconds = time.perf_counter() - t0
             params = notebook_parameters(args.scale, _seeds(args.seeds), args.device)
             print(f"[book] notebook parameters: {json.dumps(params)}", flush=True)
-            workers = args.workers or min(2, os.cpu_count() or 1)
-            print(f"[book] {workers} notebook(s) at a time", flush=True)
             run = {"machine": machine, "commit": commit}
             left = budget(args.scale).full_only            # chapters this scale leaves to scale "full"
+            executed = [n for n in args.only or names if chapter_of(n) not in left]
+            workers = args.workers or notebook_workers(args.device, len(executed))
+            print(f"[book] {workers} notebook(s) at a time", flush=True)
             for name in [n for n in args.only or names if chapter_of(n) in left]:
                 print(f"[book] notebooks/{name}.ipynb runs at scale full only: writing its page", flush=True)
                 write_full_only(name, params, left[chapter_of(name)], run)
             t0 = time.perf_counter()
-            times = execute_notebooks([n for n in args.only or names if chapter_of(n) not in left], params,
-                                      args.timeout, run=run, workers=workers)
+            times = execute_notebooks(executed, params, args.timeout, run=run, workers=workers)
             execute_seconds = time.perf_counter() - t0
         absent = [n for n in names if not (EXECUTED_DIR / f"{n}.ipynb").exists()]
         if absent:
