@@ -230,8 +230,8 @@ class PlanRecorder(NotebookRun):
 
     PLACEHOLDER = Path("<planned>")
 
-    def __init__(self, scale: str, b: Budget, recipe: str = "book", device: str = "cpu"):
-        super().__init__(scale, "avdigits", device, None, b, recipe)
+    def __init__(self, scale: str, b: Budget, recipe: str = "book", device: str = "cpu", data: str = "avdigits"):
+        super().__init__(scale, data, device, None, b, recipe)
         self.chapter = ""
         self.runs: dict[str, PlannedRun] = {}
         self.calls = 0

@@ -1,0 +1,52 @@
+"""tools/heldout_targets.py at scale smoke: it trains every run it needs first (the pool), then prints the measures of
+the recipe, its learning curve and each CLUB condition asked for, per pre-training seed."""
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+def test_plans_the_curve_the_baseline_and_each_condition_once_per_seed():
+    import heldout_targets
+    from cmg_lib.experiments import why
+    from cmg_lib.experiments.budgets import budget
+    from cmg_lib.experiments.chapters import PlanRecorder
+
+    recorder = PlanRecorder("smoke", budget("smoke"))
+    out = heldout_targets.runs(recorder, [100, 101], [why.TENTH_CLUB, why.NO_RECON_GRADIENT])
+    # recipe, baseline and two conditions per seed; the curve's points are snapshots of the recipe's runs
+    assert len(recorder.runs) == 2 * 4
+    assert sorted(out["curve"]) == [2, 4, 6]
+    assert {Path(c).parent.name for c in out["curve"][2].values()} == {Path(c).parent.name
+                                                                      for c in out["curve"][6].values()}
+    overrides = {r.overrides for r in recorder.runs.values()}
+    assert overrides == {(), why.CLUB_CONDITIONS[why.TENTH_CLUB], why.CLUB_CONDITIONS[why.NO_RECON_GRADIENT]}
+    assert {r.method for r in recorder.runs.values()} == {"unicode", "baseline"}
+
+
+def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_path, monkeypatch, capsys):
+    import heldout_targets
+    from cmg_lib.experiments import why
+
+    cache = tmp_path / "cache"
+    shutil.copytree(avdigits_smoke, cache)
+    monkeypatch.setenv("CMG_CACHE", str(cache))
+    trained = []
+    real = heldout_targets.pool.train_runs
+
+    def spy(jobs, *args, **kwargs):
+        trained.extend(j.key for j in jobs)
+        return real(jobs, *args, workers=1, **kwargs)
+
+    monkeypatch.setattr(heldout_targets.pool, "train_runs", spy)
+    assert heldout_targets.main(["--scale", "smoke", "--seeds", "5", "--club-condition", why.TENTH_CLUB]) == 0
+    text = capsys.readouterr().out
+    assert len(trained) == 3                                  # recipe, baseline, the condition: all before any head
+    assert sorted(p.name for p in (cache / "runs").iterdir() if (p / "final.pt").exists()) == sorted(trained)
+    for step in (2, 4, 6):
+        assert f"  {step} updates, seed 5: labelled " in text
+    assert f"  {why.TENTH_CLUB}, 6 updates, seed 5: labelled " in text and "(recipe " in text
+    assert "**inconclusive**" in text                         # one seed: no verdict by rule
+    assert f"{why.TENTH_CLUB}: more aligned segments get the same code than with the recipe: **inconclusive**" in text
