@@ -100,8 +100,9 @@ BUDGETS: dict[str, Budget] = {
     # two chapters of (3) go to scale "full" (``full_only``), chosen because their runs serve no other chapter and
     # their claims are neither the paper's main ones nor a released procedure: Fig. 3 (a sweep of a hyper-parameter
     # compares sizes at convergence; at 250 updates it compares how fast each size learns) and Table 5 (a protocol
-    # of the book's own: the release has no retrieval code); so built, the book took 40.8 min here, projected 56-66 on
-    # the slower kind (2026-12-05, book/measured_timings.md). Also at scale "full" only: the other compared methods,
+    # of the book's own: the release has no retrieval code); so built, the book took 40.8 min on one 2-core machine
+    # and 37.5 on another, projected 56-66 and 50-65 min on the slower kind (2026-12-05, book/measured_timings.md).
+    # Also at scale "full" only: the other compared methods,
     # the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three 3,000-update runs did not fit),
     # more AVT rows, more head seeds, the controlled experiments at full length.
     "default": Budget(seeds=(0,), pretrain_seeds=(0, 1, 2), pretrain_steps=200, pretrain_sizes=("24k",),
