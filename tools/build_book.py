@@ -260,8 +260,7 @@ def execute_notebooks(names: list[str], parameters: dict, timeout: int | None = 
 
     ``workers`` > 1 runs that many notebooks at a time, in the order given, each kernel with
     ``CMG_TORCH_THREADS = cores // workers`` torch threads (:func:`kernel_threads`): the book's models are small,
-    and two one-thread runs
-    on two cores finish sooner than the same runs one after another with two threads each
+    and two one-thread runs on two cores finish sooner than the same runs one after another with two threads each
     (``benchmarks/book_budget.py`` measures both). Runs that two notebooks share are trained once: the second
     waits on the run's lock (``storage.locked``) and reads the cache. On a failure no further notebook starts; the
     ones already running finish, then the first failure is raised.
