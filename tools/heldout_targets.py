@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     scope = nb.scope(nb.seeds[:1], steps=n["recipe"], pretrain_seeds=seeds)
     print(ex.claims.markdown(why.target_claims(records, baseline, raw, diag[n["recipe"]], paper_ratio, n["recipe"]),
                              scope))
-    recipe_same = {s: 100 * diag[n["recipe"]][s]["same_code"] for s in seeds}
+    recipe_same = why.per_seed(diag, n["recipe"], "same_code", 100)
+    cond, cond_diag = why.transfer(nb, wanted["conditions"]), why.diagnostics(nb, wanted["conditions"])
     verdicts = []
-    for name, ckpts in wanted["conditions"].items():
-        cond, cond_diag = why.transfer(nb, {name: ckpts}), why.diagnostics(nb, {name: ckpts})[name]
-        labelled = ex.claims.by_pretrain_seed(cond, kind="labelled")
-        cross = ex.claims.by_pretrain_seed(cond, kind="cross")
-        same = {s: 100 * cond_diag[s]["same_code"] for s in seeds}
+    for name in wanted["conditions"]:
+        labelled = ex.claims.by_pretrain_seed(cond, kind="labelled", row=name)
+        cross = ex.claims.by_pretrain_seed(cond, kind="cross", row=name)
+        same = why.per_seed(cond_diag, name, "same_code", 100)
         for s in seeds:
             print(f"  {name}, {n['recipe']} updates, seed {s}: labelled {labelled[s]:.1f}, cross "
                   f"{cross[s]:.1f} (ratio {cross[s] / labelled[s]:.2f}, baseline + {cross[s] - baseline[s]:.1f}), "
