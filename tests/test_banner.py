@@ -20,7 +20,8 @@ def test_smoke_banner_says_code_paths_not_claims_with_its_budget():
             f"{b.experiment_steps}), released recipe {b.pretrain_steps} updates") in text
     assert f"pre-training seeds {list(b.pretrain_seeds)}, head seeds {list(b.seeds)}" in text
     d = budget("default")       # the published book: the released recipe's 3,000 updates, three pre-training seeds
-    assert (f"book recipe 3000 updates (other chapters 250, controlled experiments 250), released recipe "
+    assert (f"book recipe 3000 updates (other chapters 250, controlled experiments left to scale full), released "
+            f"recipe "
             f"{d.pretrain_steps} updates, pre-training seeds [0, 1, 2]") in text
 
 

@@ -24,31 +24,33 @@ def test_plan_counts_the_smoke_and_default_books():
     # pre-training chapter, Table 3, Table 4 one AVT run each, Fig. 3 two, Table 5 two, the after-Uni-Code chapter
     # three (FCID, FCID with CLUB on unscaled features, MICU; its Uni-Code is Table 1's run at a snapshot), the why
     # chapter ten: four switches, the released recipe, w/o CLUB and four CLUB conditions; its recipe and baseline
-    # are Table 1's; the cut of the reconstruction's gradient trains as long as the recipe, with heads on its
-    # final checkpoint and on its snapshot at the experiments' length). The after-Uni-Code chapter asks for 4 checkpoints per pre-training seed and trains per seed and
-    # direction: AVE on the two FCID rows and MICU (Uni-Code's at the snapshot is the why chapter's learning-curve
-    # head), AVVP on all four and on FCID with TOC, the open-set task on all four.
+    # are Table 1's; w/o CLUB and the cut of the reconstruction's gradient train as long as the recipe, the other
+    # three conditions the experiments' length beside w/o CLUB's snapshot). The why chapter asks for 3 checkpoints
+    # of its curve (2 snapshots and the end), 6 for the switches' rows, 5 for CLUB's other conditions, 3 at full
+    # length and the baseline: 18 calls. The after-Uni-Code chapter asks for 4 checkpoints per pre-training seed and trains per
+    # seed and direction: AVE on the two FCID rows and MICU (Uni-Code's at the snapshot is the why chapter's
+    # learning-curve head), AVVP on all four and on FCID with TOC, the open-set task on all four.
     smoke = chapters.plan("smoke")
-    assert (smoke.calls, len(smoke.runs)) == (36 + 6, 20 + 4)
-    assert _heads(smoke) == {"ave": 72 + 4 + 3 * 2, "avvp": 14 + 5 * 2, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4,
+    assert (smoke.calls, len(smoke.runs)) == (23 + 18, 14 + 10)
+    assert _heads(smoke) == {"ave": 72 + 3 * 2, "avvp": 14 + 5 * 2, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4,
                              "retrieval": 4, "oscmg": 4 * 2}
     # default: 18 runs of the released recipe's 3,000 updates (Table 1: 3 methods, Table 2: 2 rows, the why
-    # chapter's cut of the reconstruction's gradient, x 3 seeds) and 42 of 250 (why: 4 switches + released + 3 CLUB
-    # conditions; the pre-training chapter, Tables 3 and 4: 3 runs; after Uni-Code: two FCID rows and MICU; x 3
-    # seeds); Fig. 3 and Table 5 are left to scale full (their 12 runs, 15 pretrain calls and 12 AVE and 12
-    # retrieval heads are not planned); Table 2's two rows train 2 x 3 x 2 AVE and AVVP heads; the cut's final
-    # checkpoints 3 x 4 AVE heads; the after-Uni-Code heads as at smoke, x 3 seeds
+    # chapter's cut of the reconstruction's gradient, x 3 seeds) and 9 of 250 (the pre-training chapter, Tables 3
+    # and 4: 3 runs); the why chapter's 24 shorter runs are left to scale full (experiment_steps=None: its 36 calls
+    # for the switches' rows and CLUB's other conditions and their 120 AVE heads are not planned), and so are Fig.
+    # 3, Table 5 and the after-Uni-Code chapter (their 21 runs, 27 pretrain calls, 12 + 18 AVE, 12 retrieval, 30
+    # AVVP and 24 open-set heads); the why chapter asks for its curve's 5 x 3 checkpoints, the full-length CLUB
+    # conditions' 3 x 3 and the baseline's 3
     default = chapters.plan("default")
-    assert set(default.budget.full_only) == {"06", "09"}
-    assert (default.calls, len(default.runs)) == (3 + 9 + 3 * 3 + 9 + 9 + 6 + 60 + 3 + 3 * 4, 15 + 27 + 18)
-    assert Counter(r.steps for r in default.runs.values()) == {3000: 18, 250: 42}
-    assert _heads(default) == {"ave": 240 - 12 + 3 * 4 + 3 * 2 * 3, "avvp": 48 + 5 * 2 * 3, "ucf_vgg": 18,
-                               "ave_avvp": 12, "avs": 12, "oscmg": 4 * 2 * 3}
+    assert set(default.budget.full_only) == {"06", "09", "10"} and default.budget.experiment_steps is None
+    assert (default.calls, len(default.runs)) == (3 + 9 + 3 * 3 + 9 + 9 + 6 + 5 * 3 + 3 * 3 + 3, 18 + 9)
+    assert Counter(r.steps for r in default.runs.values()) == {3000: 18, 250: 9}
+    assert _heads(default) == {"ave": 258 - 18 - 120, "avvp": 48, "ucf_vgg": 18, "ave_avvp": 12, "avs": 12}
     assert Counter(r.chapter for r in default.runs.values()) == {"02": 3, "03": 9, "04": 6, "05": 3, "08": 3,
-                                                                 "10": 9, "01": 27}
+                                                                 "01": 3}
     # TOC's heads are distinct head trainings of FCID's final checkpoint (the option is part of a planned head)
-    toc = [h for r in default.runs.values() for h in r.heads if h[-1]]
-    assert len(toc) == 2 * 3 and {h[0] for h in toc} == {"avvp"} and {h[-1] for h in toc} == {(("toc_dims", 49),)}
+    toc = [h for r in chapters.plan("full").runs.values() for h in r.heads if h[-1]]
+    assert len(toc) == 2 * 3 * 5 and {h[0] for h in toc} == {"avvp"} and {h[-1] for h in toc} == {(("toc_dims", 49),)}
     # Table 1's Uni-Code runs carry the learning curve: heads on every snapshot and on final.pt
     unicode = [r for r in default.runs.values() if r.steps == 3000 and r.method == "unicode" and not r.overrides]
     assert len(unicode) == 3 and all({c for _, c, *_ in r.heads} == {"final.pt", *map(snapshot_name, (250, 500, 1000,
@@ -61,9 +63,9 @@ def test_plan_follows_the_budget_and_the_seeds_parameter():
     fewer = chapters.plan("smoke", b=b.__class__(**{**b.__dict__, "ablations": ("full",)}))
     assert len(fewer.runs) == 24 - 1                   # the "w/o DCID" row's run is gone, "full" is shared
     seeds = chapters.plan("smoke", seeds=[0, 1])
-    # AVE: the tables' 20 heads and the after-Uni-Code chapter's 6 per head seed; the why chapter's 56 others on
+    # AVE: the tables' 20 heads and the after-Uni-Code chapter's 6 per head seed; the why chapter's 52 others on
     # the first seed only
-    assert _heads(seeds)["ave"] == 2 * (20 + 6) + 56 and _heads(seeds)["avs"] == 2 * 4
+    assert _heads(seeds)["ave"] == 2 * (20 + 6) + 52 and _heads(seeds)["avs"] == 2 * 4
     released = chapters.plan("smoke", recipe="released")
     assert {r.preset for r in released.runs.values() if r.chapter != "01"} == {"released_avt", "released_av",
                                                                                "released_vt"}

@@ -151,26 +151,39 @@ def test_why_target_claims_against_the_references():
                              3000)[0].outcome == HOLDS
 
 
-def test_why_club_claims_read_the_conditions():
+def _club_rows(same, rely=1.0):
+    return {s: {"same_code": same + 0.01 * s, "code_reliance": rely + 0.1 * s} for s in (0, 1, 2)}
+
+
+def test_why_club_claims_read_the_full_length_conditions():
     from cmg_lib.experiments import why
 
-    def rows(same, rely):
-        return {s: {"same_code": same + 0.01 * s, "code_reliance": rely + 0.1 * s} for s in (0, 1, 2)}
-
-    cut, tenth, raw, wide = why.NO_RECON_GRADIENT, why.TENTH_CLUB, why.UNSCALED_CLUB, why.WIDE_AUDIO
-    assert set(why.CLUB_CONDITIONS) == {why.NO_CLUB, cut, tenth, raw, wide}
-    diag = {why.RECIPE: rows(0.10, 4.0), why.NO_CLUB: rows(0.30, 1.0), cut: rows(0.31, 3.0), tenth: rows(0.10, 2.0),
-            raw: rows(0.12, 4.0), wide: rows(0.32, 1.0)}
+    cut = why.NO_RECON_GRADIENT
     assert why.CONVERGED_CLUB == (why.NO_CLUB, cut)
-    full = {why.RECIPE: rows(0.15, 4.0), why.NO_CLUB: rows(0.35, 1.0), cut: rows(0.05, 3.0)}
-    verdicts = why.club_claims(diag, full)
-    # CLUB lowers the same code (30 vs 10), still at full length, the decoder reads the code with CLUB (4 vs 1),
-    # cutting the reconstruction's gradient restores it (31 vs 10) but not at full length (5 vs 15), a tenth of the
-    # weight does not (equal), the unscaled estimator lowers it too (30 vs 12), and a wide audio encoder gives it
-    # all back (32 vs 30 w/o CLUB)
-    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, HOLDS, HOLDS, FAILS, INCONCLUSIVE, HOLDS, FAILS]
-    assert verdicts[4].claim == "... and it does at full length"
-    assert f"{cut} 6.00 vs {why.RECIPE} 16.0" in verdicts[4].evidence
+    assert set(why.CLUB_CONDITIONS) == {*why.CONVERGED_CLUB, *why.OTHER_CLUB}
+    full = {why.RECIPE: _club_rows(0.15, 4.0), why.NO_CLUB: _club_rows(0.35, 1.0), cut: _club_rows(0.05, 3.0)}
+    verdicts = why.club_claims(full)
+    # CLUB lowers the same code (35 vs 15), the decoder reads the code with CLUB (4 vs 1), cutting the
+    # reconstruction's gradient does not give it back here (5 vs 15)
+    assert [v.outcome for v in verdicts] == [HOLDS, HOLDS, FAILS]
+    assert verdicts[2].claim.startswith("the effect travels through the reconstruction's gradient")
+    assert f"{cut} 6.00 vs {why.RECIPE} 16.0" in verdicts[2].evidence
+    full[cut] = _club_rows(0.36, 3.0)
+    assert why.club_claims(full)[2].outcome == HOLDS
+
+
+def test_why_condition_claims_read_the_other_conditions():
+    from cmg_lib.experiments import why
+
+    tenth, raw, wide = why.TENTH_CLUB, why.UNSCALED_CLUB, why.WIDE_AUDIO
+    assert set(why.OTHER_CLUB) == {tenth, raw, wide}
+    diag = {why.RECIPE: _club_rows(0.10), why.NO_CLUB: _club_rows(0.30), tenth: _club_rows(0.10),
+            raw: _club_rows(0.12), wide: _club_rows(0.32)}
+    # a tenth of the weight changes nothing (equal), the unscaled estimator lowers it too (30 vs 12), and a wide
+    # audio encoder gives it all back (32 vs 30 w/o CLUB)
+    assert [v.outcome for v in why.condition_claims(diag)] == [INCONCLUSIVE, HOLDS, FAILS]
+    diag[tenth] = _club_rows(0.25)
+    assert why.condition_claims(diag)[0].outcome == HOLDS
 
 
 def test_all_of_reports_the_range_of_its_parts_differences():

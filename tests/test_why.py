@@ -172,3 +172,22 @@ def test_pool_eta_runs_the_remaining_cost_at_the_finished_runs_rate_on_every_wor
     assert pool.eta_seconds(400.0, 100.0, 50.0, 1) == 150.0
     assert pool.eta_seconds(400.0, 400.0, 200.0, 2) == 0.0
     assert math.isnan(pool.eta_seconds(400.0, 0.0, 0.0, 2))
+
+
+def test_a_scale_without_experiment_steps_leaves_the_shorter_experiments_to_full():
+    from cmg_lib.experiments import why
+    from cmg_lib.experiments.budgets import budget
+    from cmg_lib.experiments.chapters import PlanRecorder
+
+    default = PlanRecorder("default", budget("default"))
+    assert not why.trains_experiments(default) and why.lengths(default)["experiment"] is None
+    assert why.row_runs(default) == {} and why.club_runs(default) == {} and default.runs == {}
+    assert set(why.converged_club_runs(default)) == {why.RECIPE, *why.CONVERGED_CLUB}
+    assert {r.steps for r in default.runs.values()} == {3000}
+    text = why.left_to_full(default, "these three conditions")
+    assert text.startswith("**At this scale, these three conditions are left to scale `full`.**")
+    assert "as long as the recipe (3000 updates)" in text and "the other chapters' 250 updates" in text
+    smoke = PlanRecorder("smoke", budget("smoke"))               # smoke trains them: every code path in CI
+    assert why.trains_experiments(smoke)
+    assert set(why.club_runs(smoke)) == {why.RECIPE, why.NO_CLUB, *why.OTHER_CLUB}
+    assert set(why.row_runs(smoke)) == set(why.ROWS)

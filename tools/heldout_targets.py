@@ -7,7 +7,7 @@ cross-modal AVE accuracies (held-out protocol), their ratio, the margin over the
 segments, then the target verdicts at full length (inconclusive by rule below 3 seeds). ``--club-condition NAME``
 (repeatable) also trains that CLUB condition of the why chapter (``why.CLUB_CONDITIONS``) at full length on the same
 seeds and prints the same measures for it, to check a finding of the chapter on seeds it did not see, or what a
-condition the default book runs only 250 updates gives at full length (what scale ``full`` trains). Every run is
+condition the default book leaves to scale ``full`` gives at full length. Every run is
 trained first, as the book build does: one one-thread worker per core, longest first (``experiments.pool``); runs
 already in the cache are reused.
 

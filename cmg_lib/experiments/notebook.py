@@ -158,8 +158,9 @@ def scale_banner(scale: str) -> str:
     published = budget(PUBLISHED_SCALE)
 
     def run_text(b: Budget) -> str:
+        experiments = "left to scale full" if b.experiment_steps is None else b.experiment_steps
         return (f"book recipe {b.steps_for('book')} updates (other chapters {b.short}, controlled experiments "
-                f"{b.experiment_steps}), released recipe {b.pretrain_steps} updates, pre-training seeds "
+                f"{experiments}), released recipe {b.pretrain_steps} updates, pre-training seeds "
                 f"{list(b.pretrain_seeds)}, head seeds {list(b.seeds)}")
 
     run = f"{run_text(this)}, {this.downstream_epochs} head epochs"

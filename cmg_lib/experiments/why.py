@@ -11,10 +11,16 @@ seeds:
   (:data:`SWITCHES`), or all of them (the released recipe, at the book's batch), for ``Budget.experiment_steps``
   updates, against the recipe's own snapshot at the same updates; each switch's verdict tests the mechanism it is
   suspected of, on paired seeds (:func:`switch_claims`).
-* **What CLUB does to the codes** (:data:`CLUB_CONDITIONS`, :func:`club_claims`): with CLUB the decoder rebuilds the
-  input through the code, without it through the specific features alone; the conditions change CLUB's presence,
-  weight and estimator scale, cut the reconstruction's gradient into the code and widen the audio specific encoder
-  to its released width, to find which path lowers the share of aligned segments that get the same code.
+* **What CLUB does to the codes** (:data:`CLUB_CONDITIONS`): with CLUB the decoder rebuilds the input through the
+  code, without it through the specific features alone; the conditions change CLUB's presence, weight and
+  estimator scale, cut the reconstruction's gradient into the code and widen the audio specific encoder to its
+  released width, to find which path lowers the share of aligned segments that get the same code. Those of
+  :data:`CONVERGED_CLUB` train as long as the recipe (:func:`club_claims`), the others (:data:`OTHER_CLUB`) the
+  experiments' length (:func:`condition_claims`).
+
+A scale whose ``Budget.experiment_steps`` is None trains no run shorter than the recipe here (:func:`trains_experiments`):
+the switches, the released recipe and :data:`OTHER_CLUB` are left to scale ``full`` (:func:`left_to_full`), so
+that every verdict of the chapter rests on runs as long as the recipe.
 
 Every row is measured by its AVE transfer (held-out protocol: the labelled-modality bound and the cross-modal
 directions, :func:`transfer`) and by ``experiments.diagnostics`` (:func:`diagnostics`).
@@ -80,14 +86,16 @@ CLUB_CONDITIONS: dict[str, tuple[str, ...]] = {
     WIDE_AUDIO: (f"model.modalities.audio.specific_dim={RELEASED_AUDIO_WIDTH}",
                  f"model.modalities.audio.club_dim={RELEASED_AUDIO_WIDTH}"),
 }
-# The conditions that also train as long as the recipe (their shorter rows are snapshots): CLUB's effect on the
-# shared codes and the path it takes are the chapter's finding, so their verdicts rest on converged runs too.
+# The conditions that train as long as the recipe: CLUB's effect on the shared codes and the path it takes are the
+# chapter's finding, so their verdicts rest on converged runs; the others train the experiments' length.
 CONVERGED_CLUB = (NO_CLUB, NO_RECON_GRADIENT)
+OTHER_CLUB = tuple(name for name in CLUB_CONDITIONS if name not in CONVERGED_CLUB)
 
 
-def lengths(nb: NotebookRun) -> dict[str, int]:
-    """Updates per kind of run: ``recipe`` (full length), ``experiment`` (the controlled experiments) and the
-    learning curve's points ``curve`` (the snapshots below full length, then full length)."""
+def lengths(nb: NotebookRun) -> dict[str, int | None]:
+    """Updates per kind of run: ``recipe`` (full length), ``experiment`` (the controlled experiments; None where the
+    scale leaves them to scale ``full``) and the learning curve's points ``curve`` (the snapshots below full
+    length, then full length)."""
     return {"recipe": nb.budget.steps_for("book"), "experiment": nb.budget.experiment_steps,
             "curve": nb.checkpoint_steps()}
 
@@ -112,6 +120,24 @@ def _why_seeds(nb: NotebookRun, seeds: Sequence[int] | None) -> list[int]:
     return list(nb.budget.why_seeds if seeds is None else seeds)
 
 
+def trains_experiments(nb: NotebookRun) -> bool:
+    """Whether this scale trains the controlled experiments shorter than the recipe (the switches, the released
+    recipe, :data:`OTHER_CLUB`): ``Budget.experiment_steps`` is set."""
+    return nb.budget.experiment_steps is not None
+
+
+def left_to_full(nb: NotebookRun, what: str) -> str:
+    """What the chapter prints in place of ``what`` (some of its controlled experiments) at a scale that leaves them
+    to scale ``full`` (:func:`trains_experiments`): why, and the commands that train them."""
+    return (f"**At this scale, {what} are left to scale `full`.** Every verdict of this chapter rests on runs as "
+            f"long as the recipe ({lengths(nb)['recipe']} updates), and these runs do not fit this scale's budget at "
+            f"that length; at the length they could afford, the other chapters' {nb.budget.short} updates, they "
+            "would compare how fast each condition learns, not where it ends. `make book SCALE=full` trains them "
+            "as long as the recipe; `python tools/heldout_targets.py --scale default --seeds 0,1,2 "
+            "--club-condition NAME` (repeatable; NAME one of the CLUB conditions) trains a CLUB condition that "
+            "long on the book's seeds and prints its same code against the recipe's.")
+
+
 def curve_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, dict[int, str]]:
     """The learning curve's checkpoints: ``{updates: {seed: checkpoint}}`` of the recipe's full-length runs."""
     return {step: recipe_runs(nb, seeds, at=step) for step in lengths(nb)["curve"]}
@@ -119,8 +145,11 @@ def curve_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, dict[int, str
 
 def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
     """The controlled experiments' checkpoints per (row, seed), in :data:`ROWS` order, all at the experiment's
-    updates: the recipe's snapshot, one run per switch, and the released recipe at the book's batch."""
+    updates: the recipe's snapshot, one run per switch, and the released recipe at the book's batch; none where
+    the scale leaves them to scale ``full``."""
     seeds = _why_seeds(nb, seeds)
+    if not trains_experiments(nb):
+        return {}
     out = {RECIPE: recipe_runs(nb, seeds, at=lengths(nb)["experiment"])}
     for name, switch in SWITCHES.items():
         out[name] = experiment_runs(nb, seeds, switch.overrides)
@@ -130,13 +159,15 @@ def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, d
 
 
 def club_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
-    """CLUB's conditions per (condition, seed) at the experiment's updates: the recipe and the conditions of
-    :data:`CONVERGED_CLUB` as snapshots of their full-length runs, the other conditions as runs of that length."""
+    """The conditions of :data:`OTHER_CLUB` per (condition, seed), runs of the experiment's length, beside the
+    recipe and "w/o CLUB" at the same updates (snapshots of their full-length runs) they are compared with; none
+    where the scale leaves them to scale ``full``."""
     seeds, n = _why_seeds(nb, seeds), lengths(nb)["experiment"]
-    out = {RECIPE: recipe_runs(nb, seeds, at=n)}
-    for name, overrides in CLUB_CONDITIONS.items():
-        out[name] = (recipe_runs(nb, seeds, overrides=overrides, at=n) if name in CONVERGED_CLUB
-                     else experiment_runs(nb, seeds, overrides))
+    if not trains_experiments(nb):
+        return {}
+    out = {RECIPE: recipe_runs(nb, seeds, at=n),
+           NO_CLUB: recipe_runs(nb, seeds, overrides=CLUB_CONDITIONS[NO_CLUB], at=n)}
+    out.update({name: experiment_runs(nb, seeds, CLUB_CONDITIONS[name]) for name in OTHER_CLUB})
     return out
 
 
@@ -255,25 +286,29 @@ def target_claims(records: list[dict], baseline: Mapping[int, float], raw: Mappi
                            names=("same code", "independent choices"))]
 
 
-def club_claims(diag: Mapping[str, Mapping[int, Mapping[str, float]]],
-                full: Mapping[str, Mapping[int, Mapping[str, float]]]) -> list[claims.Verdict]:
-    """What CLUB does to the codes, on paired seeds: ``diag`` holds :data:`CLUB_CONDITIONS` and the recipe at the
-    experiment's updates, ``full`` the recipe and :data:`CONVERGED_CLUB` at full length."""
-    same = {row: per_seed(diag, row, "same_code", 100) for row in diag}
-    rely = {row: per_seed(diag, row, "code_reliance") for row in diag}
-    cut, tenth, raw, wide = NO_RECON_GRADIENT, TENTH_CLUB, UNSCALED_CLUB, WIDE_AUDIO
+def club_claims(full: Mapping[str, Mapping[int, Mapping[str, float]]]) -> list[claims.Verdict]:
+    """What CLUB does to the codes at full length, on paired seeds: ``full`` holds the recipe and
+    :data:`CONVERGED_CLUB` (their diagnostics per seed)."""
+    same = {row: per_seed(full, row, "same_code", 100) for row in full}
+    rely = {row: per_seed(full, row, "code_reliance") for row in full}
+    cut = NO_RECON_GRADIENT
     return [
         claims.greater("CLUB lowers the share of aligned segments that get the same code", same[NO_CLUB],
                        same[RECIPE], names=(NO_CLUB, RECIPE)),
-        claims.greater("... and still does at full length", per_seed(full, NO_CLUB, "same_code", 100),
-                       per_seed(full, RECIPE, "same_code", 100), names=(NO_CLUB, RECIPE)),
         claims.greater("with CLUB the decoder rebuilds the input through the code (reconstruction error with other "
                        "clips' codes / with its own)", rely[RECIPE], rely[NO_CLUB], names=(RECIPE, NO_CLUB),
                        unit=""),
         claims.greater("the effect travels through the reconstruction's gradient into the code: cut it, keep CLUB, "
                        "and the same code returns", same[cut], same[RECIPE], names=(cut, RECIPE)),
-        claims.greater("... and it does at full length", per_seed(full, cut, "same_code", 100),
-                       per_seed(full, RECIPE, "same_code", 100), names=(cut, RECIPE)),
+    ]
+
+
+def condition_claims(diag: Mapping[str, Mapping[int, Mapping[str, float]]]) -> list[claims.Verdict]:
+    """What CLUB's weight, its estimator's scale and the specific encoder's width change, on paired seeds: ``diag``
+    holds :data:`OTHER_CLUB`, the recipe and "w/o CLUB" at the experiment's updates (:func:`club_runs`)."""
+    same = {row: per_seed(diag, row, "same_code", 100) for row in diag}
+    tenth, raw, wide = TENTH_CLUB, UNSCALED_CLUB, WIDE_AUDIO
+    return [
         claims.greater("less CLUB, more shared codes", same[tenth], same[RECIPE], names=(tenth, RECIPE)),
         claims.greater("it is not the stabilised estimator: CLUB on unscaled features (released) lowers the same "
                        "code too", same[NO_CLUB], same[raw], names=(NO_CLUB, raw)),
