@@ -24,6 +24,11 @@ def test_plans_the_curve_the_baseline_and_each_condition_once_per_seed():
     overrides = {r.overrides for r in recorder.runs.values()}
     assert overrides == {(), why.CLUB_CONDITIONS[why.TENTH_CLUB], why.CLUB_CONDITIONS[why.NO_RECON_GRADIENT]}
     assert {r.method for r in recorder.runs.values()} == {"unicode", "baseline"}
+    switched = PlanRecorder("smoke", budget("smoke"))
+    out = heldout_targets.runs(switched, [100], [], ["CMCM without temperature"])
+    assert set(out["conditions"]) == {"CMCM without temperature"} and len(switched.runs) == 3
+    assert {r.overrides for r in switched.runs.values()} == {(), ("model.cmcm_temperature=1.0",)}
+    assert {r.steps for r in switched.runs.values()} == {6}            # full length, as the recipe
 
 
 def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_path, monkeypatch, capsys):
@@ -42,9 +47,11 @@ def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_p
 
     monkeypatch.setattr(heldout_targets.pool, "train_runs", spy)
     before = {p.name for p in (cache / "runs").iterdir()} if (cache / "runs").exists() else set()   # other tests'
-    assert heldout_targets.main(["--scale", "smoke", "--seeds", "5", "--club-condition", why.TENTH_CLUB]) == 0
+    switch = "CMCM without temperature"
+    assert heldout_targets.main(["--scale", "smoke", "--seeds", "5", "--club-condition", why.TENTH_CLUB,
+                                 "--switch", switch]) == 0
     text = capsys.readouterr().out
-    assert len(trained) == 3                                  # recipe, baseline, the condition: all before any head
+    assert len(trained) == 4                      # recipe, baseline, the condition, the switch: all before any head
     assert sorted(p.name for p in (cache / "runs").iterdir()
                   if (p / "final.pt").exists() and p.name not in before) == sorted(trained)
     for step in (2, 4, 6):
@@ -52,3 +59,7 @@ def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_p
     assert f"  {why.TENTH_CLUB}, 6 updates, seed 5: labelled " in text and "(recipe " in text
     assert "**inconclusive**" in text                         # one seed: no verdict by rule
     assert f"{why.TENTH_CLUB}: more aligned segments get the same code than with the recipe: **inconclusive**" in text
+    assert f"  {switch}, 6 updates, seed 5: labelled " in text and "CMCM's distance below chance " in text
+    assert f"({switch}; measure: CMCM's distance below chance): **inconclusive**" in text
+    assert f"the recipe transfers better across modalities than with {switch} (AVE, mean of V→A and A→V): " \
+           "**inconclusive**" in text

@@ -7,7 +7,9 @@ cross-modal AVE accuracies (held-out protocol), their ratio, the margin over the
 segments, then the target verdicts at full length (inconclusive by rule below 3 seeds). ``--club-condition NAME``
 (repeatable) also trains that CLUB condition of the why chapter (``why.CLUB_CONDITIONS``) at full length on the same
 seeds and prints the same measures for it, to check a finding of the chapter on seeds it did not see, or what a
-condition the default book leaves to scale ``full`` gives at full length. Every run is
+condition the default book leaves to scale ``full`` gives at full length; ``--switch NAME`` (repeatable) does the
+same for one of the chapter's released choices (``why.SWITCHES``), with the verdict on the measure that choice is
+suspected of lowering. Every run is
 trained first, as the book build does: one one-thread worker per core, longest first (``experiments.pool``); runs
 already in the cache are reused.
 
@@ -16,6 +18,7 @@ already in the cache are reused.
         --club-condition "CLUB, reconstruction does not train the code"
     python tools/heldout_targets.py --scale default --seeds 0,1,2 --club-condition "CLUB at a tenth of its weight" \
         --club-condition "CLUB, audio specific encoder at the released width"
+    python tools/heldout_targets.py --scale default --seeds 0,1,2 --switch "CMCM without temperature"
 """
 from __future__ import annotations
 
@@ -28,18 +31,20 @@ from cmg_lib.experiments import pool, why
 from cmg_lib.experiments.chapters import PlanRecorder
 
 
-def runs(nb, seeds, conditions) -> dict:
+def runs(nb, seeds, conditions, switches=()) -> dict:
     """The tool's pre-training runs on ``seeds``: ``curve`` (the recipe's full-length runs and their snapshots,
-    ``{updates: {seed: ckpt}}``), ``baseline`` and ``conditions`` (``{name: {seed: ckpt}}``, full length)."""
+    ``{updates: {seed: ckpt}}``), ``baseline``, and ``conditions`` (the CLUB ``conditions`` and the ``switches``,
+    ``{name: {seed: ckpt}}``, full length)."""
+    overrides = {**{name: why.CLUB_CONDITIONS[name] for name in conditions},
+                 **{name: why.SWITCHES[name].overrides for name in switches}}
     return {"curve": why.curve_runs(nb, seeds), "baseline": why.baseline_runs(nb, seeds),
-            "conditions": {name: why.recipe_runs(nb, seeds, overrides=why.CLUB_CONDITIONS[name])
-                           for name in conditions}}
+            "conditions": {name: why.recipe_runs(nb, seeds, overrides=o) for name, o in overrides.items()}}
 
 
-def train_first(nb, seeds, conditions) -> None:
+def train_first(nb, seeds, conditions, switches=()) -> None:
     """Train every run :func:`runs` asks for that is not cached yet, one one-thread worker per core."""
     recorder = PlanRecorder(nb.scale, nb.budget, nb.recipe, nb.device, nb.data)
-    runs(recorder, seeds, conditions)
+    runs(recorder, seeds, conditions, switches)
     pool.train_runs(pool.jobs_from_plan(list(recorder.runs.values())), nb.data, cache_dir=nb.cache_dir)
 
 
@@ -50,16 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="avdigits")
     parser.add_argument("--club-condition", action="append", default=[], choices=sorted(why.CLUB_CONDITIONS),
                         help="also train this CLUB condition at full length on the same seeds (repeatable)")
+    parser.add_argument("--switch", action="append", default=[], choices=sorted(why.SWITCHES),
+                        help="also train the recipe with this released choice put back, at full length on the same "
+                             "seeds (repeatable)")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SystemExit(f"--seeds expects comma-separated integers, e.g. 100,101; got {args.seeds!r}") from None
-    conditions = list(dict.fromkeys(args.club_condition))
+    conditions, switches = list(dict.fromkeys(args.club_condition)), list(dict.fromkeys(args.switch))
     nb = ex.setup(args.scale, args.data, threads=1)
     n = why.lengths(nb)
-    train_first(nb, seeds, conditions)
-    wanted = runs(nb, seeds, conditions)
+    train_first(nb, seeds, conditions, switches)
+    wanted = runs(nb, seeds, conditions, switches)
     curve = wanted["curve"]
     records = why.transfer(nb, curve, key="updates")
     diag = why.diagnostics(nb, curve)
@@ -81,18 +89,32 @@ def main(argv: list[str] | None = None) -> int:
     print(ex.claims.markdown(why.target_claims(records, baseline, raw, diag[n["recipe"]], paper_ratio, n["recipe"]),
                              scope))
     recipe_same = why.per_seed(diag, n["recipe"], "same_code", 100)
+    recipe_cross = ex.claims.by_pretrain_seed(records, updates=n["recipe"], kind="cross")
     cond, cond_diag = why.transfer(nb, wanted["conditions"]), why.diagnostics(nb, wanted["conditions"])
     verdicts = []
     for name in wanted["conditions"]:
         labelled = ex.claims.by_pretrain_seed(cond, kind="labelled", row=name)
         cross = ex.claims.by_pretrain_seed(cond, kind="cross", row=name)
         same = why.per_seed(cond_diag, name, "same_code", 100)
+        switch = why.SWITCHES.get(name)
+        measure = {} if switch is None else why.per_seed(cond_diag, name, switch.measure)
+        recipe_measure = {} if switch is None else why.per_seed(diag, n["recipe"], switch.measure)
         for s in seeds:
-            print(f"  {name}, {n['recipe']} updates, seed {s}: labelled {labelled[s]:.1f}, cross "
-                  f"{cross[s]:.1f} (ratio {cross[s] / labelled[s]:.2f}, baseline + {cross[s] - baseline[s]:.1f}), "
-                  f"same code {same[s]:.1f} % (recipe {recipe_same[s]:.1f} %)")
-        verdicts.append(ex.claims.greater(f"{name}: more aligned segments get the same code than with the recipe",
-                                          same, recipe_same, names=(name, "recipe")))
+            line = (f"  {name}, {n['recipe']} updates, seed {s}: labelled {labelled[s]:.1f}, cross "
+                    f"{cross[s]:.1f} (ratio {cross[s] / labelled[s]:.2f}, baseline + {cross[s] - baseline[s]:.1f}), "
+                    f"same code {same[s]:.1f} % (recipe {recipe_same[s]:.1f} %)")
+            if switch is not None:
+                line += f", {switch.label} {measure[s]:.3g} (recipe {recipe_measure[s]:.3g})"
+            print(line)
+        if switch is None:
+            verdicts.append(ex.claims.greater(f"{name}: more aligned segments get the same code than with the "
+                                              "recipe", same, recipe_same, names=(name, "recipe")))
+        else:                                  # as the chapter's switch verdicts (why.switch_claims), full length
+            verdicts.append(ex.claims.greater(f"{switch.suspect} ({name}; measure: {switch.label})", recipe_measure,
+                                              measure, names=("recipe", name), unit=""))
+            verdicts.append(ex.claims.greater(f"the recipe transfers better across modalities than with {name} "
+                                              "(AVE, mean of V→A and A→V)", recipe_cross, cross,
+                                              names=("recipe", name)))
     if verdicts:
         print(ex.claims.markdown(verdicts, scope))
     return 0

@@ -134,8 +134,9 @@ def left_to_full(nb: NotebookRun, what: str) -> str:
             f"that length; at the length they could afford, the other chapters' {nb.budget.short} updates, they "
             "would compare how fast each condition learns, not where it ends. `make book SCALE=full` trains them "
             "as long as the recipe; `python tools/heldout_targets.py --scale default --seeds 0,1,2 "
-            "--club-condition NAME` (repeatable; NAME one of the CLUB conditions) trains a CLUB condition that "
-            "long on the book's seeds and prints its same code against the recipe's.")
+            "--club-condition NAME` or `--switch NAME` (repeatable; NAME one of the CLUB conditions or of the "
+            "released choices) trains one that long on the book's seeds and prints its measures against the "
+            "recipe's.")
 
 
 def curve_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, dict[int, str]]:
