@@ -104,8 +104,8 @@ BUDGETS: dict[str, Budget] = {
     # 250 updates it compares how fast each size learns), Table 5 (a protocol of the book's own: the release has no
     # retrieval code), and (4), last in the order. The measure of the budget is the issue's: a build timed on a
     # faster machine is scaled to the slower kind's ~110 GFLOP/s by the float32 GEMM rate it prints. With (2) at
-    # 250 updates and (4) in the book, the build took 37.5 min at 201 GFLOP/s: 68 min by that measure
-    # (book/measured_timings.md has every build).
+    # 250 updates and (4) in the book, the build took 37.5 min at 201 GFLOP/s: 68 min by that measure; so built, 33.7
+    # min at 181 GFLOP/s: 55.6 min (2026-12-06; book/measured_timings.md has every build).
     # Also at scale "full" only: the other compared methods,
     # the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three 3,000-update runs did not fit),
     # more AVT rows, more head seeds.
