@@ -29,6 +29,11 @@ def test_plans_the_curve_the_baseline_and_each_condition_once_per_seed():
     assert set(out["conditions"]) == {"CMCM without temperature"} and len(switched.runs) == 3
     assert {r.overrides for r in switched.runs.values()} == {(), ("model.cmcm_temperature=1.0",)}
     assert {r.steps for r in switched.runs.values()} == {6}            # full length, as the recipe
+    released = PlanRecorder("smoke", budget("smoke"))
+    out = heldout_targets.runs(released, [100], [], [], released=True)
+    assert set(out["conditions"]) == {why.RELEASED}
+    run = next(r for r in released.runs.values() if r.preset == "released_av")
+    assert run.steps == 6 and run.overrides == ("train.batch_size=16",) and run.config.train.batch_size == 16
 
 
 def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_path, monkeypatch, capsys):
@@ -49,9 +54,9 @@ def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_p
     before = {p.name for p in (cache / "runs").iterdir()} if (cache / "runs").exists() else set()   # other tests'
     switch = "CMCM without temperature"
     assert heldout_targets.main(["--scale", "smoke", "--seeds", "5", "--club-condition", why.TENTH_CLUB,
-                                 "--switch", switch]) == 0
+                                 "--switch", switch, "--released"]) == 0
     text = capsys.readouterr().out
-    assert len(trained) == 4                      # recipe, baseline, the condition, the switch: all before any head
+    assert len(trained) == 5          # recipe, baseline, the condition, the switch, the released recipe: before any head
     assert sorted(p.name for p in (cache / "runs").iterdir()
                   if (p / "final.pt").exists() and p.name not in before) == sorted(trained)
     for step in (2, 4, 6):
@@ -62,4 +67,7 @@ def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_p
     assert f"  {switch}, 6 updates, seed 5: labelled " in text and "CMCM's distance below chance " in text
     assert f"({switch}; measure: CMCM's distance below chance): **inconclusive**" in text
     assert f"the recipe transfers better across modalities than with {switch} (AVE, mean of V→A and A→V): " \
+           "**inconclusive**" in text
+    assert f"  {why.RELEASED}, 6 updates, seed 5: labelled " in text
+    assert f"the book recipe transfers better across modalities than the {why.RELEASED} (AVE, mean of V→A and A→V): " \
            "**inconclusive**" in text

@@ -9,7 +9,8 @@ segments, then the target verdicts at full length (inconclusive by rule below 3 
 seeds and prints the same measures for it, to check a finding of the chapter on seeds it did not see, or what a
 condition the default book leaves to scale ``full`` gives at full length; ``--switch NAME`` (repeatable) does the
 same for one of the chapter's released choices (``why.SWITCHES``), with the verdict on the measure that choice is
-suspected of lowering. Every run is
+suspected of lowering, and ``--released`` for the whole released recipe (at the book's batch, as the chapter's last
+row). Every run is
 trained first, as the book build does: one one-thread worker per core, longest first (``experiments.pool``); runs
 already in the cache are reused.
 
@@ -18,7 +19,7 @@ already in the cache are reused.
         --club-condition "CLUB, reconstruction does not train the code"
     python tools/heldout_targets.py --scale default --seeds 0,1,2 --club-condition "CLUB at a tenth of its weight" \
         --club-condition "CLUB, audio specific encoder at the released width"
-    python tools/heldout_targets.py --scale default --seeds 0,1,2 --switch "CMCM without temperature"
+    python tools/heldout_targets.py --scale default --seeds 0,1,2 --switch "CMCM without temperature" --released
 """
 from __future__ import annotations
 
@@ -31,20 +32,23 @@ from cmg_lib.experiments import pool, why
 from cmg_lib.experiments.chapters import PlanRecorder
 
 
-def runs(nb, seeds, conditions, switches=()) -> dict:
+def runs(nb, seeds, conditions, switches=(), released=False) -> dict:
     """The tool's pre-training runs on ``seeds``: ``curve`` (the recipe's full-length runs and their snapshots,
-    ``{updates: {seed: ckpt}}``), ``baseline``, and ``conditions`` (the CLUB ``conditions`` and the ``switches``,
-    ``{name: {seed: ckpt}}``, full length)."""
+    ``{updates: {seed: ckpt}}``), ``baseline``, and ``conditions`` (the CLUB ``conditions``, the ``switches`` and,
+    if ``released``, the released recipe; ``{name: {seed: ckpt}}``, as long as the recipe)."""
     overrides = {**{name: why.CLUB_CONDITIONS[name] for name in conditions},
                  **{name: why.SWITCHES[name].overrides for name in switches}}
-    return {"curve": why.curve_runs(nb, seeds), "baseline": why.baseline_runs(nb, seeds),
-            "conditions": {name: why.recipe_runs(nb, seeds, overrides=o) for name, o in overrides.items()}}
+    out = {"curve": why.curve_runs(nb, seeds), "baseline": why.baseline_runs(nb, seeds),
+           "conditions": {name: why.recipe_runs(nb, seeds, overrides=o) for name, o in overrides.items()}}
+    if released:
+        out["conditions"][why.RELEASED] = why.released_runs(nb, seeds, why.lengths(nb)["recipe"])
+    return out
 
 
-def train_first(nb, seeds, conditions, switches=()) -> None:
+def train_first(nb, seeds, conditions, switches=(), released=False) -> None:
     """Train every run :func:`runs` asks for that is not cached yet, one one-thread worker per core."""
     recorder = PlanRecorder(nb.scale, nb.budget, nb.recipe, nb.device, nb.data)
-    runs(recorder, seeds, conditions, switches)
+    runs(recorder, seeds, conditions, switches, released)
     pool.train_runs(pool.jobs_from_plan(list(recorder.runs.values())), nb.data, cache_dir=nb.cache_dir)
 
 
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--switch", action="append", default=[], choices=sorted(why.SWITCHES),
                         help="also train the recipe with this released choice put back, at full length on the same "
                              "seeds (repeatable)")
+    parser.add_argument("--released", action="store_true",
+                        help="also train the released recipe (at the book's batch) as long as the recipe")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -66,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     conditions, switches = list(dict.fromkeys(args.club_condition)), list(dict.fromkeys(args.switch))
     nb = ex.setup(args.scale, args.data, threads=1)
     n = why.lengths(nb)
-    train_first(nb, seeds, conditions, switches)
-    wanted = runs(nb, seeds, conditions, switches)
+    train_first(nb, seeds, conditions, switches, args.released)
+    wanted = runs(nb, seeds, conditions, switches, args.released)
     curve = wanted["curve"]
     records = why.transfer(nb, curve, key="updates")
     diag = why.diagnostics(nb, curve)
@@ -106,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             if switch is not None:
                 line += f", {switch.label} {measure[s]:.3g} (recipe {recipe_measure[s]:.3g})"
             print(line)
-        if switch is None:
+        if name == why.RELEASED:               # as the chapter's last row (why.switch_claims), full length
+            verdicts.append(ex.claims.greater(f"the book recipe transfers better across modalities than the {name} "
+                                              "(AVE, mean of V→A and A→V)", recipe_cross, cross,
+                                              names=("recipe", name)))
+        elif switch is None:
             verdicts.append(ex.claims.greater(f"{name}: more aligned segments get the same code than with the "
                                               "recipe", same, recipe_same, names=(name, "recipe")))
         else:                                  # as the chapter's switch verdicts (why.switch_claims), full length

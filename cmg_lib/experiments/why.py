@@ -108,11 +108,10 @@ def recipe_runs(nb: NotebookRun, seeds: Sequence[int], method: str = "unicode", 
             for s in seeds}
 
 
-def experiment_runs(nb: NotebookRun, seeds: Sequence[int], overrides: Sequence[str],
-                    preset_name: str = "book_av") -> dict[int, str]:
-    """Runs of the controlled experiments' length (``Budget.experiment_steps``) per seed: ``preset_name`` (Uni-Code)
-    on the main set with ``overrides``."""
-    return {s: nb.pretrain(preset_name, seed=s, pretrain_size=nb.budget.main_size, overrides=overrides,
+def experiment_runs(nb: NotebookRun, seeds: Sequence[int], overrides: Sequence[str]) -> dict[int, str]:
+    """Runs of the controlled experiments' length (``Budget.experiment_steps``) per seed: the book recipe
+    (``book_av``, Uni-Code) on the main set with ``overrides``."""
+    return {s: nb.pretrain("book_av", seed=s, pretrain_size=nb.budget.main_size, overrides=overrides,
                            steps=lengths(nb)["experiment"]) for s in seeds}
 
 
@@ -134,9 +133,9 @@ def left_to_full(nb: NotebookRun, what: str) -> str:
             f"that length; at the length they could afford, the other chapters' {nb.budget.short} updates, they "
             "would compare how fast each condition learns, not where it ends. `make book SCALE=full` trains them "
             "as long as the recipe; `python tools/heldout_targets.py --scale default --seeds 0,1,2 "
-            "--club-condition NAME` or `--switch NAME` (repeatable; NAME one of the CLUB conditions or of the "
-            "released choices) trains one that long on the book's seeds and prints its measures against the "
-            "recipe's.")
+            "--club-condition NAME`, `--switch NAME` (repeatable; NAME one of the CLUB conditions or of the "
+            "released choices) or `--released` trains one that long on the book's seeds and prints its measures "
+            "against the recipe's.")
 
 
 def curve_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, dict[int, str]]:
@@ -154,9 +153,17 @@ def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, d
     out = {RECIPE: recipe_runs(nb, seeds, at=lengths(nb)["experiment"])}
     for name, switch in SWITCHES.items():
         out[name] = experiment_runs(nb, seeds, switch.overrides)
-    batch = nb.config("book_av").train.batch_size                  # the book's batch at this scale
-    out[RELEASED] = experiment_runs(nb, seeds, [f"train.batch_size={batch}"], preset_name="released_av")
+    out[RELEASED] = released_runs(nb, seeds, lengths(nb)["experiment"])
     return out
+
+
+def released_runs(nb: NotebookRun, seeds: Sequence[int], steps: int) -> dict[int, str]:
+    """The released recipe (``released_av``, every released choice) at the book's batch at this scale, ``steps``
+    updates per seed: the controlled experiments' last row, or (``tools/heldout_targets.py --released``) a run as
+    long as the recipe."""
+    batch = nb.config("book_av").train.batch_size
+    return {s: nb.pretrain("released_av", seed=s, pretrain_size=nb.budget.main_size,
+                           overrides=[f"train.batch_size={batch}"], steps=steps) for s in seeds}
 
 
 def club_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
