@@ -179,7 +179,8 @@ def after_unicode_floor(nb: NotebookRun, records: Sequence[dict]) -> list[dict]:
 
 def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict], dict[str, list[dict]]]:
     """Notebook 01: the checkpoints per part (``why``: ``curve`` {updates: {seed: ckpt}}, ``rows`` and ``club``
-    {row: {seed: ckpt}}, ``full club`` the recipe and the CLUB conditions of ``why.CONVERGED_CLUB`` at full length,
+    {row: {seed: ckpt}}, empty at a scale that leaves them to scale ``full`` (``why.trains_experiments``), ``full
+    club`` the recipe and the CLUB conditions of ``why.CONVERGED_CLUB`` at full length,
     ``baseline`` {seed: ckpt}) and their AVE records (the same keys; ``baseline``: its cross-modal directions),
     over ``why_seeds``."""
     seeds = nb.budget.why_seeds
