@@ -112,16 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             if switch is not None:
                 line += f", {switch.label} {measure[s]:.3g} (recipe {recipe_measure[s]:.3g})"
             print(line)
-        if name == why.RELEASED:               # as the chapter's last row (why.switch_claims), full length
-            verdicts.append(ex.claims.greater(f"the book recipe transfers better across modalities than the {name} "
-                                              "(AVE, mean of V→A and A→V)", recipe_cross, cross,
-                                              names=("recipe", name)))
+        if name == why.RELEASED:               # the chapter's verdicts (why.switch_claims), at full length
+            verdicts.append(why.released_claim(recipe_cross, cross))
         elif switch is None:
             verdicts.append(ex.claims.greater(f"{name}: more aligned segments get the same code than with the "
                                               "recipe", same, recipe_same, names=(name, "recipe")))
-        else:                                  # as the chapter's switch verdicts (why.switch_claims), full length
-            verdicts.append(ex.claims.greater(f"{switch.suspect} ({name}; measure: {switch.label})", recipe_measure,
-                                              measure, names=("recipe", name), unit=""))
+        else:
+            verdicts.append(why.switch_claim(name, recipe_measure, measure))
             verdicts.append(ex.claims.greater(f"the recipe transfers better across modalities than with {name} "
                                               "(AVE, mean of V→A and A→V)", recipe_cross, cross,
                                               names=("recipe", name)))

@@ -249,15 +249,24 @@ def curve_table(records: list[dict], diag: Mapping[int, Mapping[int, Mapping[str
 def switch_claims(diag: Mapping[str, Mapping[int, Mapping[str, float]]], records: list[dict]) -> list[claims.Verdict]:
     """Per switch: "<suspect>": the book recipe's measure exceeds the switched row's (paired over seeds); and for
     the whole released recipe: cross-modal transfer is lower than the book recipe's."""
-    out = []
-    for name, switch in SWITCHES.items():
-        out.append(claims.greater(f"{switch.suspect} ({name}; measure: {switch.label})",
-                                  per_seed(diag, RECIPE, switch.measure), per_seed(diag, name, switch.measure),
-                                  names=(RECIPE, name), unit=""))
+    out = [switch_claim(name, per_seed(diag, RECIPE, switch.measure), per_seed(diag, name, switch.measure))
+           for name, switch in SWITCHES.items()]
     cross = {row: claims.by_pretrain_seed(records, row=row, kind="cross") for row in (RECIPE, RELEASED)}
-    out.append(claims.greater(f"the book recipe transfers better across modalities than the {RELEASED} (AVE, mean "
-                              "of V→A and A→V)", cross[RECIPE], cross[RELEASED], names=(RECIPE, RELEASED)))
-    return out
+    return out + [released_claim(cross[RECIPE], cross[RELEASED])]
+
+
+def switch_claim(name: str, recipe: Mapping[int, float], switched: Mapping[int, float]) -> claims.Verdict:
+    """One switch's verdict: "<suspect>": the measure it is suspected of lowering, per seed, is higher with the book
+    recipe (``recipe``) than with the released choice put back (``switched``)."""
+    switch = SWITCHES[name]
+    return claims.greater(f"{switch.suspect} ({name}; measure: {switch.label})", recipe, switched,
+                          names=(RECIPE, name), unit="")
+
+
+def released_claim(recipe: Mapping[int, float], released: Mapping[int, float]) -> claims.Verdict:
+    """The book recipe's cross-modal transfer (``recipe``, per seed) exceeds the released recipe's."""
+    return claims.greater(f"the book recipe transfers better across modalities than the {RELEASED} (AVE, mean of "
+                          "V→A and A→V)", recipe, released, names=(RECIPE, RELEASED))
 
 
 def curve_claim(records: list[dict], first: int, last: int) -> claims.Verdict:
