@@ -34,6 +34,9 @@ def test_plans_the_curve_the_baseline_and_each_condition_once_per_seed():
     assert set(out["conditions"]) == {why.RELEASED}
     run = next(r for r in released.runs.values() if r.preset == "released_av")
     assert run.steps == 6 and run.overrides == ("train.batch_size=16",) and run.config.train.batch_size == 16
+    doubled = PlanRecorder("smoke", budget("smoke"))
+    out = heldout_targets.runs(doubled, [100, 101], [], doubled=True)
+    assert set(out["doubled"]) == {100, 101} and sorted(r.steps for r in doubled.runs.values()) == [6] * 4 + [12] * 2
 
 
 def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_path, monkeypatch, capsys):
@@ -54,20 +57,24 @@ def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_p
     before = {p.name for p in (cache / "runs").iterdir()} if (cache / "runs").exists() else set()   # other tests'
     switch = "CMCM without temperature"
     assert heldout_targets.main(["--scale", "smoke", "--seeds", "5", "--club-condition", why.TENTH_CLUB,
-                                 "--switch", switch, "--released"]) == 0
+                                 "--switch", switch, "--released", "--doubled"]) == 0
     text = capsys.readouterr().out
-    assert len(trained) == 5          # recipe, baseline, the condition, the switch, the released recipe: before any head
+    assert len(trained) == 6          # recipe, baseline, the condition, the switch, the released recipe, the recipe
+    #                                   twice as long: before any head
     assert sorted(p.name for p in (cache / "runs").iterdir()
                   if (p / "final.pt").exists() and p.name not in before) == sorted(trained)
     for step in (2, 4, 6):
         assert f"  {step} updates, seed 5: labelled " in text
     assert f"  {why.TENTH_CLUB}, 6 updates, seed 5: labelled " in text and "(recipe " in text
     assert "**inconclusive**" in text                         # one seed: no verdict by rule
-    assert f"{why.TENTH_CLUB}: more aligned segments get the same code than with the recipe: **inconclusive**" in text
+    assert f"{why.TENTH_CLUB}: more aligned segments get the same code than with the book recipe: **inconclusive**" \
+        in text
     assert f"  {switch}, 6 updates, seed 5: labelled " in text and "CMCM's distance below chance " in text
     assert f"({switch}; measure: CMCM's distance below chance): **inconclusive**" in text
-    assert f"the recipe transfers better across modalities than with {switch} (AVE, mean of V→A and A→V): " \
+    assert f"the book recipe transfers better across modalities than with {switch} (AVE, mean of V→A and A→V): " \
            "**inconclusive**" in text
     assert f"  {why.RELEASED}, 6 updates, seed 5: labelled " in text
     assert f"the book recipe transfers better across modalities than the {why.RELEASED} (AVE, mean of V→A and A→V): " \
            "**inconclusive**" in text
+    assert "  seed 5: labelled " in text and "  cross: 6 updates " in text and "moved less than the half-width: " in text
+    assert "cross-modal transfer still rises from 6 to 12 updates (AVE, mean of V→A and A→V): **inconclusive**" in text

@@ -191,3 +191,45 @@ def test_a_scale_without_experiment_steps_leaves_the_shorter_experiments_to_full
     assert why.trains_experiments(smoke)
     assert set(why.club_runs(smoke)) == {why.RECIPE, why.NO_CLUB, *why.OTHER_CLUB}
     assert set(why.row_runs(smoke)) == set(why.ROWS)
+
+
+def test_the_plateau_test_doubles_the_recipe_where_the_scale_trains_it():
+    from cmg_lib.experiments import why
+    from cmg_lib.experiments.budgets import budget
+    from cmg_lib.experiments.chapters import PlanRecorder
+
+    default = PlanRecorder("default", budget("default"))
+    assert not why.trains_plateau(default) and why.plateau_runs(default) == {} and default.runs == {}
+    assert why.lengths(default)["doubled"] == 6000
+    assert "trains the recipe for 6000 updates" in why.plateau_left_to_full(default)
+    assert "--doubled" in why.plateau_left_to_full(default)
+    assert set(why.doubled_runs(default, [100])) == {100}               # the tool's runs, at any scale
+    assert [r.steps for r in default.runs.values()] == [6000]
+    smoke = PlanRecorder("smoke", budget("smoke"))
+    runs = why.plateau_runs(smoke)
+    assert list(runs) == [6, 12] and all(set(seeds) == {0} for seeds in runs.values())
+    assert sorted(r.steps for r in smoke.runs.values()) == [6, 12]
+
+
+def test_plateau_table_compares_the_doubled_runs_with_the_seed_interval():
+    from cmg_lib.experiments import why
+    from cmg_lib.experiments.claims import t_interval
+
+    # three seeds; labelled moves by +1 on every seed (interval of 50, 52, 54 at 3000: half-width 4.97): inside;
+    # cross by +6, +7, +8 (interval of 40, 41, 45: half-width 6.57): outside; same code by -1, 0, +1: inside
+    short = {0: (50, 40, 10), 1: (52, 41, 12), 2: (54, 45, 14)}
+    change = {0: (1, 6, -1), 1: (1, 7, 0), 2: (1, 8, 1)}
+    curve = [{"updates": 3000, "seed": s, "labelled": v[0], "cross": v[1], "same code": v[2]} for s, v in short.items()]
+    curve += [{"updates": 6000, "seed": s, "labelled": short[s][0] + c[0], "cross": short[s][1] + c[1],
+               "same code": short[s][2] + c[2]} for s, c in change.items()]
+    curve.append({"updates": 6000, "seed": 9, "labelled": 0.0, "cross": 0.0, "same code": 0.0})   # unpaired: left out
+    table = why.plateau_table(curve, 3000, 6000)
+    assert list(table) == ["labelled", "cross", "same code"]
+    assert table["labelled"]["3000 updates"] == 52 and table["labelled"]["6000 updates"] == 53
+    assert table["labelled"]["change (paired)"] == 1 and table["labelled"]["change's 95 % half-width"] == 0
+    assert math.isclose(table["cross"]["its 95 % half-width"], t_interval([40, 41, 45])[1])
+    assert table["cross"]["change (paired)"] == 7 and table["cross"]["moved less than the half-width"] == "no"
+    assert table["labelled"]["moved less than the half-width"] == "yes"
+    assert table["same code"]["change (paired)"] == 0 and table["same code"]["moved less than the half-width"] == "yes"
+    one = why.plateau_table([r for r in curve if r["seed"] == 0], 3000, 6000)
+    assert one["cross"]["moved less than the half-width"] == "no interval (one seed)"

@@ -10,7 +10,8 @@ seeds and prints the same measures for it, to check a finding of the chapter on 
 condition the default book leaves to scale ``full`` gives at full length; ``--switch NAME`` (repeatable) does the
 same for one of the chapter's released choices (``why.SWITCHES``), with the verdict on the measure that choice is
 suspected of lowering, and ``--released`` for the whole released recipe (at the book's batch, as the chapter's last
-row). Every run is
+row); ``--doubled`` trains the recipe for twice its updates and prints the chapter's plateau test (``why.plateau_table``
+and its verdict), which the default book leaves to scale ``full``. Every run is
 trained first, as the book build does: one one-thread worker per core, longest first (``experiments.pool``); runs
 already in the cache are reused.
 
@@ -20,6 +21,7 @@ already in the cache are reused.
     python tools/heldout_targets.py --scale default --seeds 0,1,2 --club-condition "CLUB at a tenth of its weight" \
         --club-condition "CLUB, audio specific encoder at the released width"
     python tools/heldout_targets.py --scale default --seeds 0,1,2 --switch "CMCM without temperature" --released
+    python tools/heldout_targets.py --scale default --seeds 0,1,2 --doubled
 """
 from __future__ import annotations
 
@@ -32,24 +34,45 @@ from cmg_lib.experiments import pool, why
 from cmg_lib.experiments.chapters import PlanRecorder
 
 
-def runs(nb, seeds, conditions, switches=(), released=False) -> dict:
+def runs(nb, seeds, conditions, switches=(), released=False, doubled=False) -> dict:
     """The tool's pre-training runs on ``seeds``: ``curve`` (the recipe's full-length runs and their snapshots,
-    ``{updates: {seed: ckpt}}``), ``baseline``, and ``conditions`` (the CLUB ``conditions``, the ``switches`` and,
-    if ``released``, the released recipe; ``{name: {seed: ckpt}}``, as long as the recipe)."""
+    ``{updates: {seed: ckpt}}``), ``baseline``, ``conditions`` (the CLUB ``conditions``, the ``switches`` and,
+    if ``released``, the released recipe; ``{name: {seed: ckpt}}``, as long as the recipe) and, if ``doubled``,
+    ``doubled`` (the recipe trained twice as long, ``{seed: ckpt}``)."""
     overrides = {**{name: why.CLUB_CONDITIONS[name] for name in conditions},
                  **{name: why.SWITCHES[name].overrides for name in switches}}
     out = {"curve": why.curve_runs(nb, seeds), "baseline": why.baseline_runs(nb, seeds),
            "conditions": {name: why.recipe_runs(nb, seeds, overrides=o) for name, o in overrides.items()}}
     if released:
         out["conditions"][why.RELEASED] = why.released_runs(nb, seeds, why.lengths(nb)["recipe"])
+    if doubled:
+        out["doubled"] = why.doubled_runs(nb, seeds)
     return out
 
 
-def train_first(nb, seeds, conditions, switches=(), released=False) -> None:
+def train_first(nb, seeds, conditions, switches=(), released=False, doubled=False) -> None:
     """Train every run :func:`runs` asks for that is not cached yet, one one-thread worker per core."""
     recorder = PlanRecorder(nb.scale, nb.budget, nb.recipe, nb.device, nb.data)
-    runs(recorder, seeds, conditions, switches, released)
+    runs(recorder, seeds, conditions, switches, released, doubled)
     pool.train_runs(pool.jobs_from_plan(list(recorder.runs.values())), nb.data, cache_dir=nb.cache_dir)
+
+
+def plateau(nb, records, diag, doubled, scope) -> None:
+    """Print the plateau test (``why.plateau_table``: the doubled runs' measures beside the recipe's, how far
+    doubling moved each against its seed interval) and the verdict that cross-modal transfer still rises
+    (``why.curve_claim``), as the chapter shows them at scale ``full``."""
+    n = why.lengths(nb)
+    records = records + why.transfer(nb, {n["doubled"]: doubled}, key="updates")
+    diag = {n["recipe"]: diag[n["recipe"]], **why.diagnostics(nb, {n["doubled"]: doubled})}
+    curve = why.curve_table(records, diag)
+    for s in sorted({r["seed"] for r in curve}):
+        at = {r["updates"]: r for r in curve if r["seed"] == s}
+        print(f"  seed {s}: " + "; ".join(f"{m} {at[n['recipe']][m]:.1f} -> {at[n['doubled']][m]:.1f}"
+                                          for m in ("labelled", "cross", "same code")))
+    for measure, row in why.plateau_table(curve, n["recipe"], n["doubled"]).items():
+        print(f"  {measure}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k}: {v}"
+                                           for k, v in row.items()))
+    print(ex.claims.markdown([why.curve_claim(records, n["recipe"], n["doubled"])], scope))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                              "seeds (repeatable)")
     parser.add_argument("--released", action="store_true",
                         help="also train the released recipe (at the book's batch) as long as the recipe")
+    parser.add_argument("--doubled", action="store_true",
+                        help="also train the recipe for twice its updates: is its length a plateau?")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -72,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     conditions, switches = list(dict.fromkeys(args.club_condition)), list(dict.fromkeys(args.switch))
     nb = ex.setup(args.scale, args.data, threads=1)
     n = why.lengths(nb)
-    train_first(nb, seeds, conditions, switches, args.released)
-    wanted = runs(nb, seeds, conditions, switches, args.released)
+    train_first(nb, seeds, conditions, switches, args.released, args.doubled)
+    wanted = runs(nb, seeds, conditions, switches, args.released, args.doubled)
     curve = wanted["curve"]
     records = why.transfer(nb, curve, key="updates")
     diag = why.diagnostics(nb, curve)
@@ -94,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     scope = nb.scope(nb.seeds[:1], steps=n["recipe"], pretrain_seeds=seeds)
     print(ex.claims.markdown(why.target_claims(records, baseline, raw, diag[n["recipe"]], paper_ratio, n["recipe"]),
                              scope))
+    if args.doubled:
+        plateau(nb, records, diag, wanted["doubled"],
+                nb.scope(nb.seeds[:1], steps=f"{n['recipe']} and {n['doubled']}", pretrain_seeds=seeds))
     recipe_same = why.per_seed(diag, n["recipe"], "same_code", 100)
     recipe_cross = ex.claims.by_pretrain_seed(records, updates=n["recipe"], kind="cross")
     cond, cond_diag = why.transfer(nb, wanted["conditions"]), why.diagnostics(nb, wanted["conditions"])
@@ -116,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append(why.released_claim(recipe_cross, cross))
         elif switch is None:
             verdicts.append(ex.claims.greater(f"{name}: more aligned segments get the same code than with the "
-                                              "recipe", same, recipe_same, names=(name, "recipe")))
+                                              f"{why.RECIPE}", same, recipe_same, names=(name, why.RECIPE)))
         else:
             verdicts.append(why.switch_claim(name, recipe_measure, measure))
-            verdicts.append(ex.claims.greater(f"the recipe transfers better across modalities than with {name} "
-                                              "(AVE, mean of V→A and A→V)", recipe_cross, cross,
-                                              names=("recipe", name)))
+            verdicts.append(ex.claims.greater(f"the {why.RECIPE} transfers better across modalities than with "
+                                              f"{name} (AVE, mean of V→A and A→V)", recipe_cross, cross,
+                                              names=(why.RECIPE, name)))
     if verdicts:
         print(ex.claims.markdown(verdicts, scope))
     return 0

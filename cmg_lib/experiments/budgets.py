@@ -34,6 +34,8 @@ class Budget:
     to scale ``full``, so that every verdict of the chapter rests on runs as long as the recipe);
     ``pretrain_steps`` for the released recipe's runs (the tables' ``recipe="released"``). Every book-recipe run
     keeps snapshots at ``curve_steps`` (below its length): the learning curve, and the shorter rows for free.
+    ``plateau_test``: whether the "why" chapter also trains the recipe for twice its updates on ``why_seeds``, to
+    test whether its length is a plateau (False: left to scale ``full``, the chapter says so).
     ``batch_size``: every run's batch, None for the preset's own. ``full_only``: the chapters (by number, e.g.
     ``"06"``) this scale leaves to scale ``full``, each with the reason the book prints in its place: the build
     trains none of their runs and writes a page that says so (``tools/build_book.py``).
@@ -60,6 +62,7 @@ class Budget:
     curve_steps: tuple[int, ...]
     why_seeds: tuple[int, ...]        # pre-training seeds of the "why" chapter's controlled experiments
     full_only: Mapping[str, str] = field(default_factory=dict)
+    plateau_test: bool = False
 
     def steps_for(self, recipe: str) -> int:
         """Pre-training updates of a recipe's full-length runs at this scale (``Config.recipe``): ``book_steps``
@@ -85,7 +88,7 @@ BUDGETS: dict[str, Budget] = {
                     ablation_sizes=("40k",), codebook_sizes=(16, 64), batch_size=16,
                     ablations=("w/o DCID", "full"), avt_ablations=("w/o CLUB", "full"), explorer_classes=2,
                     avs_seeds=(0,), avs_epochs=1, book_steps=6, short_steps=4, experiment_steps=4,
-                    curve_steps=(2, 4), why_seeds=(0,)),
+                    curve_steps=(2, 4), why_seeds=(0,), plateau_test=True),
     # The published book on 2 CPU cores, budgeted at an hour on the slower machines (benchmarks/book_budget.py
     # estimates it; tools/build_book.py trains every run first, one per core; book/measured_timings.md has the
     # builds and the projection to the slower kind). The budget goes, in this order, to: (1) the runs the paper's
@@ -106,7 +109,8 @@ BUDGETS: dict[str, Budget] = {
     # faster machine is scaled to the slower kind's ~110 GFLOP/s by the float32 GEMM rate it prints. With (2) at
     # 250 updates and (4) in the book, the build took 37.5 min at 201 GFLOP/s: 68 min by that measure; so built, 33.7
     # min at 181 GFLOP/s: 55.6 min (2026-12-06; book/measured_timings.md has every build).
-    # Also at scale "full" only: the other compared methods,
+    # Also at scale "full" only: the recipe trained twice as long (``plateau_test``: is 3,000 updates a plateau?
+    # three more runs of 6,000 updates, about 10 more minutes of pool on 2 cores), the other compared methods,
     # the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three 3,000-update runs did not fit),
     # more AVT rows, more head seeds.
     "default": Budget(seeds=(0,), pretrain_seeds=(0, 1, 2), pretrain_steps=200, pretrain_sizes=("24k",),
@@ -133,7 +137,8 @@ BUDGETS: dict[str, Budget] = {
                    codebook_sizes=(16, 32, 64, 128, 256, 512), batch_size=None,
                    ablations=tuple(ABLATIONS), avt_ablations=tuple(r for r in ABLATIONS if r != "w/o DCID"),
                    explorer_classes=3, avs_seeds=(0, 1, 2), avs_epochs=10, book_steps=None, short_steps=None,
-                   experiment_steps=BOOK_UPDATES, curve_steps=(250, 500, 1000, 2000), why_seeds=(0, 1, 2, 3, 4)),
+                   experiment_steps=BOOK_UPDATES, curve_steps=(250, 500, 1000, 2000), why_seeds=(0, 1, 2, 3, 4),
+                   plateau_test=True),
 }
 
 

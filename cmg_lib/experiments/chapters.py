@@ -178,15 +178,17 @@ def after_unicode_floor(nb: NotebookRun, records: Sequence[dict]) -> list[dict]:
 
 
 def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict], dict[str, list[dict]]]:
-    """Notebook 01: the checkpoints per part (``why``: ``curve`` {updates: {seed: ckpt}}, ``rows`` and ``club``
-    {row: {seed: ckpt}}, empty at a scale that leaves them to scale ``full`` (``why.trains_experiments``), ``full
-    club`` the recipe and the CLUB conditions of ``why.CONVERGED_CLUB`` at full length,
-    ``baseline`` {seed: ckpt}) and their AVE records (the same keys; ``baseline``: its cross-modal directions),
-    over ``why_seeds``."""
+    """Notebook 01: the checkpoints per part (``why``: ``curve`` and ``plateau`` {updates: {seed: ckpt}}, ``rows``
+    and ``club`` {row: {seed: ckpt}}, the plateau, rows and club empty at a scale that leaves them to scale
+    ``full`` (``why.trains_plateau``, ``why.trains_experiments``), ``full club`` the recipe and the CLUB conditions
+    of ``why.CONVERGED_CLUB`` at full length, ``baseline`` {seed: ckpt}) and their AVE records (the same keys;
+    ``baseline``: its cross-modal directions), over ``why_seeds``."""
     seeds = nb.budget.why_seeds
-    runs = {"curve": why.curve_runs(nb, seeds), "rows": why.row_runs(nb, seeds), "club": why.club_runs(nb, seeds),
+    runs = {"curve": why.curve_runs(nb, seeds), "plateau": why.plateau_runs(nb, seeds),
+            "rows": why.row_runs(nb, seeds), "club": why.club_runs(nb, seeds),
             "full club": why.converged_club_runs(nb, seeds), "baseline": why.baseline_runs(nb, seeds)}
-    records = {"curve": why.transfer(nb, runs["curve"], key="updates"), "rows": why.transfer(nb, runs["rows"]),
+    records = {"curve": why.transfer(nb, runs["curve"], key="updates"),
+               "plateau": why.transfer(nb, runs["plateau"], key="updates"), "rows": why.transfer(nb, runs["rows"]),
                "club": why.transfer(nb, runs["club"]), "full club": why.transfer(nb, runs["full club"]),
                "baseline": [r for c in runs["baseline"].values()
                             for r in nb.evaluate(c, "ave", why.CROSS, nb.seeds[:1], tags={"row": "baseline"})]}

@@ -1,12 +1,14 @@
 """The experiments of the chapter "Why the released recipe behaves differently here".
 
-Three parts, all on the AV tables' main pre-training set (``Budget.main_size``, 24K) and the same pre-training
+Four parts, all on the AV tables' main pre-training set (``Budget.main_size``, 24K) and the same pre-training
 seeds:
 
 * **The learning curve** of the book recipe: its runs train as long as the released recipe (``Budget.steps_for``,
   3,000 updates; the same runs as Table 1's Uni-Code row) and keep snapshots at ``Budget.curve_steps``; with a
   constant learning rate a snapshot at step s *is* the run of s steps, so the curve is the evidence for the length.
   The targets of the recipe are judged at full length against references the build measures (:func:`target_claims`).
+* **The plateau test** (:func:`plateau_runs`, where ``Budget.plateau_test``): the recipe trained for twice its
+  updates on the same seeds, against its own runs (:func:`plateau_table`, :func:`curve_claim`).
 * **Controlled experiments**: each starts from the book recipe (``book_av``) and puts ONE released choice back
   (:data:`SWITCHES`), or all of them (the released recipe, at the book's batch), for ``Budget.experiment_steps``
   updates, against the recipe's own snapshot at the same updates; each switch's verdict tests the mechanism it is
@@ -18,9 +20,10 @@ seeds:
   :data:`CONVERGED_CLUB` train as long as the recipe (:func:`club_claims`), the others (:data:`OTHER_CLUB`) the
   experiments' length (:func:`condition_claims`).
 
-A scale whose ``Budget.experiment_steps`` is None trains no run shorter than the recipe here (:func:`trains_experiments`):
-the switches, the released recipe and :data:`OTHER_CLUB` are left to scale ``full`` (:func:`left_to_full`), so
-that every verdict of the chapter rests on runs as long as the recipe.
+A scale whose ``Budget.experiment_steps`` is None trains no run shorter than the recipe here
+(:func:`trains_experiments`): the switches, the released recipe and :data:`OTHER_CLUB` are left to scale ``full``
+(:func:`left_to_full`), so that every verdict of the chapter rests on runs as long as the recipe; one without
+``Budget.plateau_test`` leaves the plateau test there too (:func:`plateau_left_to_full`).
 
 Every row is measured by its AVE transfer (held-out protocol: the labelled-modality bound and the cross-modal
 directions, :func:`transfer`) and by ``experiments.diagnostics`` (:func:`diagnostics`).
@@ -94,10 +97,11 @@ OTHER_CLUB = tuple(name for name in CLUB_CONDITIONS if name not in CONVERGED_CLU
 
 def lengths(nb: NotebookRun) -> dict[str, int | None]:
     """Updates per kind of run: ``recipe`` (full length), ``experiment`` (the controlled experiments; None where the
-    scale leaves them to scale ``full``) and the learning curve's points ``curve`` (the snapshots below full
-    length, then full length)."""
-    return {"recipe": nb.budget.steps_for("book"), "experiment": nb.budget.experiment_steps,
-            "curve": nb.checkpoint_steps()}
+    scale leaves them to scale ``full``), the learning curve's points ``curve`` (the snapshots below full length,
+    then full length) and ``doubled`` (twice the recipe: the plateau test, :func:`doubled_runs`)."""
+    recipe = nb.budget.steps_for("book")
+    return {"recipe": recipe, "experiment": nb.budget.experiment_steps, "curve": nb.checkpoint_steps(),
+            "doubled": 2 * recipe}
 
 
 def recipe_runs(nb: NotebookRun, seeds: Sequence[int], method: str = "unicode", overrides: Sequence[str] = (),
@@ -141,6 +145,37 @@ def left_to_full(nb: NotebookRun, what: str) -> str:
 def curve_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, dict[int, str]]:
     """The learning curve's checkpoints: ``{updates: {seed: checkpoint}}`` of the recipe's full-length runs."""
     return {step: recipe_runs(nb, seeds, at=step) for step in lengths(nb)["curve"]}
+
+
+def trains_plateau(nb: NotebookRun) -> bool:
+    """Whether this scale trains the plateau test (``Budget.plateau_test``): the recipe for twice its updates."""
+    return nb.budget.plateau_test
+
+
+def plateau_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[int, dict[int, str]]:
+    """The plateau test's checkpoints, ``{updates: {seed: checkpoint}}``: the recipe's full-length runs and
+    :func:`doubled_runs`; none where the scale leaves the test to scale ``full`` (:func:`trains_plateau`)."""
+    seeds = _why_seeds(nb, seeds)
+    if not trains_plateau(nb):
+        return {}
+    return {lengths(nb)["recipe"]: recipe_runs(nb, seeds), lengths(nb)["doubled"]: doubled_runs(nb, seeds)}
+
+
+def plateau_left_to_full(nb: NotebookRun) -> str:
+    """What the chapter prints in place of the plateau test at a scale that leaves it to scale ``full``."""
+    n = lengths(nb)
+    return (f"**At this scale, the plateau test is left to scale `full`.** It trains the recipe for {n['doubled']} "
+            f"updates on each seed, which does not fit this scale's budget beside the runs the verdicts rest on. "
+            "`make book SCALE=full` trains it; `python tools/heldout_targets.py --scale default --seeds 0,1,2 "
+            "--doubled` trains it on the book's seeds and prints this section's table and verdict.")
+
+
+def doubled_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, str]:
+    """The book recipe trained for twice its updates, per seed: the issue's test of a plateau (doubling the updates
+    moves the metric by less than its seed interval), against the recipe's own runs on the same seeds. With a
+    constant learning rate the first half of such a run is the recipe's run."""
+    return {s: nb.pretrain("book_av", seed=s, pretrain_size=nb.budget.main_size, steps=lengths(nb)["doubled"])
+            for s in seeds}
 
 
 def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
@@ -243,6 +278,26 @@ def curve_table(records: list[dict], diag: Mapping[int, Mapping[int, Mapping[str
             rows.append({"updates": step, "seed": s, "labelled": labelled.get(s, np.nan),
                          "cross": cross.get(s, np.nan), "same code": 100 * d["same_code"]})
     return rows
+
+
+def plateau_table(curve: Sequence[Mapping], first: int, last: int) -> dict[str, dict[str, float | str]]:
+    """The plateau test as ``{measure: {column: value}}`` from :func:`curve_table` rows at ``first`` (the recipe)
+    and ``last`` (twice as many) updates: per measure (labelled, cross, same code) its mean and 95 % half-width
+    over the seeds at ``first``, its mean at ``last``, the seed-paired change, and whether doubling moved it by
+    less than that half-width (the issue's plateau: doubling moves the metric by less than its seed interval; one
+    seed has no interval)."""
+    out = {}
+    for measure in ("labelled", "cross", "same code"):
+        at = {n: {r["seed"]: r[measure] for r in curve if r["updates"] == n} for n in (first, last)}
+        seeds = sorted(set(at[first]) & set(at[last]))
+        mean, half, _ = claims.t_interval([at[first][s] for s in seeds])
+        change, change_half, _ = claims.t_interval([at[last][s] - at[first][s] for s in seeds])
+        out[measure] = {f"{first} updates": mean, "its 95 % half-width": half,
+                        f"{last} updates": float(np.mean([at[last][s] for s in seeds])),
+                        "change (paired)": change, "change's 95 % half-width": change_half,
+                        "moved less than the half-width": ("no interval (one seed)" if not np.isfinite(half)
+                                                           else "yes" if abs(change) < half else "no")}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ verdicts
