@@ -23,18 +23,19 @@ def test_plan_counts_the_smoke_and_default_books():
     # Known answers, counted by hand from the chapters: smoke has 24 distinct runs (Table 1 three, Table 2 one, the
     # pre-training chapter, Table 3, Table 4 one AVT run each, Fig. 3 two, Table 5 two, the after-Uni-Code chapter
     # three (FCID, FCID with CLUB on unscaled features, MICU; its Uni-Code is Table 1's run at a snapshot), the why
-    # chapter eleven: four switches, the released recipe, w/o CLUB and four CLUB conditions, and the recipe trained
-    # twice as long (the plateau test); its recipe and baseline are Table 1's; w/o CLUB and the cut of the
-    # reconstruction's gradient train as long as the recipe, the other three conditions the experiments' length
+    # chapter twelve: four switches, the released recipe, w/o CLUB and four CLUB conditions, and the recipe and w/o
+    # CLUB trained twice as long (the plateau test); its recipe and baseline are Table 1's; w/o CLUB and the cut of
+    # the reconstruction's gradient train as long as the recipe, the other three conditions the experiments' length
     # beside w/o CLUB's snapshot). The why chapter asks for 3 checkpoints of its curve (2 snapshots and the end), 2
-    # for the plateau test (the recipe's end and the doubled run), 6 for the switches' rows, 5 for CLUB's other
-    # conditions, 3 at full length and the baseline: 20 calls; the doubled run adds 4 AVE heads. The after-Uni-Code chapter asks for 4 checkpoints per pre-training seed and trains per
+    # for the plateau test (the recipe's end and the doubled run), 2 for the doubled CLUB rows, 6 for the switches'
+    # rows, 5 for CLUB's other conditions, 3 at full length and the baseline: 22 calls; the two doubled runs add 4
+    # AVE heads each. The after-Uni-Code chapter asks for 4 checkpoints per pre-training seed and trains per
     # seed and direction: AVE on the two FCID rows and MICU (Uni-Code's at the snapshot is the why chapter's
     # learning-curve head), AVVP on all four and on FCID with TOC, the open-set task on all four.
     smoke = chapters.plan("smoke")
-    assert (smoke.calls, len(smoke.runs)) == (23 + 20, 14 + 11)
-    assert Counter(r.steps for r in smoke.runs.values() if r.chapter == "01") == {4: 8, 6: 2, 12: 1}
-    assert _heads(smoke) == {"ave": 76 + 3 * 2, "avvp": 14 + 5 * 2, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4,
+    assert (smoke.calls, len(smoke.runs)) == (23 + 22, 14 + 12)
+    assert Counter(r.steps for r in smoke.runs.values() if r.chapter == "01") == {4: 8, 6: 2, 12: 2}
+    assert _heads(smoke) == {"ave": 80 + 3 * 2, "avvp": 14 + 5 * 2, "ucf_vgg": 6, "ave_avvp": 4, "avs": 4,
                              "retrieval": 4, "oscmg": 4 * 2}
     # default: 18 runs of the released recipe's 3,000 updates (Table 1: 3 methods, Table 2: 2 rows, the why
     # chapter's cut of the reconstruction's gradient, x 3 seeds) and 9 of 250 (the pre-training chapter, Tables 3
@@ -64,11 +65,11 @@ def test_plan_counts_the_smoke_and_default_books():
 def test_plan_follows_the_budget_and_the_seeds_parameter():
     b = budget("smoke")
     fewer = chapters.plan("smoke", b=b.__class__(**{**b.__dict__, "ablations": ("full",)}))
-    assert len(fewer.runs) == 25 - 1                   # the "w/o DCID" row's run is gone, "full" is shared
+    assert len(fewer.runs) == 26 - 1                   # the "w/o DCID" row's run is gone, "full" is shared
     seeds = chapters.plan("smoke", seeds=[0, 1])
-    # AVE: the tables' 20 heads and the after-Uni-Code chapter's 6 per head seed; the why chapter's 56 others on
+    # AVE: the tables' 20 heads and the after-Uni-Code chapter's 6 per head seed; the why chapter's 60 others on
     # the first seed only
-    assert _heads(seeds)["ave"] == 2 * (20 + 6) + 56 and _heads(seeds)["avs"] == 2 * 4
+    assert _heads(seeds)["ave"] == 2 * (20 + 6) + 60 and _heads(seeds)["avs"] == 2 * 4
     released = chapters.plan("smoke", recipe="released")
     assert {r.preset for r in released.runs.values() if r.chapter != "01"} == {"released_avt", "released_av",
                                                                                "released_vt"}

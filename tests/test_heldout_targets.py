@@ -35,8 +35,11 @@ def test_plans_the_curve_the_baseline_and_each_condition_once_per_seed():
     run = next(r for r in released.runs.values() if r.preset == "released_av")
     assert run.steps == 6 and run.overrides == ("train.batch_size=16",) and run.config.train.batch_size == 16
     doubled = PlanRecorder("smoke", budget("smoke"))
-    out = heldout_targets.runs(doubled, [100, 101], [], doubled=True)
-    assert set(out["doubled"]) == {100, 101} and sorted(r.steps for r in doubled.runs.values()) == [6] * 4 + [12] * 2
+    out = heldout_targets.runs(doubled, [100, 101], [why.NO_CLUB], doubled=True)
+    # recipe, baseline and w/o CLUB per seed at full length; the recipe and w/o CLUB per seed twice as long
+    assert set(out["doubled"]) == {100, 101} and set(out["doubled conditions"]) == {why.NO_CLUB}
+    assert sorted(r.steps for r in doubled.runs.values()) == [6] * 6 + [12] * 4
+    assert {r.overrides for r in doubled.runs.values() if r.steps == 12} == {(), why.CLUB_CONDITIONS[why.NO_CLUB]}
 
 
 def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_path, monkeypatch, capsys):
@@ -59,8 +62,9 @@ def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_p
     assert heldout_targets.main(["--scale", "smoke", "--seeds", "5", "--club-condition", why.TENTH_CLUB,
                                  "--switch", switch, "--released", "--doubled"]) == 0
     text = capsys.readouterr().out
-    assert len(trained) == 6          # recipe, baseline, the condition, the switch, the released recipe, the recipe
-    #                                   twice as long: before any head
+    # recipe, baseline, the condition, the switch, the released recipe, and the recipe, the condition and the switch
+    # twice as long: all before any head
+    assert len(trained) == 8
     assert sorted(p.name for p in (cache / "runs").iterdir()
                   if (p / "final.pt").exists() and p.name not in before) == sorted(trained)
     for step in (2, 4, 6):
@@ -78,3 +82,4 @@ def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_p
            "**inconclusive**" in text
     assert "  seed 5: labelled " in text and "  cross: 6 updates " in text and "moved less than the half-width: " in text
     assert "cross-modal transfer still rises from 6 to 12 updates (AVE, mean of V→A and A→V): **inconclusive**" in text
+    assert f"  {why.TENTH_CLUB}, 12 updates, seed 5: labelled " in text and f"  {switch}, 12 updates, seed 5: " in text

@@ -203,12 +203,17 @@ def test_the_plateau_test_doubles_the_recipe_where_the_scale_trains_it():
     assert why.lengths(default)["doubled"] == 6000
     assert "trains the recipe for 6000 updates" in why.plateau_left_to_full(default)
     assert "--doubled" in why.plateau_left_to_full(default)
+    assert why.doubled_club_runs(default) == {} and "--club-condition" in why.plateau_left_to_full(
+        default, "this test", "the recipe and w/o CLUB", '--doubled --club-condition "w/o CLUB"')
     assert set(why.doubled_runs(default, [100])) == {100}               # the tool's runs, at any scale
     assert [r.steps for r in default.runs.values()] == [6000]
     smoke = PlanRecorder("smoke", budget("smoke"))
     runs = why.plateau_runs(smoke)
     assert list(runs) == [6, 12] and all(set(seeds) == {0} for seeds in runs.values())
     assert sorted(r.steps for r in smoke.runs.values()) == [6, 12]
+    club = why.doubled_club_runs(smoke)
+    assert list(club) == [why.RECIPE, why.NO_CLUB] and club[why.RECIPE] == runs[12]
+    assert sorted(r.steps for r in smoke.runs.values()) == [6, 12, 12]
 
 
 def test_plateau_table_compares_the_doubled_runs_with_the_seed_interval():
@@ -233,3 +238,23 @@ def test_plateau_table_compares_the_doubled_runs_with_the_seed_interval():
     assert table["same code"]["change (paired)"] == 0 and table["same code"]["moved less than the half-width"] == "yes"
     one = why.plateau_table([r for r in curve if r["seed"] == 0], 3000, 6000)
     assert one["cross"]["moved less than the half-width"] == "no interval (one seed)"
+
+
+def test_delay_claims_pair_each_seeds_lead_of_w_o_club_at_both_lengths():
+    from cmg_lib.experiments import why
+    from cmg_lib.experiments.claims import FAILS, HOLDS, INCONCLUSIVE
+
+    def diag(recipe, no_club):
+        return {why.RECIPE: {s: {"same_code": v / 100} for s, v in enumerate(recipe)},
+                why.NO_CLUB: {s: {"same_code": v / 100} for s, v in enumerate(no_club)}}
+
+    # leads 20, 24, 19 at the recipe's length; 4, 6, 3 at twice it (w/o CLUB flat, the recipe catching up)
+    full, doubled = diag([16, 16, 15], [36, 40, 34]), diag([30, 30, 30], [34, 36, 33])
+    still, fades = why.delay_claims(full, doubled)
+    assert still.outcome == HOLDS and fades.outcome == HOLDS            # paired leads 4, 6, 3 > 0; shrinks 16, 18, 16
+    # the recipe overtakes w/o CLUB at twice the updates: CLUB no longer lowers it
+    still, fades = why.delay_claims(full, diag([40, 42, 41], [34, 36, 33]))
+    assert still.outcome == FAILS and fades.outcome == HOLDS
+    # the lead stays: it does not fade (the paired change in the lead is -1, +1, 0)
+    still, fades = why.delay_claims(full, diag([16, 16, 15], [37, 39, 34]))
+    assert still.outcome == HOLDS and fades.outcome == INCONCLUSIVE

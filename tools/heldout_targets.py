@@ -38,7 +38,8 @@ def runs(nb, seeds, conditions, switches=(), released=False, doubled=False) -> d
     """The tool's pre-training runs on ``seeds``: ``curve`` (the recipe's full-length runs and their snapshots,
     ``{updates: {seed: ckpt}}``), ``baseline``, ``conditions`` (the CLUB ``conditions``, the ``switches`` and,
     if ``released``, the released recipe; ``{name: {seed: ckpt}}``, as long as the recipe) and, if ``doubled``,
-    ``doubled`` (the recipe trained twice as long, ``{seed: ckpt}``)."""
+    ``doubled`` (the recipe trained twice as long, ``{seed: ckpt}``) and ``doubled conditions`` (the CLUB
+    conditions and the switches trained twice as long)."""
     overrides = {**{name: why.CLUB_CONDITIONS[name] for name in conditions},
                  **{name: why.SWITCHES[name].overrides for name in switches}}
     out = {"curve": why.curve_runs(nb, seeds), "baseline": why.baseline_runs(nb, seeds),
@@ -47,6 +48,7 @@ def runs(nb, seeds, conditions, switches=(), released=False, doubled=False) -> d
         out["conditions"][why.RELEASED] = why.released_runs(nb, seeds, why.lengths(nb)["recipe"])
     if doubled:
         out["doubled"] = why.doubled_runs(nb, seeds)
+        out["doubled conditions"] = {name: why.doubled_runs(nb, seeds, o) for name, o in overrides.items()}
     return out
 
 
@@ -75,6 +77,42 @@ def plateau(nb, records, diag, doubled, scope) -> None:
     print(ex.claims.markdown([why.curve_claim(records, n["recipe"], n["doubled"])], scope))
 
 
+def compare(nb, conditions, recipe_diag, recipe_records, steps, baseline, scope) -> None:
+    """Print each condition's measures per seed beside the recipe's at ``steps`` updates (``recipe_diag``: the
+    recipe's diagnostics per seed there; ``recipe_records``: its AVE records tagged ``updates``) and the chapter's
+    verdicts on them."""
+    recipe_same = {s: 100 * d["same_code"] for s, d in recipe_diag.items()}
+    recipe_cross = ex.claims.by_pretrain_seed(recipe_records, updates=steps, kind="cross")
+    cond, cond_diag = why.transfer(nb, conditions), why.diagnostics(nb, conditions)
+    verdicts = []
+    for name in conditions:
+        labelled = ex.claims.by_pretrain_seed(cond, kind="labelled", row=name)
+        cross = ex.claims.by_pretrain_seed(cond, kind="cross", row=name)
+        same = why.per_seed(cond_diag, name, "same_code", 100)
+        switch = why.SWITCHES.get(name)
+        measure = {} if switch is None else why.per_seed(cond_diag, name, switch.measure)
+        recipe_measure = {} if switch is None else {s: d[switch.measure] for s, d in recipe_diag.items()}
+        for s in conditions[name]:
+            line = (f"  {name}, {steps} updates, seed {s}: labelled {labelled[s]:.1f}, cross "
+                    f"{cross[s]:.1f} (ratio {cross[s] / labelled[s]:.2f}, baseline + {cross[s] - baseline[s]:.1f}), "
+                    f"same code {same[s]:.1f} % (recipe {recipe_same[s]:.1f} %)")
+            if switch is not None:
+                line += f", {switch.label} {measure[s]:.3g} (recipe {recipe_measure[s]:.3g})"
+            print(line)
+        if name == why.RELEASED:               # the chapter's verdicts (why.switch_claims), at full length
+            verdicts.append(why.released_claim(recipe_cross, cross))
+        elif switch is None:
+            verdicts.append(ex.claims.greater(f"{name}: more aligned segments get the same code than with the "
+                                              f"{why.RECIPE}", same, recipe_same, names=(name, why.RECIPE)))
+        else:
+            verdicts.append(why.switch_claim(name, recipe_measure, measure))
+            verdicts.append(ex.claims.greater(f"the {why.RECIPE} transfers better across modalities than with "
+                                              f"{name} (AVE, mean of V→A and A→V)", recipe_cross, cross,
+                                              names=(why.RECIPE, name)))
+    if verdicts:
+        print(ex.claims.markdown(verdicts, scope))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="default", choices=SCALE_NAMES)
@@ -88,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--released", action="store_true",
                         help="also train the released recipe (at the book's batch) as long as the recipe")
     parser.add_argument("--doubled", action="store_true",
-                        help="also train the recipe for twice its updates: is its length a plateau?")
+                        help="also train the recipe for twice its updates (is its length a plateau?), and each CLUB "
+                             "condition and switch asked for")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -122,36 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.doubled:
         plateau(nb, records, diag, wanted["doubled"],
                 nb.scope(nb.seeds[:1], steps=f"{n['recipe']} and {n['doubled']}", pretrain_seeds=seeds))
-    recipe_same = why.per_seed(diag, n["recipe"], "same_code", 100)
-    recipe_cross = ex.claims.by_pretrain_seed(records, updates=n["recipe"], kind="cross")
-    cond, cond_diag = why.transfer(nb, wanted["conditions"]), why.diagnostics(nb, wanted["conditions"])
-    verdicts = []
-    for name in wanted["conditions"]:
-        labelled = ex.claims.by_pretrain_seed(cond, kind="labelled", row=name)
-        cross = ex.claims.by_pretrain_seed(cond, kind="cross", row=name)
-        same = why.per_seed(cond_diag, name, "same_code", 100)
-        switch = why.SWITCHES.get(name)
-        measure = {} if switch is None else why.per_seed(cond_diag, name, switch.measure)
-        recipe_measure = {} if switch is None else why.per_seed(diag, n["recipe"], switch.measure)
-        for s in seeds:
-            line = (f"  {name}, {n['recipe']} updates, seed {s}: labelled {labelled[s]:.1f}, cross "
-                    f"{cross[s]:.1f} (ratio {cross[s] / labelled[s]:.2f}, baseline + {cross[s] - baseline[s]:.1f}), "
-                    f"same code {same[s]:.1f} % (recipe {recipe_same[s]:.1f} %)")
-            if switch is not None:
-                line += f", {switch.label} {measure[s]:.3g} (recipe {recipe_measure[s]:.3g})"
-            print(line)
-        if name == why.RELEASED:               # the chapter's verdicts (why.switch_claims), at full length
-            verdicts.append(why.released_claim(recipe_cross, cross))
-        elif switch is None:
-            verdicts.append(ex.claims.greater(f"{name}: more aligned segments get the same code than with the "
-                                              f"{why.RECIPE}", same, recipe_same, names=(name, why.RECIPE)))
-        else:
-            verdicts.append(why.switch_claim(name, recipe_measure, measure))
-            verdicts.append(ex.claims.greater(f"the {why.RECIPE} transfers better across modalities than with "
-                                              f"{name} (AVE, mean of V→A and A→V)", recipe_cross, cross,
-                                              names=(why.RECIPE, name)))
-    if verdicts:
-        print(ex.claims.markdown(verdicts, scope))
+    compare(nb, wanted["conditions"], diag[n["recipe"]], records, n["recipe"], baseline,
+            nb.scope(nb.seeds[:1], steps=n["recipe"], pretrain_seeds=seeds))
+    if args.doubled and wanted["doubled conditions"]:
+        recipe = {n["doubled"]: wanted["doubled"]}
+        compare(nb, wanted["doubled conditions"], why.diagnostics(nb, recipe)[n["doubled"]],
+                why.transfer(nb, recipe, key="updates"), n["doubled"], baseline,
+                nb.scope(nb.seeds[:1], steps=n["doubled"], pretrain_seeds=seeds))
+        if why.NO_CLUB in wanted["doubled conditions"]:        # the chapter's test: does CLUB's effect last?
+            at = {length: why.diagnostics(nb, {why.RECIPE: recipe_runs, why.NO_CLUB: club[why.NO_CLUB]})
+                  for length, recipe_runs, club in ((n["recipe"], curve[n["recipe"]], wanted["conditions"]),
+                                                    (n["doubled"], wanted["doubled"], wanted["doubled conditions"]))}
+            print(ex.claims.markdown(why.delay_claims(at[n["recipe"]], at[n["doubled"]]),
+                                     nb.scope(nb.seeds[:1], steps=f"{n['recipe']} and {n['doubled']}",
+                                              pretrain_seeds=seeds)))
     return 0
 
 

@@ -178,18 +178,22 @@ def after_unicode_floor(nb: NotebookRun, records: Sequence[dict]) -> list[dict]:
 
 
 def why_released_recipe(nb: NotebookRun) -> tuple[dict[str, dict], dict[str, list[dict]]]:
-    """Notebook 01: the checkpoints per part (``why``: ``curve`` and ``plateau`` {updates: {seed: ckpt}}, ``rows``
-    and ``club`` {row: {seed: ckpt}}, the plateau, rows and club empty at a scale that leaves them to scale
-    ``full`` (``why.trains_plateau``, ``why.trains_experiments``), ``full club`` the recipe and the CLUB conditions
-    of ``why.CONVERGED_CLUB`` at full length, ``baseline`` {seed: ckpt}) and their AVE records (the same keys;
-    ``baseline``: its cross-modal directions), over ``why_seeds``."""
+    """Notebook 01: the checkpoints per part (``why``) over ``why_seeds``: ``curve`` and ``plateau`` {updates: {seed:
+    ckpt}} (the learning curve; the recipe at its length and twice it), ``rows`` and ``club`` {row: {seed: ckpt}}
+    (the controlled experiments at their length), ``full club`` (the recipe and the CLUB conditions of
+    ``why.CONVERGED_CLUB`` at full length), ``doubled club`` (the recipe and "w/o CLUB" twice as long) and
+    ``baseline`` {seed: ckpt}; ``plateau``, ``doubled club``, ``rows`` and ``club`` are empty at a scale that
+    leaves them to scale ``full`` (``why.trains_plateau``, ``why.trains_experiments``). Also their AVE records (the
+    same keys; ``baseline``: its cross-modal directions)."""
     seeds = nb.budget.why_seeds
     runs = {"curve": why.curve_runs(nb, seeds), "plateau": why.plateau_runs(nb, seeds),
             "rows": why.row_runs(nb, seeds), "club": why.club_runs(nb, seeds),
-            "full club": why.converged_club_runs(nb, seeds), "baseline": why.baseline_runs(nb, seeds)}
+            "full club": why.converged_club_runs(nb, seeds), "doubled club": why.doubled_club_runs(nb, seeds),
+            "baseline": why.baseline_runs(nb, seeds)}
     records = {"curve": why.transfer(nb, runs["curve"], key="updates"),
                "plateau": why.transfer(nb, runs["plateau"], key="updates"), "rows": why.transfer(nb, runs["rows"]),
                "club": why.transfer(nb, runs["club"]), "full club": why.transfer(nb, runs["full club"]),
+               "doubled club": why.transfer(nb, runs["doubled club"]),
                "baseline": [r for c in runs["baseline"].values()
                             for r in nb.evaluate(c, "ave", why.CROSS, nb.seeds[:1], tags={"row": "baseline"})]}
     return runs, records

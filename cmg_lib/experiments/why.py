@@ -8,7 +8,8 @@ seeds:
   constant learning rate a snapshot at step s *is* the run of s steps, so the curve is the evidence for the length.
   The targets of the recipe are judged at full length against references the build measures (:func:`target_claims`).
 * **The plateau test** (:func:`plateau_runs`, where ``Budget.plateau_test``): the recipe trained for twice its
-  updates on the same seeds, against its own runs (:func:`plateau_table`, :func:`curve_claim`).
+  updates on the same seeds, against its own runs (:func:`plateau_table`, :func:`curve_claim`); and, for the CLUB
+  part, "w/o CLUB" as long (:func:`doubled_club_runs`, :func:`delay_claims`): does CLUB's effect last?
 * **Controlled experiments**: each starts from the book recipe (``book_av``) and puts ONE released choice back
   (:data:`SWITCHES`), or all of them (the released recipe, at the book's batch), for ``Budget.experiment_steps``
   updates, against the recipe's own snapshot at the same updates; each switch's verdict tests the mechanism it is
@@ -161,21 +162,35 @@ def plateau_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[in
     return {lengths(nb)["recipe"]: recipe_runs(nb, seeds), lengths(nb)["doubled"]: doubled_runs(nb, seeds)}
 
 
-def plateau_left_to_full(nb: NotebookRun) -> str:
-    """What the chapter prints in place of the plateau test at a scale that leaves it to scale ``full``."""
+def doubled_club_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
+    """The recipe and "w/o CLUB" trained for twice the recipe's updates, ``{row: {seed: checkpoint}}``: does CLUB's
+    effect on the codes last, or does it fade with training? None where the scale leaves the plateau test to scale
+    ``full`` (:func:`trains_plateau`)."""
+    seeds = _why_seeds(nb, seeds)
+    if not trains_plateau(nb):
+        return {}
+    return {RECIPE: doubled_runs(nb, seeds), NO_CLUB: doubled_runs(nb, seeds, CLUB_CONDITIONS[NO_CLUB])}
+
+
+def plateau_left_to_full(nb: NotebookRun, what: str = "the plateau test", runs: str = "the recipe",
+                         flags: str = "--doubled") -> str:
+    """What the chapter prints in place of ``what`` (runs of ``runs`` twice as long as the recipe) at a scale that
+    leaves the plateau test to scale ``full``; ``flags``: the options of ``tools/heldout_targets.py`` that train
+    them."""
     n = lengths(nb)
-    return (f"**At this scale, the plateau test is left to scale `full`.** It trains the recipe for {n['doubled']} "
-            f"updates on each seed, which does not fit this scale's budget beside the runs the verdicts rest on. "
-            "`make book SCALE=full` trains it; `python tools/heldout_targets.py --scale default --seeds 0,1,2 "
-            "--doubled` trains it on the book's seeds and prints this section's table and verdict.")
+    return (f"**At this scale, {what} is left to scale `full`.** It trains {runs} for {n['doubled']} updates on "
+            f"each seed, which does not fit this scale's budget beside the runs the verdicts rest on. `make book "
+            f"SCALE=full` trains it; `python tools/heldout_targets.py --scale default --seeds 0,1,2 {flags}` trains "
+            "it on the book's seeds and prints the same measures and verdicts.")
 
 
-def doubled_runs(nb: NotebookRun, seeds: Sequence[int]) -> dict[int, str]:
-    """The book recipe trained for twice its updates, per seed: the issue's test of a plateau (doubling the updates
-    moves the metric by less than its seed interval), against the recipe's own runs on the same seeds. With a
-    constant learning rate the first half of such a run is the recipe's run."""
-    return {s: nb.pretrain("book_av", seed=s, pretrain_size=nb.budget.main_size, steps=lengths(nb)["doubled"])
-            for s in seeds}
+def doubled_runs(nb: NotebookRun, seeds: Sequence[int], overrides: Sequence[str] = ()) -> dict[int, str]:
+    """The book recipe (with ``overrides``: a condition of the chapter) trained for twice its updates, per seed:
+    the issue's test of a plateau (doubling the updates moves the metric by less than its seed interval), against
+    the recipe's own runs on the same seeds. With a constant learning rate the first half of such a run is the
+    recipe's run."""
+    return {s: nb.pretrain("book_av", seed=s, pretrain_size=nb.budget.main_size, overrides=overrides,
+                           steps=lengths(nb)["doubled"]) for s in seeds}
 
 
 def row_runs(nb: NotebookRun, seeds: Sequence[int] | None = None) -> dict[str, dict[int, str]]:
@@ -372,6 +387,24 @@ def club_claims(full: Mapping[str, Mapping[int, Mapping[str, float]]]) -> list[c
                        unit=""),
         claims.greater("the effect travels through the reconstruction's gradient into the code: cut it, keep CLUB, "
                        "and the same code returns", same[cut], same[RECIPE], names=(cut, RECIPE)),
+    ]
+
+
+def delay_claims(full: Mapping[str, Mapping[int, Mapping[str, float]]],
+                 doubled: Mapping[str, Mapping[int, Mapping[str, float]]]) -> list[claims.Verdict]:
+    """Does CLUB's effect on the same code last? ``full`` and ``doubled`` hold the recipe and "w/o CLUB" (their
+    diagnostics per seed) at the recipe's length and at twice it (:func:`doubled_club_runs`): whether CLUB still
+    lowers the same code at twice the updates, and whether its gap to "w/o CLUB" shrinks (paired over seeds)."""
+    same = {n: {row: per_seed(d, row, "same_code", 100) for row in (RECIPE, NO_CLUB)}
+            for n, d in (("full", full), ("doubled", doubled))}
+    gap = {n: {s: same[n][NO_CLUB][s] - same[n][RECIPE][s] for s in same[n][RECIPE] if s in same[n][NO_CLUB]}
+           for n in same}
+    return [
+        claims.greater("at twice the updates, CLUB still lowers the share of aligned segments that get the same code",
+                       same["doubled"][NO_CLUB], same["doubled"][RECIPE], names=(NO_CLUB, RECIPE)),
+        claims.greater("CLUB's effect fades with training: w/o CLUB's lead in the same code is smaller at twice the "
+                       "updates", gap["full"], gap["doubled"], names=("lead at the recipe's length",
+                                                                      "lead at twice it")),
     ]
 
 
