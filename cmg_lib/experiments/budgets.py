@@ -109,8 +109,9 @@ BUDGETS: dict[str, Budget] = {
     # faster machine is scaled to the slower kind's ~110 GFLOP/s by the float32 GEMM rate it prints. With (2) at
     # 250 updates and (4) in the book, the build took 37.5 min at 201 GFLOP/s: 68 min by that measure; so built, 33.7
     # min at 181 GFLOP/s: 55.6 min (2026-12-06; book/measured_timings.md has every build).
-    # Also at scale "full" only: the recipe trained twice as long (``plateau_test``: is 3,000 updates a plateau?
-    # three more runs of 6,000 updates, about 10 more minutes of pool on 2 cores), the other compared methods,
+    # Also at scale "full" only: the recipe and "w/o CLUB" trained twice as long (``plateau_test``: is 3,000 updates
+    # a plateau, and does CLUB's effect last? here six runs of 6,000 updates, about 20 more minutes of pool on 2
+    # cores), the other compared methods,
     # the 40K and 81K sizes, Table 2's other rows (w/o CMCM among them: its three 3,000-update runs did not fit),
     # more AVT rows, more head seeds.
     "default": Budget(seeds=(0,), pretrain_seeds=(0, 1, 2), pretrain_steps=200, pretrain_sizes=("24k",),
