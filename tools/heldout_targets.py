@@ -10,10 +10,11 @@ seeds and prints the same measures for it, to check a finding of the chapter on 
 condition the default book leaves to scale ``full`` gives at full length; ``--switch NAME`` (repeatable) does the
 same for one of the chapter's released choices (``why.SWITCHES``), with the verdict on the measure that choice is
 suspected of lowering, and ``--released`` for the whole released recipe (at the book's batch, as the chapter's last
-row); ``--doubled`` trains the recipe for twice its updates and prints the chapter's plateau test (``why.plateau_table``
-and its verdict), which the default book leaves to scale ``full``. Every run is
-trained first, as the book build does: one one-thread worker per core, longest first (``experiments.pool``); runs
-already in the cache are reused.
+row); ``--doubled`` trains the recipe, and every condition and switch asked for, for twice the recipe's updates and
+prints the chapter's plateau test (``why.plateau_table`` and its verdict), the conditions at that length and, with
+"w/o CLUB", whether CLUB's effect lasts (``why.delay_claims``): what the default book leaves to scale ``full``.
+Every run is trained first, as the book build does: one one-thread worker per core, longest first
+(``experiments.pool``); runs already in the cache are reused.
 
     python tools/heldout_targets.py --scale default --seeds 100,101
     python tools/heldout_targets.py --scale default --seeds 100,101 \
@@ -21,7 +22,7 @@ already in the cache are reused.
     python tools/heldout_targets.py --scale default --seeds 0,1,2 --club-condition "CLUB at a tenth of its weight" \
         --club-condition "CLUB, audio specific encoder at the released width"
     python tools/heldout_targets.py --scale default --seeds 0,1,2 --switch "CMCM without temperature" --released
-    python tools/heldout_targets.py --scale default --seeds 0,1,2 --doubled
+    python tools/heldout_targets.py --scale default --seeds 0,1,2 --doubled --club-condition "w/o CLUB"
 """
 from __future__ import annotations
 
@@ -169,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                 why.transfer(nb, recipe, key="updates"), n["doubled"], baseline,
                 nb.scope(nb.seeds[:1], steps=n["doubled"], pretrain_seeds=seeds))
         if why.NO_CLUB in wanted["doubled conditions"]:        # the chapter's test: does CLUB's effect last?
-            at = {length: why.diagnostics(nb, {why.RECIPE: recipe_runs, why.NO_CLUB: club[why.NO_CLUB]})
-                  for length, recipe_runs, club in ((n["recipe"], curve[n["recipe"]], wanted["conditions"]),
-                                                    (n["doubled"], wanted["doubled"], wanted["doubled conditions"]))}
+            at = {length: why.diagnostics(nb, {why.RECIPE: recipe_ckpts, why.NO_CLUB: conditions[why.NO_CLUB]})
+                  for length, recipe_ckpts, conditions in (
+                      (n["recipe"], curve[n["recipe"]], wanted["conditions"]),
+                      (n["doubled"], wanted["doubled"], wanted["doubled conditions"]))}
             print(ex.claims.markdown(why.delay_claims(at[n["recipe"]], at[n["doubled"]]),
                                      nb.scope(nb.seeds[:1], steps=f"{n['recipe']} and {n['doubled']}",
                                               pretrain_seeds=seeds)))
