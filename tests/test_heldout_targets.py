@@ -60,11 +60,11 @@ def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_p
     before = {p.name for p in (cache / "runs").iterdir()} if (cache / "runs").exists() else set()   # other tests'
     switch = "CMCM without temperature"
     assert heldout_targets.main(["--scale", "smoke", "--seeds", "5", "--club-condition", why.TENTH_CLUB,
-                                 "--switch", switch, "--released", "--doubled"]) == 0
+                                 "--club-condition", why.NO_CLUB, "--switch", switch, "--released", "--doubled"]) == 0
     text = capsys.readouterr().out
-    # recipe, baseline, the condition, the switch, the released recipe, and the recipe, the condition and the switch
-    # twice as long: all before any head
-    assert len(trained) == 8
+    # recipe, baseline, the two conditions, the switch, the released recipe, and the recipe, the two conditions and
+    # the switch twice as long: all before any head
+    assert len(trained) == 10
     assert sorted(p.name for p in (cache / "runs").iterdir()
                   if (p / "final.pt").exists() and p.name not in before) == sorted(trained)
     for step in (2, 4, 6):
@@ -83,3 +83,5 @@ def test_trains_first_then_prints_every_condition_per_seed(avdigits_smoke, tmp_p
     assert "  seed 5: labelled " in text and "  cross: 6 updates " in text and "moved less than the half-width: " in text
     assert "cross-modal transfer still rises from 6 to 12 updates (AVE, mean of V→A and A→V): **inconclusive**" in text
     assert f"  {why.TENTH_CLUB}, 12 updates, seed 5: labelled " in text and f"  {switch}, 12 updates, seed 5: " in text
+    assert "- at twice the updates, CLUB still lowers the share of aligned segments that get the same code: " \
+           "**inconclusive**" in text and "- CLUB's effect fades with training: " in text
