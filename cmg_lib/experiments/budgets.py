@@ -108,7 +108,8 @@ BUDGETS: dict[str, Budget] = {
     # retrieval code), and (4), last in the order. The measure of the budget is the issue's: a build timed on a
     # faster machine is scaled to the slower kind's ~110 GFLOP/s by the float32 GEMM rate it prints. With (2) at
     # 250 updates and (4) in the book, the build took 37.5 min at 201 GFLOP/s: 68 min by that measure; so built, 33.7
-    # min at 181 GFLOP/s: 55.6 min (2026-12-06; book/measured_timings.md has every build).
+    # min at 181 GFLOP/s: 55.6 min, and 30.3 min at 117 GFLOP/s: 32.2 min (2026-12-06; book/measured_timings.md has
+    # every build).
     # Also at scale "full" only: the recipe and "w/o CLUB" trained twice as long (``plateau_test``: is 3,000 updates
     # a plateau, and does CLUB's effect last? here six runs of 6,000 updates, about 20 more minutes of pool on 2
     # cores), the other compared methods,
