@@ -82,7 +82,8 @@ def compare(nb, conditions, recipe_diag, recipe_records, steps, baseline, scope)
     """Print each condition's measures per seed beside the recipe's at ``steps`` updates (``recipe_diag``: the
     recipe's diagnostics per seed there; ``recipe_records``: its AVE records tagged ``updates``) and the chapter's
     verdicts on them."""
-    recipe_same = {s: 100 * d["same_code"] for s, d in recipe_diag.items()}
+    recipe = {steps: recipe_diag}
+    recipe_same = why.per_seed(recipe, steps, "same_code", 100)
     recipe_cross = ex.claims.by_pretrain_seed(recipe_records, updates=steps, kind="cross")
     cond, cond_diag = why.transfer(nb, conditions), why.diagnostics(nb, conditions)
     verdicts = []
@@ -92,7 +93,7 @@ def compare(nb, conditions, recipe_diag, recipe_records, steps, baseline, scope)
         same = why.per_seed(cond_diag, name, "same_code", 100)
         switch = why.SWITCHES.get(name)
         measure = {} if switch is None else why.per_seed(cond_diag, name, switch.measure)
-        recipe_measure = {} if switch is None else {s: d[switch.measure] for s, d in recipe_diag.items()}
+        recipe_measure = {} if switch is None else why.per_seed(recipe, steps, switch.measure)
         for s in conditions[name]:
             line = (f"  {name}, {steps} updates, seed {s}: labelled {labelled[s]:.1f}, cross "
                     f"{cross[s]:.1f} (ratio {cross[s] / labelled[s]:.2f}, baseline + {cross[s] - baseline[s]:.1f}), "
